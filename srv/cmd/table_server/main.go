@@ -1,0 +1,149 @@
+// Command table_server runs one node of the table service.
+//
+//	table_server [flags] <zk_ip>:<zk_port> <server_port> <num_lists>
+//	table_server [flags] --standalone <server_port> <num_lists>
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/srv"
+)
+
+const usage = `Usage:
+  table_server [flags] <zk_ip>:<zk_port> <server_port> <num_lists>
+  table_server [flags] --standalone <server_port> <num_lists>
+
+Runs one node of the table service on TCP port <server_port> (1-65535),
+with a hash table of <num_lists> independently locked lists (1-%d).
+With --standalone the node serves alone, without ZooKeeper.
+
+Flags:
+`
+
+// options is everything the command line says.
+type options struct {
+	zkAddr     string
+	port       int
+	lists      int
+	standalone bool
+	bind       string
+	maxFrame   int
+	verbose    bool
+}
+
+func main() {
+	opts, err := parseArgs(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "table_server: %v\nRun 'table_server -h' for usage.\n", err)
+		os.Exit(2)
+	}
+	level := slog.LevelWarn
+	if opts.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(opts, log); err != nil {
+		fmt.Fprintf(os.Stderr, "table_server: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("table_server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&o.standalone, "standalone", false, "serve alone, without ZooKeeper")
+	fs.StringVar(&o.bind, "bind", "", "`address` to listen on (default: all interfaces)")
+	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
+	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), usage, srv.MaxLists)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return o, err
+	}
+	want := 3
+	if o.standalone {
+		want = 2
+	}
+	if len(pos) != want {
+		return o, fmt.Errorf("expected %d arguments, got %d", want, len(pos))
+	}
+	if !o.standalone {
+		o.zkAddr, pos = pos[0], pos[1:]
+		if _, _, err := net.SplitHostPort(o.zkAddr); err != nil {
+			return o, fmt.Errorf("ZooKeeper address %q is not <ip>:<port>", o.zkAddr)
+		}
+	}
+	if o.port, err = strconv.Atoi(pos[0]); err != nil || o.port < 1 || o.port > 65535 {
+		return o, fmt.Errorf("server port %q is not a number from 1 to 65535", pos[0])
+	}
+	if o.lists, err = strconv.Atoi(pos[1]); err != nil || o.lists < 1 || o.lists > srv.MaxLists {
+		return o, fmt.Errorf("number of lists %q is not a number from 1 to %d", pos[1], srv.MaxLists)
+	}
+	if o.maxFrame < 1 {
+		return o, fmt.Errorf("-max-frame must be positive, got %d", o.maxFrame)
+	}
+	return o, nil
+}
+
+// parseInterleaved lets flags follow positional arguments, as users type them.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func run(o options, log *slog.Logger) error {
+	if !o.standalone {
+		return errors.New("chain mode through ZooKeeper is not available in this build; use --standalone")
+	}
+	store, err := srv.NewStore(o.lists)
+	if err != nil {
+		return err
+	}
+	s, err := srv.Start(srv.Config{
+		Addr:     net.JoinHostPort(o.bind, strconv.Itoa(o.port)),
+		Handler:  store,
+		Stats:    store.Stats,
+		MaxFrame: o.maxFrame,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "addr", s.Addr(), "lists", o.lists)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Stop(sctx)
+}

@@ -1,0 +1,315 @@
+package srv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// A Handler answers the requests that arrive on a server's connections.
+type Handler interface {
+	// Serve answers req, which is valid only during the call. It either
+	// fills reply, an empty message owned by the server, and returns true,
+	// or returns false after taking c.Defer() to answer later. Serve runs
+	// on an event loop: it must not block.
+	Serve(c *Conn, req, reply *codec.MessageT) bool
+}
+
+// A ConnCloseHandler is a Handler that wants to know when a connection
+// closes, for example to forget state kept for it.
+type ConnCloseHandler interface {
+	Handler
+	ConnClosed(c *Conn)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the TCP address to listen on, host:port; port 0 picks one.
+	Addr string
+	// Handler answers requests.
+	Handler Handler
+	// Stats, when set, counts the connections open now.
+	Stats *Stats
+	// MaxFrame is the largest request payload accepted; a larger one
+	// closes its connection. Zero means codec.DefaultMaxFrame.
+	MaxFrame int
+	// EventLoops is the number of event loops; zero means one per CPU.
+	EventLoops int
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a running gnet server.
+type Server struct {
+	gnet.BuiltinEventEngine
+	cfg    Config
+	log    *slog.Logger
+	addr   string
+	eng    gnet.Engine
+	booted chan struct{}
+	done   chan error
+	nextID atomic.Uint64
+}
+
+// Start listens on cfg.Addr and serves in the background until Stop.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("srv: Config.Handler is nil")
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = codec.DefaultMaxFrame
+	}
+	if cfg.EventLoops <= 0 {
+		cfg.EventLoops = runtime.NumCPU()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = new(Stats)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		s.done <- gnet.Run(s, "tcp://"+cfg.Addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(cfg.EventLoops),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithReuseAddr(true),
+			gnet.WithLogger(gnetLogger{cfg.Logger}),
+		)
+	}()
+	select {
+	case <-s.booted:
+		return s, nil
+	case err := <-s.done:
+		if err == nil {
+			err = errors.New("stopped before it started")
+		}
+		return nil, fmt.Errorf("srv: listen on %s: %w", cfg.Addr, err)
+	}
+}
+
+// Addr returns the address the server listens on, with the port it got.
+func (s *Server) Addr() string { return s.addr }
+
+// Stop closes the listener and every connection and waits for the event
+// loops to end.
+func (s *Server) Stop(ctx context.Context) error {
+	if err := s.eng.Stop(ctx); err != nil {
+		return fmt.Errorf("srv: stop: %w", err)
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("srv: stop: %w", ctx.Err())
+	}
+}
+
+// OnBoot learns the bound address (the port may have been 0).
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	s.addr = s.cfg.Addr
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			host, _, _ := net.SplitHostPort(s.cfg.Addr)
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				s.addr = net.JoinHostPort(host, strconv.Itoa(a.Port))
+			case *unix.SockaddrInet6:
+				s.addr = net.JoinHostPort(host, strconv.Itoa(a.Port))
+			}
+		}
+		unix.Close(fd)
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+// OnOpen attaches the per-connection state.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	c := &Conn{id: s.nextID.Add(1), gc: gc}
+	gc.SetContext(c)
+	s.cfg.Stats.clients.Add(1)
+	s.log.Debug("connection opened", "conn", c.id, "remote", gc.RemoteAddr())
+	return nil, gnet.None
+}
+
+// OnClose forgets the connection.
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c := gc.Context().(*Conn)
+	s.cfg.Stats.clients.Add(-1)
+	if h, ok := s.cfg.Handler.(ConnCloseHandler); ok {
+		h.ConnClosed(c)
+	}
+	s.log.Debug("connection closed", "conn", c.id, "err", err)
+	return gnet.None
+}
+
+// OnTraffic decodes every complete frame, serves it, and writes all the
+// replies that are ready, in request order, with one write.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c := gc.Context().(*Conn)
+	c.wakeQueued.Store(false)
+	buf, _ := gc.Peek(-1)
+	used := 0
+	for {
+		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
+		if err != nil {
+			s.log.Warn("closing connection", "conn", c.id, "remote", gc.RemoteAddr(), "reason", err)
+			return gnet.Close
+		}
+		if n == 0 {
+			break
+		}
+		used += n
+		s.serve(c, payload)
+	}
+	if used > 0 {
+		// Discard(0) would drop the whole inbound buffer, partial frame included.
+		gc.Discard(used)
+	}
+	c.flushReady()
+	if len(c.out) > 0 {
+		gc.Write(c.out)
+		c.out = c.out[:0]
+	}
+	return gnet.None
+}
+
+var errorFrame = mustFrame(codec.ErrorReply())
+
+func (s *Server) serve(c *Conn, payload []byte) {
+	c.req.Reset()
+	if err := proto.Unmarshal(payload, &c.req); err != nil {
+		s.log.Debug("unparsable request", "conn", c.id, "err", err)
+		c.answer(errorFrame)
+		return
+	}
+	if err := Check(&c.req); err != nil {
+		s.log.Debug("refused request", "conn", c.id, "err", err)
+		c.answer(errorFrame)
+		return
+	}
+	c.reply.Reset()
+	if !s.cfg.Handler.Serve(c, &c.req, &c.reply) {
+		if c.deferred == nil {
+			panic("srv: Handler returned false without calling Defer")
+		}
+		c.queue = append(c.queue, c.deferred)
+		c.deferred = nil
+		return
+	}
+	frame, err := codec.AppendMessage(c.scratch[:0], &c.reply)
+	if err != nil {
+		s.log.Error("cannot encode reply", "conn", c.id, "err", err)
+		frame = errorFrame
+	}
+	c.scratch = frame[:0]
+	c.answer(frame)
+}
+
+func mustFrame(m *codec.MessageT) []byte {
+	b, err := codec.AppendMessage(nil, m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Conn is the server's state for one connection.
+type Conn struct {
+	id uint64
+	gc gnet.Conn
+
+	// Event-loop only.
+	req, reply codec.MessageT
+	scratch    []byte     // encoding space for one reply
+	out        []byte     // replies to write at the end of this pass
+	queue      []*Pending // replies not yet written, oldest first, once any was deferred
+	deferred   *Pending   // taken by the Handler during Serve
+
+	wakeQueued atomic.Bool
+}
+
+// ID returns a number that identifies the connection within its server.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Defer lets the Handler answer the current request later. Call it at most
+// once per request, from Serve.
+func (c *Conn) Defer() *Pending {
+	c.deferred = &Pending{c: c}
+	return c.deferred
+}
+
+// answer queues a ready reply frame behind any earlier deferred reply.
+func (c *Conn) answer(frame []byte) {
+	if len(c.queue) == 0 {
+		c.out = append(c.out, frame...)
+		return
+	}
+	p := &Pending{c: c, frame: append([]byte(nil), frame...)}
+	p.ready.Store(true)
+	c.queue = append(c.queue, p)
+}
+
+// flushReady moves the ready replies at the front of the queue to out.
+func (c *Conn) flushReady() {
+	i := 0
+	for ; i < len(c.queue) && c.queue[i].ready.Load(); i++ {
+		c.out = append(c.out, c.queue[i].frame...)
+		c.queue[i] = nil
+	}
+	if i > 0 {
+		c.queue = c.queue[:copy(c.queue, c.queue[i:])]
+	}
+}
+
+// Pending is a reply that a Handler owes and gives later.
+type Pending struct {
+	c     *Conn
+	once  sync.Once
+	frame []byte
+	ready atomic.Bool
+}
+
+// Complete gives the reply. It is safe to call from any goroutine; calls
+// after the first are ignored.
+func (p *Pending) Complete(reply *codec.MessageT) {
+	p.once.Do(func() {
+		frame, err := codec.AppendMessage(nil, reply)
+		if err != nil {
+			frame = errorFrame
+		}
+		p.frame = frame
+		// Publish the frame before asking for a wake-up; the event loop
+		// clears wakeQueued before it looks at ready, so no wake is lost.
+		p.ready.Store(true)
+		if p.c.wakeQueued.CompareAndSwap(false, true) {
+			_ = p.c.gc.Wake(nil)
+		}
+	})
+}
+
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }

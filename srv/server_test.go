@@ -1,0 +1,295 @@
+package srv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"log/slog"
+	"net"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// wireClient speaks only the wire format: a length prefix and protobuf.
+type wireClient struct {
+	t    testing.TB
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dial(t testing.TB, addr string) *wireClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	return &wireClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+}
+
+func (w *wireClient) send(reqs ...*codec.MessageT) {
+	w.t.Helper()
+	var buf []byte
+	for _, req := range reqs {
+		var err error
+		if buf, err = codec.AppendMessage(buf, req); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	w.sendRaw(buf)
+}
+
+func (w *wireClient) sendRaw(b []byte) {
+	w.t.Helper()
+	if _, err := w.conn.Write(b); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *wireClient) recv() *codec.MessageT {
+	w.t.Helper()
+	m := new(codec.MessageT)
+	if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, m); err != nil {
+		w.t.Fatalf("reading reply: %v", err)
+	}
+	return m
+}
+
+func (w *wireClient) do(req *codec.MessageT) *codec.MessageT {
+	w.t.Helper()
+	w.send(req)
+	return w.recv()
+}
+
+func startStore(t testing.TB, cfg Config) (*Server, *Store) {
+	t.Helper()
+	store, err := NewStore(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Handler == nil {
+		cfg.Handler = store
+	}
+	cfg.Stats = store.Stats
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, store
+}
+
+func TestServerConcurrentPipelinedClients(t *testing.T) {
+	s, store := startStore(t, Config{})
+	const conns, perConn = 50, 200
+	var wg sync.WaitGroup
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := dial(t, s.Addr())
+			// Pipeline everything: puts, then gets, then dels of half.
+			var reqs []*codec.MessageT
+			for i := range perConn {
+				reqs = append(reqs, codec.PutRequest(fmt.Sprintf("c%d-k%d", c, i), []byte(fmt.Sprintf("v%d", i))))
+			}
+			for i := range perConn {
+				reqs = append(reqs, codec.GetRequest(fmt.Sprintf("c%d-k%d", c, i)))
+			}
+			for i := 0; i < perConn; i += 2 {
+				reqs = append(reqs, codec.DelRequest(fmt.Sprintf("c%d-k%d", c, i)))
+			}
+			w.send(reqs...)
+			for i, req := range reqs {
+				reply := w.recv()
+				wantOp, _, _ := codec.ReplyOf(req.Opcode)
+				if reply.Opcode != wantOp {
+					t.Errorf("conn %d reply %d: opcode %v, want %v", c, i, reply.Opcode, wantOp)
+					return
+				}
+				if req.Opcode == codec.OpGet && string(reply.Value) != fmt.Sprintf("v%d", i-perConn) {
+					t.Errorf("conn %d: get %s = %q", c, req.Key, reply.Value)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got, want := store.Table.Size(), conns*perConn/2; got != want {
+		t.Fatalf("table size %d, want %d", got, want)
+	}
+	w := dial(t, s.Addr())
+	st := w.do(codec.Request(codec.OpStats)).Stats
+	if want := int32(conns * (perConn*2 + perConn/2)); st.GetOps() != want {
+		t.Fatalf("stats ops = %d, want %d", st.GetOps(), want)
+	}
+	if st.GetClients() < 1 {
+		t.Fatalf("stats clients = %d with a connection open", st.GetClients())
+	}
+}
+
+func TestServerBadRequestsKeepConnectionUsable(t *testing.T) {
+	s, _ := startStore(t, Config{})
+	w := dial(t, s.Addr())
+	bad := [][]byte{
+		codec.AppendFrame(nil, []byte{0xff, 0xff, 0xff}), // not protobuf
+		codec.AppendFrame(nil, nil),                      // empty message: OP_BAD
+		mustFrame(&codec.MessageT{Opcode: 1234, CType: codec.CtNone}),
+		mustFrame(&codec.MessageT{Opcode: codec.OpPut, CType: codec.CtEntry}),
+		mustFrame(&codec.MessageT{Opcode: codec.OpGet, CType: codec.CtKey}),
+		mustFrame(&codec.MessageT{Opcode: codec.OpSize, CType: codec.CtEntry}),
+		mustFrame(codec.GetRequest("missing")),
+		mustFrame(codec.DelRequest("missing")),
+	}
+	for i, frame := range bad {
+		w.sendRaw(frame)
+		if r := w.recv(); r.Opcode != codec.OpError || r.CType != codec.CtNone {
+			t.Fatalf("bad request %d: reply %v, want OP_ERROR/CT_NONE", i, r)
+		}
+	}
+	if r := w.do(codec.PutRequest("k", []byte("v"))); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put after bad requests: %v", r)
+	}
+	if r := w.do(codec.GetRequest("k")); string(r.Value) != "v" {
+		t.Fatalf("get after bad requests: %v", r)
+	}
+}
+
+func TestServerClosesOnOversizedFrame(t *testing.T) {
+	s, store := startStore(t, Config{MaxFrame: 1024})
+	w := dial(t, s.Addr())
+	w.sendRaw([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) // declares 4 GiB
+	if _, err := w.r.ReadByte(); err == nil {
+		t.Fatal("connection still open after a 4 GiB frame header")
+	}
+	// A frame just under the limit is served; just over closes.
+	ok := dial(t, s.Addr())
+	if r := ok.do(codec.PutRequest("k", make([]byte, 900))); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put under the limit: %v", r)
+	}
+	over := dial(t, s.Addr())
+	over.send(codec.PutRequest("k2", make([]byte, 2000)))
+	if _, err := over.r.ReadByte(); err == nil {
+		t.Fatal("connection still open after an oversized frame")
+	}
+	if _, found := store.Table.Get("k2"); found {
+		t.Fatal("oversized put was applied")
+	}
+}
+
+func TestServerTrickledBytesAndLargeValues(t *testing.T) {
+	s, _ := startStore(t, Config{})
+	w := dial(t, s.Addr())
+	big := make([]byte, 10<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	frame := mustFrame(codec.PutRequest("big", big))
+	small := mustFrame(codec.GetRequest("big"))
+	// The get's frame arrives one byte at a time after the big put.
+	w.sendRaw(frame)
+	for i := range small {
+		w.sendRaw(small[i : i+1])
+		time.Sleep(time.Millisecond)
+	}
+	if r := w.recv(); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put reply %v", r)
+	}
+	r := w.recv()
+	if r.Opcode != codec.OpGet+1 || len(r.Value) != len(big) || r.Value[12345] != big[12345] {
+		t.Fatalf("get of a 10 MB value: opcode %v, %d bytes", r.Opcode, len(r.Value))
+	}
+}
+
+// deferringHandler answers every put later, from another goroutine, after
+// a random delay, and everything else at once.
+type deferringHandler struct {
+	store *Store
+	wg    sync.WaitGroup
+}
+
+func (h *deferringHandler) Serve(c *Conn, req, reply *codec.MessageT) bool {
+	if req.Opcode != codec.OpPut {
+		h.store.Execute(req, reply)
+		return true
+	}
+	p := c.Defer()
+	key, value := req.GetEntry().GetKey(), req.GetEntry().GetValue()
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+		h.store.Table.Put(key, value)
+		p.Complete(&codec.MessageT{Opcode: codec.OpPut + 1, CType: codec.CtNone, Result: int32(len(value))})
+	}()
+	return false
+}
+
+func TestServerDeferredRepliesKeepRequestOrder(t *testing.T) {
+	store, _ := NewStore(4)
+	h := &deferringHandler{store: store}
+	s, _ := startStore(t, Config{Handler: h})
+	const conns, perConn = 8, 300
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := dial(t, s.Addr())
+			var reqs []*codec.MessageT
+			for i := range perConn {
+				if i%3 == 2 {
+					reqs = append(reqs, codec.Request(codec.OpSize))
+				} else {
+					reqs = append(reqs, codec.PutRequest("k", make([]byte, i)))
+				}
+			}
+			w.send(reqs...)
+			for i, req := range reqs {
+				r := w.recv()
+				wantOp, _, _ := codec.ReplyOf(req.Opcode)
+				if r.Opcode != wantOp || (req.Opcode == codec.OpPut && r.Result != int32(i)) {
+					t.Errorf("reply %d out of order: %v for %v", i, r, req.Opcode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	h.wg.Wait()
+}
+
+func BenchmarkServerGet(b *testing.B) {
+	s, store := startStore(b, Config{})
+	store.Table.Put("key", make([]byte, 32))
+	w := dial(b, s.Addr())
+	const depth = 16
+	var batch []byte
+	for range depth {
+		batch = append(batch, mustFrame(codec.GetRequest("key"))...)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += depth {
+		w.sendRaw(batch)
+		for range depth {
+			if _, err := codec.ReadFrame(w.r, codec.DefaultMaxFrame); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

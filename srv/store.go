@@ -1,0 +1,119 @@
+package srv
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// ErrBadRequest is the cause of every request that cannot be executed as
+// sent: an unknown opcode, a content type that does not fit it, a missing
+// key or entry.
+var ErrBadRequest = errors.New("bad request")
+
+// Store executes client requests against a table and keeps the statistics.
+type Store struct {
+	Table *Table
+	Stats *Stats
+}
+
+// NewStore returns a store over a new table with n stripes.
+func NewStore(n int) (*Store, error) {
+	t, err := NewTable(n)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{Table: t, Stats: new(Stats)}, nil
+}
+
+// Check validates req. It is lenient where the course's own clients are
+// known to be sloppy: a request may leave c_type unset (CT_BAD) or say
+// CT_NONE as long as the field it needs is present.
+func Check(req *codec.MessageT) error {
+	ct := req.GetCType()
+	switch op := req.GetOpcode(); op {
+	case codec.OpPut:
+		if ct != codec.CtEntry && ct != codec.CtNone && ct != codec.CtBad {
+			return fmt.Errorf("%w: put with content type %v", ErrBadRequest, ct)
+		}
+		if req.GetEntry() == nil {
+			return fmt.Errorf("%w: put without an entry", ErrBadRequest)
+		}
+		if req.GetEntry().GetKey() == "" {
+			return fmt.Errorf("%w: put with an empty key", ErrBadRequest)
+		}
+	case codec.OpGet, codec.OpDel:
+		if ct != codec.CtKey && ct != codec.CtNone && ct != codec.CtBad {
+			return fmt.Errorf("%w: %v with content type %v", ErrBadRequest, op, ct)
+		}
+		if req.GetKey() == "" {
+			return fmt.Errorf("%w: %v with an empty key", ErrBadRequest, op)
+		}
+	case codec.OpSize, codec.OpGetKeys, codec.OpGetTable, codec.OpStats:
+		if ct != codec.CtNone && ct != codec.CtBad {
+			return fmt.Errorf("%w: %v with content type %v", ErrBadRequest, op, ct)
+		}
+	default:
+		return fmt.Errorf("%w: opcode %v", ErrBadRequest, op)
+	}
+	return nil
+}
+
+// Execute runs req, which must have passed Check, and fills reply, which
+// must be empty. A get or del of a missing key is answered OP_ERROR, like
+// every failure. Stats requests are not counted as operations.
+func (s *Store) Execute(req, reply *codec.MessageT) {
+	op := req.GetOpcode()
+	if op == codec.OpStats {
+		ops, micros, clients := s.Stats.Snapshot()
+		setReply(reply, op)
+		reply.Stats = &codec.StatsT{Ops: int32(ops), Time: micros, Clients: int32(clients)}
+		return
+	}
+	start := time.Now()
+	ok := true
+	switch op {
+	case codec.OpPut:
+		s.Table.Put(req.GetEntry().GetKey(), req.GetEntry().GetValue())
+	case codec.OpGet:
+		// A found empty value must still be a non-nil slice, or it would
+		// be indistinguishable from a missing one.
+		reply.Value, ok = s.Table.AppendValue(reply.Value[:0:0], req.GetKey())
+	case codec.OpDel:
+		ok = s.Table.Del(req.GetKey())
+	case codec.OpSize:
+		reply.Result = int32(s.Table.Size())
+	case codec.OpGetKeys:
+		reply.Keys = s.Table.Keys()
+	case codec.OpGetTable:
+		entries := s.Table.Entries()
+		reply.Entries = make([]*codec.EntryT, len(entries))
+		for i, e := range entries {
+			reply.Entries[i] = &codec.EntryT{Key: e.Key, Value: e.Value}
+		}
+	}
+	s.Stats.recordOp(start)
+	if !ok {
+		reply.Reset()
+		setError(reply)
+		return
+	}
+	setReply(reply, op)
+}
+
+func setReply(reply *codec.MessageT, op codec.MessageT_Opcode) {
+	reply.Opcode, reply.CType, _ = codec.ReplyOf(op)
+}
+
+func setError(reply *codec.MessageT) {
+	reply.Opcode, reply.CType = codec.OpError, codec.CtNone
+}
+
+// Serve executes every request at once: a Store is the Handler of a
+// standalone node.
+func (s *Store) Serve(_ *Conn, req, reply *codec.MessageT) bool {
+	s.Execute(req, reply)
+	return true
+}

@@ -1,0 +1,121 @@
+package srv
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+)
+
+func TestNewTableBounds(t *testing.T) {
+	for _, n := range []int{-1, 0, MaxLists + 1} {
+		if _, err := NewTable(n); err == nil {
+			t.Errorf("NewTable(%d) succeeded", n)
+		}
+	}
+	for _, n := range []int{1, 7, MaxLists} {
+		if _, err := NewTable(n); err != nil {
+			t.Errorf("NewTable(%d): %v", n, err)
+		}
+	}
+}
+
+func TestTableOperations(t *testing.T) {
+	tb, _ := NewTable(4)
+	val := []byte("hello")
+	tb.Put("b", val)
+	val[0] = 'J' // the table must have kept its own copy
+	tb.Put("a", []byte{})
+	tb.Put("c", []byte("3"))
+	got, ok := tb.Get("b")
+	if !ok || string(got) != "hello" {
+		t.Fatalf("Get(b) = %q, %v", got, ok)
+	}
+	got[0] = 'X' // nor may a reader change it
+	if again, _ := tb.Get("b"); string(again) != "hello" {
+		t.Fatalf("table value changed through a returned slice: %q", again)
+	}
+	if v, ok := tb.Get("a"); !ok || v == nil || len(v) != 0 {
+		t.Fatalf("Get(a) = %q (nil %v), %v; want a present empty value", v, v == nil, ok)
+	}
+	if _, ok := tb.Get("zz"); ok {
+		t.Fatal("Get of a missing key succeeded")
+	}
+	if tb.Size() != 3 {
+		t.Fatalf("Size = %d", tb.Size())
+	}
+	if keys := tb.Keys(); !slices.Equal(keys, []string{"a", "b", "c"}) {
+		t.Fatalf("Keys = %q", keys)
+	}
+	entries := tb.Entries()
+	if len(entries) != 3 || entries[0].Key != "a" || entries[2].Key != "c" || string(entries[1].Value) != "hello" {
+		t.Fatalf("Entries = %v", entries)
+	}
+	if !tb.Del("b") || tb.Del("b") {
+		t.Fatal("Del should succeed once")
+	}
+	if tb.Size() != 2 {
+		t.Fatalf("Size after del = %d", tb.Size())
+	}
+}
+
+func TestTableConcurrent(t *testing.T) {
+	tb, _ := NewTable(8)
+	const workers, perWorker = 8, 500
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				k := fmt.Sprintf("w%d-%d", w, i)
+				tb.Put(k, []byte(k))
+				if v, ok := tb.Get(k); !ok || string(v) != k {
+					t.Errorf("Get(%s) = %q %v", k, v, ok)
+					return
+				}
+				if i%2 == 1 && !tb.Del(k) {
+					t.Errorf("Del(%s) failed", k)
+					return
+				}
+				_ = tb.Size()
+				if i%100 == 0 {
+					_ = tb.Keys()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if want := workers * perWorker / 2; tb.Size() != want || len(tb.Keys()) != want {
+		t.Fatalf("Size = %d, Keys = %d, want %d", tb.Size(), len(tb.Keys()), want)
+	}
+}
+
+func BenchmarkTableGet(b *testing.B) {
+	tb, _ := NewTable(64)
+	keys := make([]string, 10000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%d", i)
+		tb.Put(keys[i], make([]byte, 32))
+	}
+	var buf []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		buf, _ = tb.AppendValue(buf[:0], keys[i%len(keys)])
+	}
+}
+
+func BenchmarkTablePutParallel(b *testing.B) {
+	tb, _ := NewTable(64)
+	val := make([]byte, 32)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			tb.Put(fmt.Sprintf("key-%d", i%10000), val)
+			i++
+		}
+	})
+}
+
