@@ -27,6 +27,71 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Status says why a request failed.
+type Status int32
+
+const (
+	Status_STATUS_OK           Status = 0
+	Status_STATUS_NOT_FOUND    Status = 1 // get or del of a missing key
+	Status_STATUS_BAD_REQUEST  Status = 2 // the request is malformed
+	Status_STATUS_NOT_HEAD     Status = 3 // a write reached a node that is not the head
+	Status_STATUS_NOT_TAIL     Status = 4 // a read reached a node that is not the tail
+	Status_STATUS_UNAVAILABLE  Status = 5 // the node cannot serve now; retry shortly
+	Status_STATUS_STALE_CONFIG Status = 6 // replication from a node that is not the predecessor
+	Status_STATUS_TOO_OLD      Status = 7 // a retried write whose outcome was forgotten
+)
+
+// Enum value maps for Status.
+var (
+	Status_name = map[int32]string{
+		0: "STATUS_OK",
+		1: "STATUS_NOT_FOUND",
+		2: "STATUS_BAD_REQUEST",
+		3: "STATUS_NOT_HEAD",
+		4: "STATUS_NOT_TAIL",
+		5: "STATUS_UNAVAILABLE",
+		6: "STATUS_STALE_CONFIG",
+		7: "STATUS_TOO_OLD",
+	}
+	Status_value = map[string]int32{
+		"STATUS_OK":           0,
+		"STATUS_NOT_FOUND":    1,
+		"STATUS_BAD_REQUEST":  2,
+		"STATUS_NOT_HEAD":     3,
+		"STATUS_NOT_TAIL":     4,
+		"STATUS_UNAVAILABLE":  5,
+		"STATUS_STALE_CONFIG": 6,
+		"STATUS_TOO_OLD":      7,
+	}
+)
+
+func (x Status) Enum() *Status {
+	p := new(Status)
+	*p = x
+	return p
+}
+
+func (x Status) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Status) Descriptor() protoreflect.EnumDescriptor {
+	return file_sdmessage_proto_enumTypes[0].Descriptor()
+}
+
+func (Status) Type() protoreflect.EnumType {
+	return &file_sdmessage_proto_enumTypes[0]
+}
+
+func (x Status) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Status.Descriptor instead.
+func (Status) EnumDescriptor() ([]byte, []int) {
+	return file_sdmessage_proto_rawDescGZIP(), []int{0}
+}
+
 type MessageT_Opcode int32
 
 const (
@@ -39,31 +104,42 @@ const (
 	MessageT_OP_GETTABLE MessageT_Opcode = 60
 	MessageT_OP_STATS    MessageT_Opcode = 70
 	MessageT_OP_ERROR    MessageT_Opcode = 99
+	// Chain replication, between nodes only. A reply's opcode is the
+	// request's plus one, as for client requests.
+	MessageT_OP_HELLO     MessageT_Opcode = 100 // from, to -> 101 with seq (last applied), synced, live
+	MessageT_OP_SNAPSHOT  MessageT_Opcode = 110 // reset, writes (puts), dedup, done + seq -> 111
+	MessageT_OP_REPLICATE MessageT_Opcode = 120 // writes in seq order, live -> 121 with seq (committed)
 )
 
 // Enum value maps for MessageT_Opcode.
 var (
 	MessageT_Opcode_name = map[int32]string{
-		0:  "OP_BAD",
-		10: "OP_PUT",
-		20: "OP_GET",
-		30: "OP_DEL",
-		40: "OP_SIZE",
-		50: "OP_GETKEYS",
-		60: "OP_GETTABLE",
-		70: "OP_STATS",
-		99: "OP_ERROR",
+		0:   "OP_BAD",
+		10:  "OP_PUT",
+		20:  "OP_GET",
+		30:  "OP_DEL",
+		40:  "OP_SIZE",
+		50:  "OP_GETKEYS",
+		60:  "OP_GETTABLE",
+		70:  "OP_STATS",
+		99:  "OP_ERROR",
+		100: "OP_HELLO",
+		110: "OP_SNAPSHOT",
+		120: "OP_REPLICATE",
 	}
 	MessageT_Opcode_value = map[string]int32{
-		"OP_BAD":      0,
-		"OP_PUT":      10,
-		"OP_GET":      20,
-		"OP_DEL":      30,
-		"OP_SIZE":     40,
-		"OP_GETKEYS":  50,
-		"OP_GETTABLE": 60,
-		"OP_STATS":    70,
-		"OP_ERROR":    99,
+		"OP_BAD":       0,
+		"OP_PUT":       10,
+		"OP_GET":       20,
+		"OP_DEL":       30,
+		"OP_SIZE":      40,
+		"OP_GETKEYS":   50,
+		"OP_GETTABLE":  60,
+		"OP_STATS":     70,
+		"OP_ERROR":     99,
+		"OP_HELLO":     100,
+		"OP_SNAPSHOT":  110,
+		"OP_REPLICATE": 120,
 	}
 )
 
@@ -78,11 +154,11 @@ func (x MessageT_Opcode) String() string {
 }
 
 func (MessageT_Opcode) Descriptor() protoreflect.EnumDescriptor {
-	return file_sdmessage_proto_enumTypes[0].Descriptor()
+	return file_sdmessage_proto_enumTypes[1].Descriptor()
 }
 
 func (MessageT_Opcode) Type() protoreflect.EnumType {
-	return &file_sdmessage_proto_enumTypes[0]
+	return &file_sdmessage_proto_enumTypes[1]
 }
 
 func (x MessageT_Opcode) Number() protoreflect.EnumNumber {
@@ -145,11 +221,11 @@ func (x MessageT_CType) String() string {
 }
 
 func (MessageT_CType) Descriptor() protoreflect.EnumDescriptor {
-	return file_sdmessage_proto_enumTypes[1].Descriptor()
+	return file_sdmessage_proto_enumTypes[2].Descriptor()
 }
 
 func (MessageT_CType) Type() protoreflect.EnumType {
-	return &file_sdmessage_proto_enumTypes[1]
+	return &file_sdmessage_proto_enumTypes[2]
 }
 
 func (x MessageT_CType) Number() protoreflect.EnumNumber {
@@ -288,8 +364,20 @@ type MessageT struct {
 	// increasing by one per write gets each put or del applied once, even
 	// when it retries the write at a new head after a failover. Zero means
 	// "no deduplication" (course clients).
-	ClientId      uint64 `protobuf:"varint,10,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	RequestId     uint64 `protobuf:"varint,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ClientId  uint64 `protobuf:"varint,10,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	RequestId uint64 `protobuf:"varint,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Why a request failed, in OP_ERROR replies; course clients ignore it.
+	Status Status `protobuf:"varint,12,opt,name=status,proto3,enum=sdmessage.Status" json:"status,omitempty"`
+	// Chain replication fields (see the OP_HELLO.. opcodes).
+	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`      // the sender's member name in ZooKeeper
+	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`          // the member the sender believes it talks to
+	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`       // a write sequence number
+	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`  // writes, in sequence order
+	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"` // the node holds a complete copy of the table
+	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`     // the node may act as the chain's tail
+	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`    // exactly-once records, in snapshots
+	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`   // snapshot: drop all state first
+	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`     // snapshot: complete as of seq
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +489,230 @@ func (x *MessageT) GetRequestId() uint64 {
 	return 0
 }
 
+func (x *MessageT) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_OK
+}
+
+func (x *MessageT) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *MessageT) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *MessageT) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MessageT) GetWrites() []*WriteT {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *MessageT) GetSynced() bool {
+	if x != nil {
+		return x.Synced
+	}
+	return false
+}
+
+func (x *MessageT) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
+func (x *MessageT) GetDedup() []*DedupT {
+	if x != nil {
+		return x.Dedup
+	}
+	return nil
+}
+
+func (x *MessageT) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
+func (x *MessageT) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// write_t is one replicated write.
+type WriteT struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Op            MessageT_Opcode        `protobuf:"varint,2,opt,name=op,proto3,enum=sdmessage.MessageT_Opcode" json:"op,omitempty"` // OP_PUT or OP_DEL
+	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	ClientId      uint64                 `protobuf:"varint,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteT) Reset() {
+	*x = WriteT{}
+	mi := &file_sdmessage_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteT) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteT) ProtoMessage() {}
+
+func (x *WriteT) ProtoReflect() protoreflect.Message {
+	mi := &file_sdmessage_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteT.ProtoReflect.Descriptor instead.
+func (*WriteT) Descriptor() ([]byte, []int) {
+	return file_sdmessage_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WriteT) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WriteT) GetOp() MessageT_Opcode {
+	if x != nil {
+		return x.Op
+	}
+	return MessageT_OP_BAD
+}
+
+func (x *WriteT) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *WriteT) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *WriteT) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *WriteT) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+// dedup_t records the outcome of one client write, for exactly-once retries.
+type DedupT struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Found         bool                   `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"` // for a del: the key was present
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DedupT) Reset() {
+	*x = DedupT{}
+	mi := &file_sdmessage_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DedupT) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DedupT) ProtoMessage() {}
+
+func (x *DedupT) ProtoReflect() protoreflect.Message {
+	mi := &file_sdmessage_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DedupT.ProtoReflect.Descriptor instead.
+func (*DedupT) Descriptor() ([]byte, []int) {
+	return file_sdmessage_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DedupT) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *DedupT) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *DedupT) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *DedupT) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
 var File_sdmessage_proto protoreflect.FileDescriptor
 
 const file_sdmessage_proto_rawDesc = "" +
@@ -412,7 +724,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\astats_t\x12\x10\n" +
 	"\x03ops\x18\x01 \x01(\x05R\x03ops\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\x05R\aclients\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\x03R\x04time\"\x8f\x05\n" +
+	"\x04time\x18\x03 \x01(\x03R\x04time\"\xcd\a\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -426,7 +738,17 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\tclient_id\x18\n" +
 	" \x01(\x04R\bclientId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\v \x01(\x04R\trequestId\"\x82\x01\n" +
+	"request_id\x18\v \x01(\x04R\trequestId\x12)\n" +
+	"\x06status\x18\f \x01(\x0e2\x11.sdmessage.StatusR\x06status\x12\x12\n" +
+	"\x04from\x18\r \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x0e \x01(\tR\x02to\x12\x10\n" +
+	"\x03seq\x18\x0f \x01(\x04R\x03seq\x12*\n" +
+	"\x06writes\x18\x10 \x03(\v2\x12.sdmessage.write_tR\x06writes\x12\x16\n" +
+	"\x06synced\x18\x11 \x01(\bR\x06synced\x12\x12\n" +
+	"\x04live\x18\x12 \x01(\bR\x04live\x12(\n" +
+	"\x05dedup\x18\x13 \x03(\v2\x12.sdmessage.dedup_tR\x05dedup\x12\x14\n" +
+	"\x05reset\x18\x14 \x01(\bR\x05reset\x12\x12\n" +
+	"\x04done\x18\x15 \x01(\bR\x04done\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +
@@ -442,7 +764,10 @@ const file_sdmessage_proto_rawDesc = "" +
 	"OP_GETKEYS\x102\x12\x0f\n" +
 	"\vOP_GETTABLE\x10<\x12\f\n" +
 	"\bOP_STATS\x10F\x12\f\n" +
-	"\bOP_ERROR\x10c\"\x81\x01\n" +
+	"\bOP_ERROR\x10c\x12\f\n" +
+	"\bOP_HELLO\x10d\x12\x0f\n" +
+	"\vOP_SNAPSHOT\x10n\x12\x10\n" +
+	"\fOP_REPLICATE\x10x\"\x81\x01\n" +
 	"\x06C_type\x12\n" +
 	"\n" +
 	"\x06CT_BAD\x10\x00\x12\f\n" +
@@ -455,7 +780,30 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aCT_KEYS\x102\x12\f\n" +
 	"\bCT_TABLE\x10<\x12\v\n" +
 	"\aCT_NONE\x10F\x12\f\n" +
-	"\bCT_STATS\x10PB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
+	"\bCT_STATS\x10P\"\xac\x01\n" +
+	"\awrite_t\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x02op\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12\x1b\n" +
+	"\tclient_id\x18\x05 \x01(\x04R\bclientId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\x04R\trequestId\"m\n" +
+	"\adedup_t\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05found\x18\x04 \x01(\bR\x05found*\xb4\x01\n" +
+	"\x06Status\x12\r\n" +
+	"\tSTATUS_OK\x10\x00\x12\x14\n" +
+	"\x10STATUS_NOT_FOUND\x10\x01\x12\x16\n" +
+	"\x12STATUS_BAD_REQUEST\x10\x02\x12\x13\n" +
+	"\x0fSTATUS_NOT_HEAD\x10\x03\x12\x13\n" +
+	"\x0fSTATUS_NOT_TAIL\x10\x04\x12\x16\n" +
+	"\x12STATUS_UNAVAILABLE\x10\x05\x12\x17\n" +
+	"\x13STATUS_STALE_CONFIG\x10\x06\x12\x12\n" +
+	"\x0eSTATUS_TOO_OLD\x10\aB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
 
 var (
 	file_sdmessage_proto_rawDescOnce sync.Once
@@ -469,26 +817,33 @@ func file_sdmessage_proto_rawDescGZIP() []byte {
 	return file_sdmessage_proto_rawDescData
 }
 
-var file_sdmessage_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sdmessage_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_sdmessage_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_sdmessage_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_sdmessage_proto_goTypes = []any{
-	(MessageT_Opcode)(0), // 0: sdmessage.message_t.Opcode
-	(MessageT_CType)(0),  // 1: sdmessage.message_t.C_type
-	(*EntryT)(nil),       // 2: sdmessage.entry_t
-	(*StatsT)(nil),       // 3: sdmessage.stats_t
-	(*MessageT)(nil),     // 4: sdmessage.message_t
+	(Status)(0),          // 0: sdmessage.Status
+	(MessageT_Opcode)(0), // 1: sdmessage.message_t.Opcode
+	(MessageT_CType)(0),  // 2: sdmessage.message_t.C_type
+	(*EntryT)(nil),       // 3: sdmessage.entry_t
+	(*StatsT)(nil),       // 4: sdmessage.stats_t
+	(*MessageT)(nil),     // 5: sdmessage.message_t
+	(*WriteT)(nil),       // 6: sdmessage.write_t
+	(*DedupT)(nil),       // 7: sdmessage.dedup_t
 }
 var file_sdmessage_proto_depIdxs = []int32{
-	0, // 0: sdmessage.message_t.opcode:type_name -> sdmessage.message_t.Opcode
-	1, // 1: sdmessage.message_t.c_type:type_name -> sdmessage.message_t.C_type
-	2, // 2: sdmessage.message_t.entry:type_name -> sdmessage.entry_t
-	2, // 3: sdmessage.message_t.entries:type_name -> sdmessage.entry_t
-	3, // 4: sdmessage.message_t.stats:type_name -> sdmessage.stats_t
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1, // 0: sdmessage.message_t.opcode:type_name -> sdmessage.message_t.Opcode
+	2, // 1: sdmessage.message_t.c_type:type_name -> sdmessage.message_t.C_type
+	3, // 2: sdmessage.message_t.entry:type_name -> sdmessage.entry_t
+	3, // 3: sdmessage.message_t.entries:type_name -> sdmessage.entry_t
+	4, // 4: sdmessage.message_t.stats:type_name -> sdmessage.stats_t
+	0, // 5: sdmessage.message_t.status:type_name -> sdmessage.Status
+	6, // 6: sdmessage.message_t.writes:type_name -> sdmessage.write_t
+	7, // 7: sdmessage.message_t.dedup:type_name -> sdmessage.dedup_t
+	1, // 8: sdmessage.write_t.op:type_name -> sdmessage.message_t.Opcode
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sdmessage_proto_init() }
@@ -501,8 +856,8 @@ func file_sdmessage_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdmessage_proto_rawDesc), len(file_sdmessage_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   3,
+			NumEnums:      3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

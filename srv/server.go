@@ -20,7 +20,8 @@ import (
 
 // A Handler answers the requests that arrive on a server's connections.
 type Handler interface {
-	// Serve answers req, which is valid only during the call. It either
+	// Serve answers req, which is valid only during the call and has not
+	// been validated (see Check). It either
 	// fills reply, an empty message owned by the server, and returns true,
 	// or returns false after taking c.Defer() to answer later. Serve runs
 	// on an event loop: it must not block.
@@ -192,17 +193,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	return gnet.None
 }
 
-var errorFrame = mustFrame(codec.ErrorReply())
+var errorFrame = mustFrame(&codec.MessageT{Opcode: codec.OpError, CType: codec.CtNone, Status: codec.Status_STATUS_BAD_REQUEST})
 
 func (s *Server) serve(c *Conn, payload []byte) {
 	c.req.Reset()
 	if err := proto.Unmarshal(payload, &c.req); err != nil {
 		s.log.Debug("unparsable request", "conn", c.id, "err", err)
-		c.answer(errorFrame)
-		return
-	}
-	if err := Check(&c.req); err != nil {
-		s.log.Debug("refused request", "conn", c.id, "err", err)
 		c.answer(errorFrame)
 		return
 	}

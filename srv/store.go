@@ -97,7 +97,7 @@ func (s *Store) Execute(req, reply *codec.MessageT) {
 	s.Stats.recordOp(start)
 	if !ok {
 		reply.Reset()
-		setError(reply)
+		SetError(reply, codec.Status_STATUS_NOT_FOUND)
 		return
 	}
 	setReply(reply, op)
@@ -107,13 +107,35 @@ func setReply(reply *codec.MessageT, op codec.MessageT_Opcode) {
 	reply.Opcode, reply.CType, _ = codec.ReplyOf(op)
 }
 
-func setError(reply *codec.MessageT) {
-	reply.Opcode, reply.CType = codec.OpError, codec.CtNone
+// SetError makes reply the OP_ERROR reply that says why.
+func SetError(reply *codec.MessageT, why codec.Status) {
+	reply.Opcode, reply.CType, reply.Status = codec.OpError, codec.CtNone, why
 }
 
-// Serve executes every request at once: a Store is the Handler of a
-// standalone node.
+// Serve validates and executes every request at once: a Store is the
+// Handler of a standalone node.
 func (s *Store) Serve(_ *Conn, req, reply *codec.MessageT) bool {
+	if err := Check(req); err != nil {
+		SetError(reply, codec.Status_STATUS_BAD_REQUEST)
+		return true
+	}
 	s.Execute(req, reply)
 	return true
 }
+
+// Apply executes a replicated put or del and reports whether a deleted key
+// was present. It counts as an operation in the statistics.
+func (s *Store) Apply(op codec.MessageT_Opcode, key string, value []byte) (found bool) {
+	start := time.Now()
+	found = true
+	if op == codec.OpDel {
+		found = s.Table.Del(key)
+	} else {
+		s.Table.Put(key, value)
+	}
+	s.Stats.recordOp(start)
+	return found
+}
+
+// Reset empties the table; the statistics stay.
+func (s *Store) Reset() { s.Table.Clear() }

@@ -124,27 +124,35 @@ func (t *Table) Keys() []string {
 // Entries returns a copy of every entry in ascending key order.
 func (t *Table) Entries() []Entry {
 	entries := make([]Entry, 0, t.Size())
-	t.Range(func(key string, value []byte) bool {
-		entries = append(entries, Entry{Key: key, Value: slices.Clone(value)})
-		return true
-	})
+	for i := range t.stripes {
+		entries = t.AppendStripe(entries, i)
+	}
 	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
 	return entries
 }
 
-// Range calls f for every entry, one stripe at a time, until f returns
-// false. value is the table's own memory: f must neither keep nor modify
-// it. f must not call other Table methods on the same table.
-func (t *Table) Range(f func(key string, value []byte) bool) {
+// Stripes returns the number of stripes, for AppendStripe.
+func (t *Table) Stripes() int { return len(t.stripes) }
+
+// AppendStripe appends a copy of every entry of stripe i to dst, in no
+// particular order. Copying one stripe at a time lets a caller walk a
+// large table without holding any lock for long.
+func (t *Table) AppendStripe(dst []Entry, i int) []Entry {
+	s := &t.stripes[i]
+	s.mu.RLock()
+	for k, v := range s.m {
+		dst = append(dst, Entry{Key: k, Value: slices.Clone(v)})
+	}
+	s.mu.RUnlock()
+	return dst
+}
+
+// Clear removes every entry.
+func (t *Table) Clear() {
 	for i := range t.stripes {
 		s := &t.stripes[i]
-		s.mu.RLock()
-		for k, v := range s.m {
-			if !f(k, v) {
-				s.mu.RUnlock()
-				return
-			}
-		}
-		s.mu.RUnlock()
+		s.mu.Lock()
+		s.m = make(map[string][]byte)
+		s.mu.Unlock()
 	}
 }

@@ -1,0 +1,545 @@
+package chain
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// Member is one node of the chain as ZooKeeper lists it.
+type Member struct {
+	Name string // the member's znode name, unique for the life of its session
+	Addr string // host:port where it serves
+}
+
+// Applier is the table a Machine replicates.
+type Applier interface {
+	// Apply executes a put or del and reports whether a deleted key was present.
+	Apply(op codec.MessageT_Opcode, key string, value []byte) (found bool)
+	// Reset empties the table.
+	Reset()
+}
+
+// A Waiter is told when the write it waits for is committed, or that it
+// never will be on this node.
+type Waiter interface {
+	// Done is called outside the Machine's lock with the committed
+	// sequence number, or with an error when the wait was abandoned.
+	Done(committed uint64, err error)
+}
+
+// Errors a Machine reports. Each maps to a codec.Status for the wire.
+var (
+	ErrNotHead     = errors.New("chain: this node is not the head")
+	ErrNotTail     = errors.New("chain: this node is not the tail")
+	ErrUnavailable = errors.New("chain: this node cannot serve now")
+	ErrStale       = errors.New("chain: message from a node that is not the predecessor")
+	ErrTooOld      = errors.New("chain: retried write too old to know its outcome")
+	ErrProtocol    = errors.New("chain: protocol violation")
+)
+
+// Status returns the wire status for an error of this package.
+func Status(err error) codec.Status {
+	switch {
+	case errors.Is(err, ErrNotHead):
+		return codec.Status_STATUS_NOT_HEAD
+	case errors.Is(err, ErrNotTail):
+		return codec.Status_STATUS_NOT_TAIL
+	case errors.Is(err, ErrStale):
+		return codec.Status_STATUS_STALE_CONFIG
+	case errors.Is(err, ErrTooOld):
+		return codec.Status_STATUS_TOO_OLD
+	case errors.Is(err, ErrProtocol):
+		return codec.Status_STATUS_BAD_REQUEST
+	}
+	return codec.Status_STATUS_UNAVAILABLE
+}
+
+// succState is what a node knows of its successor.
+type succState int
+
+const (
+	succNone    succState = iota // no successor: the node is the tail
+	succUnknown                  // a successor, not yet handshaken: wait
+	succSyncing                  // catching up: the node acts as tail
+	succLive                     // caught up: it is the tail (or leads to it)
+)
+
+func (s succState) String() string {
+	return [...]string{"none", "unknown", "syncing", "live"}[s]
+}
+
+// dedupWindow is how many recent writes per client a node remembers, and
+// so how many writes a client may have in flight and still retry safely.
+const dedupWindow = 64
+
+// clientLog remembers the outcome of one client's recent writes.
+type clientLog struct {
+	highest uint64
+	ring    [dedupWindow]*codec.DedupT
+}
+
+type waiter struct {
+	seq uint64
+	w   Waiter
+}
+
+// Machine is the replication protocol of one node, without I/O: events go
+// in through its methods, and what must happen as a result comes out as
+// return values, Waiters to wake (TakeDone) and a link generation that
+// says when the successor connection must be replaced (LinkGen).
+//
+// A Machine is not safe for concurrent use; its driver serialises calls.
+type Machine struct {
+	self    string
+	store   Applier
+	members []Member
+	index   int // own position in members, -1 when not a member
+	pred    Member
+	succ    Member
+
+	succState succState
+	linkGen   uint64 // changes whenever the successor link must restart
+	synced    bool   // holds a complete copy (or is the first node)
+	live      bool   // may act as tail
+	lease     bool   // ZooKeeper session is healthy
+	sendLive  bool   // the next message to the successor carries the live marker
+	dataLost  bool   // became head before it finished catching up
+
+	applied   uint64
+	committed uint64
+	succAcked uint64
+	sent      []*codec.WriteT // applied writes above succAcked, in order
+
+	waiters []waiter // by ascending seq
+	done    []waiter
+	failed  []Waiter
+	dedup   map[uint64]*clientLog
+}
+
+// NewMachine returns the state machine of a node that registered as self.
+func NewMachine(self string, store Applier) *Machine {
+	return &Machine{self: self, store: store, index: -1, dedup: make(map[uint64]*clientLog)}
+}
+
+// Self returns the node's member name.
+func (m *Machine) Self() string { return m.self }
+
+// Applied returns the sequence number of the last write applied.
+func (m *Machine) Applied() uint64 { return m.applied }
+
+// Committed returns the sequence number up to which writes are committed.
+func (m *Machine) Committed() uint64 { return m.committed }
+
+// Successor returns the successor and the link generation that any
+// connection to it must carry; the generation changes when the link must
+// be torn down and made anew.
+func (m *Machine) Successor() (Member, uint64) { return m.succ, m.linkGen }
+
+// IsHead reports whether the node is the head in its current view.
+func (m *Machine) IsHead() bool { return m.index == 0 }
+
+// DataLost reports whether the node had to become head before it caught
+// up with a predecessor that then vanished: writes may have been lost.
+func (m *Machine) DataLost() bool { return m.dataLost }
+
+// String describes the node's state for logs.
+func (m *Machine) String() string {
+	return fmt.Sprintf("%s index=%d pred=%q succ=%q/%v synced=%v live=%v lease=%v applied=%d committed=%d succAcked=%d sent=%d",
+		m.self, m.index, m.pred.Name, m.succ.Name, m.succState, m.synced, m.live, m.lease, m.applied, m.committed, m.succAcked, len(m.sent))
+}
+
+// CanWrite reports whether the node accepts client writes now.
+func (m *Machine) CanWrite() error {
+	switch {
+	case m.index != 0:
+		return ErrNotHead
+	case !m.lease || !m.synced:
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// CanRead reports whether the node may answer reads now: it must hold its
+// lease, be live, be a member, and act as the tail.
+func (m *Machine) CanRead() error {
+	switch {
+	case m.index < 0 || !m.lease:
+		return ErrUnavailable
+	case m.succState != succNone && m.succState != succSyncing:
+		return ErrNotTail
+	case !m.live:
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// SetLease records whether the node's ZooKeeper session is healthy. A node
+// without it serves no client.
+func (m *Machine) SetLease(ok bool) { m.lease = ok }
+
+// SetView installs a new membership, ordered head first.
+func (m *Machine) SetView(members []Member) {
+	m.members = members
+	m.index = -1
+	for i, mb := range members {
+		if mb.Name == m.self {
+			m.index = i
+		}
+	}
+	var pred, succ Member
+	if m.index > 0 {
+		pred = members[m.index-1]
+	}
+	if m.index >= 0 && m.index+1 < len(members) {
+		succ = members[m.index+1]
+	}
+	if m.index == 0 && !m.live {
+		// No predecessor left to catch up with: what this node has is
+		// all there is. For the first node of a chain that is everything;
+		// for one that was still catching up, writes are lost.
+		m.dataLost = m.pred.Name != ""
+		m.synced, m.live = true, true
+	}
+	m.pred = pred
+	if succ != m.succ {
+		m.succ = succ
+		m.linkGen++
+		m.sendLive = false
+		if succ.Name == "" {
+			m.succState = succNone
+			m.sent = nil
+			m.advanceCommitted(m.applied)
+		} else {
+			m.succState = succUnknown
+		}
+	}
+}
+
+// Rejoin makes the node a new, empty member named self: it lost its place
+// (its session expired) and registered again. Everything it knew is
+// dropped and every waiter fails.
+func (m *Machine) Rejoin(self string) {
+	failed := m.failed
+	for _, w := range m.waiters {
+		failed = append(failed, w.w)
+	}
+	store, lease, gen := m.store, m.lease, m.linkGen
+	*m = *NewMachine(self, store)
+	m.failed, m.lease, m.linkGen = failed, lease, gen+1
+	store.Reset()
+}
+
+// ClientWrite executes a put or del from a client at the head. The write
+// is applied now; w is told when it is committed. found reports, for a
+// del, whether the key was present. A retried write (same client and
+// request id) is not applied again: it reports the original outcome.
+func (m *Machine) ClientWrite(req *codec.WriteT, w Waiter) (found bool, err error) {
+	if err := m.CanWrite(); err != nil {
+		return false, err
+	}
+	if req.ClientId != 0 {
+		if log := m.dedup[req.ClientId]; log != nil && req.RequestId <= log.highest {
+			rec := log.ring[req.RequestId%dedupWindow]
+			if rec == nil || rec.RequestId != req.RequestId {
+				return false, ErrTooOld
+			}
+			m.await(rec.Seq, w)
+			return rec.Found, nil
+		}
+	}
+	req.Seq = m.applied + 1
+	found = m.apply(req)
+	m.await(req.Seq, w)
+	return found, nil
+}
+
+// apply executes the next write in sequence and keeps it for the successor.
+func (m *Machine) apply(w *codec.WriteT) bool {
+	found := m.store.Apply(w.Op, w.Key, w.Value)
+	m.applied = w.Seq
+	if w.ClientId != 0 {
+		m.record(&codec.DedupT{ClientId: w.ClientId, RequestId: w.RequestId, Seq: w.Seq, Found: found})
+	}
+	if m.succState != succNone {
+		m.sent = append(m.sent, w)
+	}
+	if m.actingTail() {
+		m.advanceCommitted(m.applied)
+	}
+	return found
+}
+
+func (m *Machine) record(rec *codec.DedupT) {
+	log := m.dedup[rec.ClientId]
+	if log == nil {
+		log = new(clientLog)
+		m.dedup[rec.ClientId] = log
+	}
+	log.ring[rec.RequestId%dedupWindow] = rec
+	log.highest = max(log.highest, rec.RequestId)
+}
+
+func (m *Machine) actingTail() bool { return m.succState == succNone || m.succState == succSyncing }
+
+// await makes w wait until seq is committed.
+func (m *Machine) await(seq uint64, w Waiter) {
+	if seq <= m.committed {
+		m.done = append(m.done, waiter{seq, w})
+		return
+	}
+	i := len(m.waiters)
+	for i > 0 && m.waiters[i-1].seq > seq {
+		i--
+	}
+	m.waiters = append(m.waiters, waiter{})
+	copy(m.waiters[i+1:], m.waiters[i:])
+	m.waiters[i] = waiter{seq, w}
+}
+
+// Await makes w wait until seq is committed (an upstream acknowledgement).
+func (m *Machine) Await(seq uint64, w Waiter) { m.await(seq, w) }
+
+func (m *Machine) advanceCommitted(seq uint64) {
+	if seq <= m.committed {
+		return
+	}
+	m.committed = seq
+	i := 0
+	for ; i < len(m.waiters) && m.waiters[i].seq <= seq; i++ {
+	}
+	m.done = append(m.done, m.waiters[:i]...)
+	m.waiters = append(m.waiters[:0], m.waiters[i:]...)
+}
+
+// TakeDone returns the waiters whose writes are now committed, the
+// committed sequence number to tell them, and the waiters that failed.
+func (m *Machine) TakeDone() (done []Waiter, committed uint64, failed []Waiter) {
+	for _, w := range m.done {
+		done = append(done, w.w)
+	}
+	failed = m.failed
+	m.done, m.failed = m.done[:0], nil
+	return done, m.committed, failed
+}
+
+// Hello answers a predecessor that opens a link: the last write applied,
+// whether the node holds a complete copy, and whether it is live.
+func (m *Machine) Hello(from, to string) (applied uint64, synced, live bool, err error) {
+	if err := m.checkPred(from, to); err != nil {
+		return 0, false, false, err
+	}
+	return m.applied, m.synced, m.live, nil
+}
+
+func (m *Machine) checkPred(from, to string) error {
+	if to != m.self || from == "" || from != m.pred.Name {
+		return fmt.Errorf("%w: %q to %q, but %q's predecessor is %q", ErrStale, from, to, m.self, m.pred.Name)
+	}
+	return nil
+}
+
+// Snapshot installs part of a snapshot from the predecessor. reset drops
+// all state first; done says the snapshot is complete as of write seq.
+func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT, dedup []*codec.DedupT, done bool, seq uint64) error {
+	if err := m.checkPred(from, to); err != nil {
+		return err
+	}
+	if reset {
+		m.store.Reset()
+		m.dedup = make(map[uint64]*clientLog)
+		m.applied, m.synced, m.live = 0, false, false
+		if m.succState != succNone {
+			// Whatever the successor got from us came from the old state.
+			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
+			m.linkGen++
+		}
+	} else if m.synced {
+		return fmt.Errorf("%w: snapshot data without a reset on a synced node", ErrProtocol)
+	}
+	for _, e := range entries {
+		m.store.Apply(codec.OpPut, e.Key, e.Value)
+	}
+	for _, rec := range dedup {
+		m.record(rec)
+	}
+	if done {
+		m.applied, m.synced = seq, true
+		if m.actingTail() {
+			m.advanceCommitted(seq)
+		}
+	}
+	return nil
+}
+
+// Replicate applies writes from the predecessor, in sequence order. Writes
+// already applied are skipped, so a resent write is never applied twice.
+// live says the predecessor hands the tail role to this node. It returns
+// the sequence number of the last write in the batch.
+func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool) (uint64, error) {
+	if err := m.checkPred(from, to); err != nil {
+		return 0, err
+	}
+	if !m.synced {
+		return 0, fmt.Errorf("%w: writes before a snapshot", ErrProtocol)
+	}
+	last := m.applied
+	for _, w := range writes {
+		switch {
+		case w.Seq <= m.applied:
+		case w.Seq == m.applied+1:
+			m.apply(w)
+		default:
+			return last, fmt.Errorf("%w: write %d after %d", ErrProtocol, w.Seq, m.applied)
+		}
+		last = w.Seq
+	}
+	if live && !m.live {
+		m.live = true
+		if m.succState == succSyncing {
+			m.maybeHandOff()
+		}
+	}
+	return last, nil
+}
+
+// LinkAction is what a successor link does after its handshake.
+type LinkAction struct {
+	Snapshot bool   // send a snapshot (as of Next-1), then writes
+	Next     uint64 // the first write to send
+}
+
+// SuccessorHello takes the successor's answer to Hello on link gen.
+func (m *Machine) SuccessorHello(gen, applied uint64, synced, live bool) (LinkAction, error) {
+	if gen != m.linkGen {
+		return LinkAction{}, ErrStale
+	}
+	if !m.synced {
+		return LinkAction{}, fmt.Errorf("%w: not caught up, cannot feed a successor", ErrUnavailable)
+	}
+	resumable := synced && applied <= m.applied &&
+		(applied == m.applied || (len(m.sent) > 0 && m.sent[0].Seq <= applied+1))
+	if !resumable {
+		if live {
+			// A live successor may have answered reads: it must never
+			// go back in time, so refuse to overwrite it.
+			return LinkAction{}, fmt.Errorf("%w: live successor at %d cannot resume from %d", ErrProtocol, applied, m.applied)
+		}
+		next := m.startSnapshot()
+		return LinkAction{Snapshot: true, Next: next}, nil
+	}
+	m.ackedBy(applied)
+	if live {
+		m.succState = succLive
+		m.advanceCommitted(m.succAcked)
+	} else {
+		m.succState = succSyncing
+		m.advanceCommitted(m.applied)
+		m.maybeHandOff()
+	}
+	return LinkAction{Next: applied + 1}, nil
+}
+
+// startSnapshot prepares to send a snapshot as of the current write and
+// returns the first write to send after it.
+func (m *Machine) startSnapshot() uint64 {
+	m.succState = succSyncing
+	m.sent = nil
+	m.succAcked = m.applied
+	m.advanceCommitted(m.applied)
+	return m.applied + 1
+}
+
+// DedupRecords returns the exactly-once records, for a snapshot.
+func (m *Machine) DedupRecords() []*codec.DedupT {
+	var recs []*codec.DedupT
+	for _, log := range m.dedup {
+		for _, rec := range log.ring {
+			if rec != nil {
+				recs = append(recs, rec)
+			}
+		}
+	}
+	return recs
+}
+
+// Writes returns the writes from seq next on, at most max of them, and
+// whether the live marker must go with them. The returned writes must not
+// be modified.
+func (m *Machine) Writes(gen, next uint64, max int) ([]*codec.WriteT, bool, error) {
+	if gen != m.linkGen {
+		return nil, false, ErrStale
+	}
+	if len(m.sent) > 0 && m.sent[0].Seq > next {
+		return nil, false, fmt.Errorf("%w: write %d is no longer kept (oldest %d)", ErrProtocol, next, m.sent[0].Seq)
+	}
+	i := 0
+	if len(m.sent) > 0 {
+		i = int(next - m.sent[0].Seq)
+	}
+	if i > len(m.sent) {
+		i = len(m.sent)
+	}
+	ws := m.sent[i:min(len(m.sent), i+max)]
+	live := m.sendLive && len(ws) == len(m.sent)-i
+	if live {
+		m.sendLive = false
+	}
+	return ws, live, nil
+}
+
+// SuccessorAck takes the successor's acknowledgement of writes up to seq.
+func (m *Machine) SuccessorAck(gen, seq uint64) error {
+	if gen != m.linkGen {
+		return ErrStale
+	}
+	if seq > m.applied {
+		return fmt.Errorf("%w: successor acknowledged %d, only %d applied", ErrProtocol, seq, m.applied)
+	}
+	m.ackedBy(seq)
+	switch m.succState {
+	case succLive:
+		m.advanceCommitted(m.succAcked)
+	case succSyncing:
+		m.maybeHandOff()
+	}
+	return nil
+}
+
+func (m *Machine) ackedBy(seq uint64) {
+	if seq <= m.succAcked {
+		return
+	}
+	m.succAcked = seq
+	i := 0
+	for ; i < len(m.sent) && m.sent[i].Seq <= seq; i++ {
+	}
+	// Reslice, never compact in place: the link may still be encoding
+	// writes it got from Writes, which share this array.
+	m.sent = m.sent[i:]
+}
+
+// maybeHandOff makes a caught-up successor the tail: from now on writes
+// commit only when it acknowledges them, and it learns it is live from the
+// marker on the next message.
+//
+// Only a live node may hand off: a node still catching up lacks writes its
+// own predecessor committed, and so does everything it fed.
+func (m *Machine) maybeHandOff() {
+	if m.live && m.succAcked == m.applied {
+		m.succState = succLive
+		m.sendLive = true
+	}
+}
+
+// SuccessorLost says the link of generation gen broke. Until a new
+// handshake, nothing more is committed through the successor.
+func (m *Machine) SuccessorLost(gen uint64) {
+	if gen != m.linkGen || m.succState == succNone {
+		return
+	}
+	m.succState = succUnknown
+	m.sendLive = false
+	m.linkGen++
+}

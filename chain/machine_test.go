@@ -1,0 +1,532 @@
+package chain
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/srv"
+)
+
+// sim runs Machines against each other in memory, message by message, so
+// that a test chooses exactly which message is delivered when.
+type sim struct {
+	t     *testing.T
+	rng   *rand.Rand
+	nodes map[string]*simNode
+	order []string // the view, head first
+	seq   int      // for member names
+	val   int      // for unique values
+
+	acked    map[string]ackedWrite // key -> the acknowledged write with the highest seq
+	valueSeq map[string]uint64     // value -> seq it was applied under
+}
+
+type ackedWrite struct {
+	value string // "" for a del
+	seq   uint64
+}
+
+type simNode struct {
+	name  string
+	m     *Machine
+	store *srv.Store
+	link  simLink // to the successor
+}
+
+type simLink struct {
+	gen         uint64
+	established bool
+	next        uint64
+	frames      []simFrame // in flight to the successor
+	acks        []uint64   // in flight back
+}
+
+type simFrame struct {
+	writes []*codec.WriteT
+	live   bool
+}
+
+var traceSim = false
+
+func newSim(t *testing.T, seed uint64) *sim {
+	return &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed)), nodes: map[string]*simNode{},
+		acked: map[string]ackedWrite{}, valueSeq: map[string]uint64{}}
+}
+
+func (s *sim) add() *simNode {
+	s.seq++
+	name := fmt.Sprintf("node%010d", s.seq)
+	store, _ := srv.NewStore(4)
+	n := &simNode{name: name, m: NewMachine(name, store), store: store}
+	n.m.SetLease(true)
+	s.nodes[name] = n
+	s.order = append(s.order, name)
+	s.setViews()
+	return n
+}
+
+func (s *sim) kill(name string) {
+	delete(s.nodes, name)
+	s.order = slices.DeleteFunc(s.order, func(n string) bool { return n == name })
+	s.setViews()
+}
+
+func (s *sim) setViews() {
+	var members []Member
+	for _, name := range s.order {
+		members = append(members, Member{Name: name, Addr: name})
+	}
+	for _, n := range s.nodes {
+		n.m.SetView(members)
+	}
+	s.drain()
+}
+
+func (s *sim) head() *simNode { return s.nodes[s.order[0]] }
+func (s *sim) tail() *simNode { return s.nodes[s.order[len(s.order)-1]] }
+
+// clientWaiter records a write as acknowledged once it commits.
+type clientWaiter struct {
+	s     *sim
+	key   string
+	value string
+	seq   uint64
+}
+
+func (w *clientWaiter) Done(_ uint64, err error) {
+	if err != nil {
+		return
+	}
+	if a, ok := w.s.acked[w.key]; !ok || w.seq > a.seq {
+		w.s.acked[w.key] = ackedWrite{w.value, w.seq}
+	}
+}
+
+// ackWaiter sends the successor's acknowledgement of a frame upstream.
+type ackWaiter struct{ l *simLink }
+
+func (w ackWaiter) Done(committed uint64, err error) {
+	if err == nil {
+		w.l.acks = append(w.l.acks, committed)
+	}
+}
+
+func (s *sim) drain() {
+	for _, n := range s.nodes {
+		done, committed, failed := n.m.TakeDone()
+		for _, w := range done {
+			w.Done(committed, nil)
+		}
+		for _, w := range failed {
+			w.Done(0, ErrUnavailable)
+		}
+	}
+}
+
+func (s *sim) write(key string, del bool) error {
+	h := s.head()
+	s.val++
+	value := fmt.Sprintf("v%d", s.val)
+	op := codec.OpPut
+	if del {
+		op, value = codec.OpDel, ""
+	}
+	w := &codec.WriteT{Op: op, Key: key, Value: []byte(value)}
+	cw := &clientWaiter{s: s, key: key, value: value}
+	// The waiter learns its seq before it can be called: ClientWrite
+	// assigns it, and calls happen only in drain.
+	_, err := h.m.ClientWrite(w, cw)
+	if err == nil {
+		cw.seq = w.Seq
+		if value != "" {
+			s.valueSeq[value] = w.Seq
+		}
+	}
+	s.drain()
+	return err
+}
+
+// pump takes one step on n's link to its successor; it reports whether
+// anything happened.
+func (s *sim) pump(n *simNode, step int) bool {
+	succ, gen := n.m.Successor()
+	sn := s.nodes[succ.Name]
+	l := &n.link
+	if sn == nil {
+		return false
+	}
+	if !l.established || l.gen != gen {
+		*l = simLink{gen: gen}
+		applied, synced, live, err := sn.m.Hello(n.name, succ.Name)
+		if err != nil {
+			s.t.Fatalf("hello %s->%s: %v", n.name, succ.Name, err)
+		}
+		act, err := n.m.SuccessorHello(gen, applied, synced, live)
+		if err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				return false
+			}
+			s.t.Fatalf("successor hello at %s: %v", n.name, err)
+		}
+		if act.Snapshot {
+			var entries []*codec.WriteT
+			for _, e := range n.store.Table.Entries() {
+				entries = append(entries, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
+			}
+			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, n.m.DedupRecords(), true, act.Next-1); err != nil {
+				s.t.Fatalf("snapshot: %v", err)
+			}
+			if err := n.m.SuccessorAck(gen, sn.m.Committed()); err != nil {
+				s.t.Fatalf("snapshot ack: %v", err)
+			}
+		}
+		l.established, l.next = true, act.Next
+		s.drain()
+		return true
+	}
+	if traceSim {
+		s.t.Logf("pump %s step %d: %v | succ %v", n.name, step%3, n.m, sn.m)
+	}
+	switch step % 3 {
+	case 0:
+		ws, live, err := n.m.Writes(gen, l.next, 1+s.rng.IntN(3))
+		if err != nil {
+			s.t.Fatalf("writes at %s: %v", n.name, err)
+		}
+		if len(ws) == 0 && !live {
+			return false
+		}
+		l.frames = append(l.frames, simFrame{ws, live})
+		if len(ws) > 0 {
+			l.next = ws[len(ws)-1].Seq + 1
+		}
+	case 1:
+		if len(l.frames) == 0 {
+			return false
+		}
+		f := l.frames[0]
+		l.frames = l.frames[1:]
+		last, err := sn.m.Replicate(n.name, succ.Name, f.writes, f.live)
+		if err != nil {
+			s.t.Fatalf("replicate %s->%s: %v", n.name, succ.Name, err)
+		}
+		sn.m.Await(last, ackWaiter{l})
+	case 2:
+		if len(l.acks) == 0 {
+			return false
+		}
+		if err := n.m.SuccessorAck(gen, l.acks[0]); err != nil {
+			s.t.Fatalf("ack at %s: %v", n.name, err)
+		}
+		l.acks = l.acks[1:]
+	}
+	s.drain()
+	return true
+}
+
+// settle delivers everything in flight until nothing moves.
+func (s *sim) settle() {
+	for range 100000 {
+		moved := false
+		for _, name := range s.order {
+			for step := range 3 {
+				if n := s.nodes[name]; n != nil && s.pump(n, step) {
+					moved = true
+				}
+			}
+		}
+		if !moved {
+			return
+		}
+	}
+	s.t.Fatal("chain did not settle")
+}
+
+// survivable reports whether some node other than victim holds every
+// acknowledged write: chain replication promises nothing when the last
+// complete copy dies.
+func (s *sim) survivable(victim string) bool {
+	var need uint64
+	for _, a := range s.acked {
+		need = max(need, a.seq)
+	}
+	for name, n := range s.nodes {
+		if name != victim && n.m.synced && n.m.Applied() >= need {
+			return true
+		}
+	}
+	return false
+}
+
+// read checks a read at the node that serves reads, if any.
+func (s *sim) read(key string) {
+	for _, n := range s.nodes {
+		if n.m.CanRead() != nil {
+			continue
+		}
+		v, found := n.store.Table.Get(key)
+		a, acked := s.acked[key]
+		if !acked {
+			continue
+		}
+		switch {
+		case a.value == "" && found && s.valueSeq[string(v)] < a.seq:
+			s.t.Fatalf("read %s at %s = %q, but a del at seq %d was acknowledged", key, n.name, v, a.seq)
+		case a.value != "" && !found:
+			// A later del, acknowledged or not, may have removed it.
+		case a.value != "" && s.valueSeq[string(v)] < a.seq:
+			for _, name := range s.order {
+				s.t.Log(s.nodes[name].m)
+			}
+			s.t.Fatalf("read %s at %s = %q (seq %d), but %q at seq %d was acknowledged",
+				key, n.name, v, s.valueSeq[string(v)], a.value, a.seq)
+		}
+	}
+}
+
+func (s *sim) checkConverged() {
+	s.t.Helper()
+	tail := s.tail()
+	if err := tail.m.CanRead(); err != nil {
+		s.t.Fatalf("settled tail %s cannot serve reads: %v (%v)", tail.name, err, tail.m)
+	}
+	if err := s.head().m.CanWrite(); err != nil {
+		s.t.Fatalf("settled head cannot take writes: %v", err)
+	}
+	want := tail.store.Table.Entries()
+	for _, n := range s.nodes {
+		if got := n.store.Table.Entries(); !slices.EqualFunc(got, want, func(a, b srv.Entry) bool {
+			return a.Key == b.Key && string(a.Value) == string(b.Value)
+		}) {
+			s.t.Fatalf("%s holds %v, tail %s holds %v", n.name, got, tail.name, want)
+		}
+		if n.m.Applied() != tail.m.Applied() || n.m.Committed() != n.m.Applied() {
+			s.t.Fatalf("%s: %v; tail %v", n.name, n.m, tail.m)
+		}
+	}
+	for key, a := range s.acked {
+		v, found := tail.store.Table.Get(key)
+		if a.value == "" {
+			if found && s.valueSeq[string(v)] < a.seq {
+				s.t.Fatalf("acknowledged del of %s at seq %d lost: tail has %q", key, a.seq, v)
+			}
+			continue
+		}
+		if !found && a.value != "" {
+			continue // a later del removed it (checked by seq below when acked)
+		}
+		if s.valueSeq[string(v)] < a.seq {
+			s.t.Fatalf("acknowledged put %s=%s at seq %d lost: tail has %q", key, a.value, a.seq, v)
+		}
+	}
+}
+
+func TestMachineSingleNode(t *testing.T) {
+	s := newSim(t, 1)
+	s.add()
+	for i := range 10 {
+		if err := s.write(fmt.Sprintf("k%d", i%3), i%4 == 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(s.acked) != 3 {
+		t.Fatalf("a single node must commit at once; acked %v", s.acked)
+	}
+	s.checkConverged()
+}
+
+func TestMachineThreeNodesCommitOnlyAtTail(t *testing.T) {
+	s := newSim(t, 2)
+	a := s.add()
+	s.add()
+	s.add()
+	s.settle()
+	if err := s.write("k", false); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.acked) != 0 {
+		t.Fatal("write acknowledged before it reached the tail")
+	}
+	// Deliver the write down the chain but hold the acknowledgements.
+	for _, name := range s.order {
+		s.pump(s.nodes[name], 0)
+		s.pump(s.nodes[name], 1)
+	}
+	if v, ok := s.tail().store.Table.Get("k"); !ok || len(s.acked) != 0 {
+		t.Fatalf("tail has %q %v; acked %v", v, ok, s.acked)
+	}
+	s.settle()
+	if len(s.acked) != 1 || a.m.Committed() != 1 {
+		t.Fatalf("after the acks: acked %v, head %v", s.acked, a.m)
+	}
+	if a.m.CanRead() == nil {
+		t.Fatal("the head of a three-node chain serves reads")
+	}
+	s.checkConverged()
+}
+
+func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
+	s := newSim(t, 3)
+	s.add()
+	s.add()
+	s.settle()
+	h := s.head()
+	put := func() (*codec.WriteT, error) {
+		w := &codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}
+		_, err := h.m.ClientWrite(w, &clientWaiter{s: s, key: "k"})
+		return w, err
+	}
+	h.store.Table.Put("k", []byte("x")) // so the del finds it
+	w1, _ := put()
+	s.settle()
+	found, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &clientWaiter{s: s, key: "k"})
+	if err != nil || !found {
+		t.Fatalf("retry: found=%v err=%v; want the original outcome (found)", found, err)
+	}
+	if h.m.Applied() != w1.Seq {
+		t.Fatalf("retry applied again: applied %d, first write seq %d", h.m.Applied(), w1.Seq)
+	}
+	for i := uint64(2); i <= dedupWindow+2; i++ {
+		h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: i}, &clientWaiter{s: s, key: "x"})
+	}
+	if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &clientWaiter{s: s}); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("retry beyond the window: %v, want ErrTooOld", err)
+	}
+}
+
+func TestMachineFailures(t *testing.T) {
+	tests := []struct {
+		name string
+		kill func(s *sim) string
+	}{
+		{"head", func(s *sim) string { return s.order[0] }},
+		{"middle", func(s *sim) string { return s.order[1] }},
+		{"tail", func(s *sim) string { return s.order[len(s.order)-1] }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSim(t, 4)
+			for range 3 {
+				s.add()
+			}
+			s.settle()
+			for i := range 20 {
+				s.write(fmt.Sprintf("k%d", i%5), false)
+				s.pump(s.nodes[s.order[i%3]], i)
+			}
+			s.kill(tt.kill(s))
+			for i := range 20 {
+				s.write(fmt.Sprintf("k%d", i%5), i%7 == 0)
+				s.pump(s.nodes[s.order[i%2]], i)
+			}
+			s.settle()
+			s.checkConverged()
+		})
+	}
+}
+
+func TestMachineJoinCatchesUpBeforeServingReads(t *testing.T) {
+	s := newSim(t, 5)
+	s.add()
+	s.add()
+	s.settle()
+	for i := range 30 {
+		s.write(fmt.Sprintf("k%d", i%7), false)
+	}
+	s.settle()
+	n := s.add()
+	if n.m.CanRead() == nil {
+		t.Fatal("a new node serves reads before it caught up")
+	}
+	old := s.nodes[s.order[1]]
+	s.pump(old, 0) // handshake, snapshot, and its acknowledgement: hand-off
+	for i := range 10 {
+		s.write(fmt.Sprintf("k%d", i%7), false)
+	}
+	if n.m.CanRead() == nil {
+		t.Fatal("new node live before the hand-off marker reached it")
+	}
+	if old.m.Committed() != 30 {
+		t.Fatalf("after the hand-off the old tail commits alone: %v", old.m)
+	}
+	s.settle()
+	if n.m.CanRead() != nil || old.m.CanRead() == nil {
+		t.Fatalf("after the hand-off: new %v, old %v", n.m, old.m)
+	}
+	s.checkConverged()
+}
+
+func TestMachineStaleMessagesRefused(t *testing.T) {
+	s := newSim(t, 6)
+	a := s.add()
+	b := s.add()
+	c := s.add()
+	s.settle()
+	if _, err := c.m.Replicate(a.name, c.name, nil, false); !errors.Is(err, ErrStale) {
+		t.Fatalf("replicate from a non-predecessor: %v", err)
+	}
+	if _, _, _, err := c.m.Hello(b.name, "someone-else"); !errors.Is(err, ErrStale) {
+		t.Fatalf("hello to the wrong member: %v", err)
+	}
+	s.kill(b.name)
+	if _, _, _, err := c.m.Hello(b.name, c.name); !errors.Is(err, ErrStale) {
+		t.Fatalf("hello from a removed member: %v", err)
+	}
+	if _, _, _, err := c.m.Hello(a.name, c.name); err != nil {
+		t.Fatalf("hello from the new predecessor: %v", err)
+	}
+}
+
+func TestMachineLeaseAndRejoin(t *testing.T) {
+	s := newSim(t, 7)
+	a := s.add()
+	s.write("k", false)
+	a.m.SetLease(false)
+	if a.m.CanRead() == nil || a.m.CanWrite() == nil {
+		t.Fatal("a node without its lease serves")
+	}
+	a.m.SetLease(true)
+	a.m.Rejoin("node9999999999")
+	if _, ok := a.store.Table.Get("k"); ok || a.m.CanRead() == nil {
+		t.Fatal("a rejoined node kept its data or serves before its view")
+	}
+}
+
+// TestMachineRandomFaults runs random writes, deliveries, kills and joins,
+// and checks that no acknowledged write is lost and reads never go back.
+func TestMachineRandomFaults(t *testing.T) {
+	for seed := uint64(100); seed < 400; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			s := newSim(t, seed)
+			for range 3 {
+				s.add()
+			}
+			for i := range 400 {
+				switch r := s.rng.IntN(100); {
+				case r < 35:
+					s.write(fmt.Sprintf("k%d", s.rng.IntN(6)), s.rng.IntN(5) == 0)
+				case r < 90:
+					name := s.order[s.rng.IntN(len(s.order))]
+					s.pump(s.nodes[name], s.rng.IntN(3))
+				case r < 95:
+					s.read(fmt.Sprintf("k%d", s.rng.IntN(6)))
+				case r < 98 && len(s.order) > 1:
+					if victim := s.order[s.rng.IntN(len(s.order))]; s.survivable(victim) {
+						s.kill(victim)
+					}
+				case len(s.order) < 5:
+					s.add()
+				}
+				if i%10 == 0 {
+					s.read(fmt.Sprintf("k%d", s.rng.IntN(6)))
+				}
+			}
+			s.settle()
+			s.checkConverged()
+		})
+	}
+}
