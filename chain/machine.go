@@ -201,6 +201,9 @@ func (m *Machine) SetView(members []Member) {
 		// for one that was still catching up, writes are lost.
 		m.dataLost = m.pred.Name != ""
 		m.synced, m.live = true, true
+		if m.succState == succSyncing {
+			m.maybeHandOff()
+		}
 	}
 	m.pred = pred
 	if succ != m.succ {
@@ -324,13 +327,20 @@ func (m *Machine) TakeDone() (done []Waiter, committed uint64, failed []Waiter) 
 	return done, m.committed, failed
 }
 
-// Hello answers a predecessor that opens a link: the last write applied,
-// whether the node holds a complete copy, and whether it is live.
-func (m *Machine) Hello(from, to string) (applied uint64, synced, live bool, err error) {
+// HelloReply is what a node tells a predecessor that opens a link.
+type HelloReply struct {
+	Applied   uint64 // the last write applied
+	Committed uint64 // the last write known to have reached the tail
+	Synced    bool   // holds a complete copy
+	Live      bool   // acts as tail or leads to it
+}
+
+// Hello answers a predecessor that opens a link.
+func (m *Machine) Hello(from, to string) (HelloReply, error) {
 	if err := m.checkPred(from, to); err != nil {
-		return 0, false, false, err
+		return HelloReply{}, err
 	}
-	return m.applied, m.synced, m.live, nil
+	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced, Live: m.live}, nil
 }
 
 func (m *Machine) checkPred(from, to string) error {
@@ -411,7 +421,8 @@ type LinkAction struct {
 }
 
 // SuccessorHello takes the successor's answer to Hello on link gen.
-func (m *Machine) SuccessorHello(gen, applied uint64, synced, live bool) (LinkAction, error) {
+func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
+	applied, synced, live := h.Applied, h.Synced, h.Live
 	if gen != m.linkGen {
 		return LinkAction{}, ErrStale
 	}
@@ -429,7 +440,9 @@ func (m *Machine) SuccessorHello(gen, applied uint64, synced, live bool) (LinkAc
 		next := m.startSnapshot()
 		return LinkAction{Snapshot: true, Next: next}, nil
 	}
-	m.ackedBy(applied)
+	// Only what reached the tail may leave the sent list: the successor
+	// may die, and its own successor may be behind it.
+	m.ackedBy(h.Committed)
 	if live {
 		m.succState = succLive
 		m.advanceCommitted(m.succAcked)
