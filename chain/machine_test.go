@@ -113,15 +113,15 @@ func (s *sim) breakLink(n *simNode) {
 func (s *sim) head() *simNode { return s.nodes[s.order[0]] }
 func (s *sim) tail() *simNode { return s.nodes[s.order[len(s.order)-1]] }
 
-// clientWaiter records a write as acknowledged once it commits.
-type clientWaiter struct {
+// simClientWaiter records a write as acknowledged once it commits.
+type simClientWaiter struct {
 	s     *sim
 	key   string
 	value string
 	seq   uint64
 }
 
-func (w *clientWaiter) Done(_ uint64, err error) {
+func (w *simClientWaiter) Done(_ uint64, err error) {
 	if err != nil {
 		return
 	}
@@ -130,10 +130,10 @@ func (w *clientWaiter) Done(_ uint64, err error) {
 	}
 }
 
-// ackWaiter sends the successor's acknowledgement of a frame upstream.
-type ackWaiter struct{ l *simLink }
+// simAckWaiter sends the successor's acknowledgement of a frame upstream.
+type simAckWaiter struct{ l *simLink }
 
-func (w ackWaiter) Done(committed uint64, err error) {
+func (w simAckWaiter) Done(committed uint64, err error) {
 	if err == nil {
 		w.l.acks = append(w.l.acks, committed)
 	}
@@ -160,7 +160,7 @@ func (s *sim) write(key string, del bool) error {
 		op, value = codec.OpDel, ""
 	}
 	w := &codec.WriteT{Op: op, Key: key, Value: []byte(value)}
-	cw := &clientWaiter{s: s, key: key, value: value}
+	cw := &simClientWaiter{s: s, key: key, value: value}
 	// The waiter learns its seq before it can be called: ClientWrite
 	// assigns it, and calls happen only in drain.
 	_, err := h.m.ClientWrite(w, cw)
@@ -245,7 +245,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 		if err != nil {
 			s.t.Fatalf("replicate %s->%s: %v", n.name, succ.Name, err)
 		}
-		sn.m.Await(last, ackWaiter{l})
+		sn.m.Await(last, simAckWaiter{l})
 	case 2:
 		if len(l.acks) == 0 {
 			return false
@@ -411,13 +411,13 @@ func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
 	h := s.head()
 	put := func() (*codec.WriteT, error) {
 		w := &codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}
-		_, err := h.m.ClientWrite(w, &clientWaiter{s: s, key: "k"})
+		_, err := h.m.ClientWrite(w, &simClientWaiter{s: s, key: "k"})
 		return w, err
 	}
 	h.store.Table.Put("k", []byte("x")) // so the del finds it
 	w1, _ := put()
 	s.settle()
-	found, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &clientWaiter{s: s, key: "k"})
+	found, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &simClientWaiter{s: s, key: "k"})
 	if err != nil || !found {
 		t.Fatalf("retry: found=%v err=%v; want the original outcome (found)", found, err)
 	}
@@ -425,9 +425,9 @@ func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
 		t.Fatalf("retry applied again: applied %d, first write seq %d", h.m.Applied(), w1.Seq)
 	}
 	for i := uint64(2); i <= dedupWindow+2; i++ {
-		h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: i}, &clientWaiter{s: s, key: "x"})
+		h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: i}, &simClientWaiter{s: s, key: "x"})
 	}
-	if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &clientWaiter{s: s}); !errors.Is(err, ErrTooOld) {
+	if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &simClientWaiter{s: s}); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("retry beyond the window: %v, want ErrTooOld", err)
 	}
 }

@@ -106,7 +106,7 @@ const (
 	MessageT_OP_ERROR    MessageT_Opcode = 99
 	// Chain replication, between nodes only. A reply's opcode is the
 	// request's plus one, as for client requests.
-	MessageT_OP_HELLO     MessageT_Opcode = 100 // from, to -> 101 with seq (last applied), synced, live
+	MessageT_OP_HELLO     MessageT_Opcode = 100 // from, to -> 101 with seq (last applied), committed, synced, live
 	MessageT_OP_SNAPSHOT  MessageT_Opcode = 110 // reset, writes (puts), dedup, done + seq -> 111
 	MessageT_OP_REPLICATE MessageT_Opcode = 120 // writes in seq order, live -> 121 with seq (committed)
 )
@@ -369,15 +369,16 @@ type MessageT struct {
 	// Why a request failed, in OP_ERROR replies; course clients ignore it.
 	Status Status `protobuf:"varint,12,opt,name=status,proto3,enum=sdmessage.Status" json:"status,omitempty"`
 	// Chain replication fields (see the OP_HELLO.. opcodes).
-	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`      // the sender's member name in ZooKeeper
-	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`          // the member the sender believes it talks to
-	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`       // a write sequence number
-	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`  // writes, in sequence order
-	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"` // the node holds a complete copy of the table
-	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`     // the node may act as the chain's tail
-	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`    // exactly-once records, in snapshots
-	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`   // snapshot: drop all state first
-	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`     // snapshot: complete as of seq
+	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`            // the sender's member name in ZooKeeper
+	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                // the member the sender believes it talks to
+	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`             // a write sequence number
+	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`        // writes, in sequence order
+	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`       // the node holds a complete copy of the table
+	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`           // the node may act as the chain's tail
+	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`          // exactly-once records, in snapshots
+	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`         // snapshot: drop all state first
+	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`           // snapshot: complete as of seq
+	Committed     uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"` // the last write known to have reached the tail
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +560,13 @@ func (x *MessageT) GetDone() bool {
 	return false
 }
 
+func (x *MessageT) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -724,7 +732,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\astats_t\x12\x10\n" +
 	"\x03ops\x18\x01 \x01(\x05R\x03ops\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\x05R\aclients\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\x03R\x04time\"\xcd\a\n" +
+	"\x04time\x18\x03 \x01(\x03R\x04time\"\xeb\a\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -748,7 +756,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x04live\x18\x12 \x01(\bR\x04live\x12(\n" +
 	"\x05dedup\x18\x13 \x03(\v2\x12.sdmessage.dedup_tR\x05dedup\x12\x14\n" +
 	"\x05reset\x18\x14 \x01(\bR\x05reset\x12\x12\n" +
-	"\x04done\x18\x15 \x01(\bR\x04done\"\xb3\x01\n" +
+	"\x04done\x18\x15 \x01(\bR\x04done\x12\x1c\n" +
+	"\tcommitted\x18\x16 \x01(\x04R\tcommitted\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +

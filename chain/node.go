@@ -1,0 +1,464 @@
+package chain
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/srv"
+)
+
+// NodeConfig configures a Node.
+type NodeConfig struct {
+	// Store is the node's table.
+	Store *srv.Store
+	// MaxFrame bounds the frames the node reads from its successor; zero
+	// means codec.DefaultMaxFrame.
+	MaxFrame int
+	// DialTimeout bounds connecting to the successor; zero means 2s.
+	DialTimeout time.Duration
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Node drives a Machine: it is the srv.Handler of a chain member, it keeps
+// the link to the successor, and it takes membership and session changes.
+// All methods are safe for concurrent use.
+type Node struct {
+	cfg   NodeConfig
+	log   *slog.Logger
+	store *srv.Store
+
+	// mu guards m. Reads take it shared so that a read is never executed
+	// while the node stops being the tail.
+	mu sync.RWMutex
+	m  *Machine
+
+	// The successor connection and its generation, guarded by mu, so that
+	// a change of successor closes it even while the link is blocked.
+	conn    net.Conn
+	connGen uint64
+
+	kick chan struct{} // wakes the link: new writes, or a new successor
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// linkBatch is the most writes one replication frame carries.
+const linkBatch = 1024
+
+// snapshotChunk is the payload size a snapshot frame aims for.
+const snapshotChunk = 1 << 20
+
+// NewNode returns a running node that is not yet a member: it serves
+// nothing until Rejoin names it and SetView places it.
+func NewNode(cfg NodeConfig) *Node {
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = codec.DefaultMaxFrame
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		store: cfg.Store,
+		m:     NewMachine("", cfg.Store),
+		kick:  make(chan struct{}, 1),
+		quit:  make(chan struct{}),
+	}
+	n.wg.Add(1)
+	go n.runLink()
+	return n
+}
+
+// Close stops the link to the successor and waits for it.
+func (n *Node) Close() {
+	close(n.quit)
+	n.wg.Wait()
+}
+
+// step runs f on the machine under the lock, then wakes whoever is done
+// and the link.
+func (n *Node) step(f func(m *Machine)) {
+	n.mu.Lock()
+	f(n.m)
+	done, committed, failed := n.m.TakeDone()
+	if n.conn != nil && n.connGen != n.m.linkGen {
+		n.conn.Close()
+		n.conn = nil
+	}
+	n.mu.Unlock()
+	for _, w := range done {
+		w.Done(committed, nil)
+	}
+	for _, w := range failed {
+		w.Done(0, ErrUnavailable)
+	}
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Rejoin makes the node the member named self, with empty state: at start,
+// and after its session expired and it registered again.
+func (n *Node) Rejoin(self string) {
+	n.log.Info("joining the chain", "member", self)
+	n.step(func(m *Machine) { m.Rejoin(self) })
+}
+
+// SetView installs the chain's membership, head first.
+func (n *Node) SetView(members []Member) {
+	n.step(func(m *Machine) {
+		wasHead := m.IsHead()
+		m.SetView(members)
+		n.log.Debug("new view", "members", len(members), "state", m)
+		if m.IsHead() && !wasHead && m.DataLost() {
+			n.log.Error("became head before catching up with a predecessor that is gone: writes may be lost", "state", m)
+		}
+	})
+}
+
+// SetLease says whether the ZooKeeper session is healthy.
+func (n *Node) SetLease(ok bool) {
+	n.step(func(m *Machine) {
+		if m.lease != ok {
+			n.log.Info("lease", "held", ok)
+		}
+		m.SetLease(ok)
+	})
+}
+
+// State describes the node for logs and tests.
+func (n *Node) State() string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.m.String()
+}
+
+// Serve is the srv.Handler of a chain member.
+func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
+	switch op := req.GetOpcode(); op {
+	case codec.MessageT_OP_HELLO:
+		n.mu.Lock()
+		h, err := n.m.Hello(req.GetFrom(), req.GetTo())
+		n.mu.Unlock()
+		if err != nil {
+			return n.refuse(reply, err)
+		}
+		reply.Opcode, reply.CType = op+1, codec.CtNone
+		reply.Seq, reply.Committed, reply.Synced, reply.Live = h.Applied, h.Committed, h.Synced, h.Live
+		return true
+	case codec.MessageT_OP_SNAPSHOT:
+		var err error
+		n.step(func(m *Machine) {
+			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), req.GetSeq())
+			if err == nil && req.GetDone() {
+				reply.Seq = m.Committed()
+			}
+		})
+		if err != nil {
+			return n.refuse(reply, err)
+		}
+		reply.Opcode, reply.CType = op+1, codec.CtNone
+		return true
+	case codec.MessageT_OP_REPLICATE:
+		var err error
+		n.step(func(m *Machine) {
+			var last uint64
+			if last, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive()); err == nil {
+				m.Await(last, ackWaiter{c.Defer()})
+			}
+		})
+		if err != nil {
+			return n.refuse(reply, err)
+		}
+		return false
+	case codec.OpStats:
+		n.store.Execute(req, reply)
+		return true
+	}
+	if err := srv.Check(req); err != nil {
+		srv.SetError(reply, codec.Status_STATUS_BAD_REQUEST)
+		return true
+	}
+	if codec.IsWrite(req.GetOpcode()) {
+		return n.clientWrite(c, req, reply)
+	}
+	n.mu.RLock()
+	err := n.m.CanRead()
+	if err == nil {
+		n.store.Execute(req, reply)
+	}
+	n.mu.RUnlock()
+	if err != nil {
+		srv.SetError(reply, Status(err))
+	}
+	return true
+}
+
+func (n *Node) refuse(reply *codec.MessageT, err error) bool {
+	n.log.Debug("refused replication message", "err", err)
+	srv.SetError(reply, Status(err))
+	return true
+}
+
+func (n *Node) clientWrite(c *srv.Conn, req, reply *codec.MessageT) bool {
+	w := &codec.WriteT{Op: req.GetOpcode(), ClientId: req.GetClientId(), RequestId: req.GetRequestId()}
+	if w.Op == codec.OpPut {
+		w.Key, w.Value = req.GetEntry().GetKey(), req.GetEntry().GetValue()
+	} else {
+		w.Key = req.GetKey()
+	}
+	cw := &clientWaiter{op: w.Op}
+	var err error
+	n.step(func(m *Machine) {
+		if err = m.CanWrite(); err == nil {
+			cw.p = c.Defer()
+			cw.found, err = m.ClientWrite(w, cw)
+		}
+	})
+	if err != nil {
+		srv.SetError(reply, Status(err))
+		if cw.p != nil {
+			cw.p.Complete(reply)
+		}
+		return cw.p == nil
+	}
+	return false
+}
+
+// clientWaiter answers a client's write once it is committed.
+type clientWaiter struct {
+	p     *srv.Pending
+	op    codec.MessageT_Opcode
+	found bool
+}
+
+func (w *clientWaiter) Done(_ uint64, err error) {
+	reply := new(codec.MessageT)
+	switch {
+	case err != nil:
+		srv.SetError(reply, Status(err))
+	case !w.found:
+		srv.SetError(reply, codec.Status_STATUS_NOT_FOUND)
+	default:
+		reply.Opcode, reply.CType = w.op+1, codec.CtNone
+	}
+	w.p.Complete(reply)
+}
+
+// ackWaiter acknowledges a replication frame to the predecessor.
+type ackWaiter struct{ p *srv.Pending }
+
+func (w ackWaiter) Done(committed uint64, err error) {
+	reply := new(codec.MessageT)
+	if err != nil {
+		srv.SetError(reply, Status(err))
+	} else {
+		reply.Opcode, reply.CType, reply.Seq = codec.MessageT_OP_REPLICATE+1, codec.CtNone, committed
+	}
+	w.p.Complete(reply)
+}
+
+// runLink keeps a link to the successor for as long as the node runs.
+func (n *Node) runLink() {
+	defer n.wg.Done()
+	backoff := 10 * time.Millisecond
+	for {
+		n.mu.RLock()
+		succ, gen := n.m.Successor()
+		self := n.m.Self()
+		n.mu.RUnlock()
+		if succ.Name == "" {
+			select {
+			case <-n.kick:
+				continue
+			case <-n.quit:
+				return
+			}
+		}
+		start := time.Now()
+		err := n.link(self, succ, gen)
+		select {
+		case <-n.quit:
+			return
+		default:
+		}
+		n.log.Debug("link to successor ended", "succ", succ.Name, "addr", succ.Addr, "err", err)
+		n.step(func(m *Machine) { m.SuccessorLost(gen) })
+		if time.Since(start) > time.Second {
+			backoff = 10 * time.Millisecond
+		}
+		select {
+		case <-time.After(backoff):
+		case <-n.quit:
+			return
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// errStaleLink ends a link whose generation is over.
+var errStaleLink = errors.New("chain: link generation over")
+
+// link runs one connection to the successor: handshake, optional
+// snapshot, then writes as they come, until something breaks.
+func (n *Node) link(self string, succ Member, gen uint64) error {
+	conn, err := net.DialTimeout("tcp", succ.Addr, n.cfg.DialTimeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	n.mu.Lock()
+	if n.m.linkGen != gen {
+		n.mu.Unlock()
+		return errStaleLink
+	}
+	n.conn, n.connGen = conn, gen
+	n.mu.Unlock()
+	stopClose := make(chan struct{})
+	defer close(stopClose)
+	go func() {
+		// A link blocked in a write must still end when the node closes.
+		select {
+		case <-n.quit:
+			conn.Close()
+		case <-stopClose:
+		}
+	}()
+	r := bufio.NewReaderSize(conn, 64<<10)
+	w := bufio.NewWriterSize(conn, 256<<10)
+	var buf []byte
+	send := func(m *codec.MessageT) error {
+		var err error
+		if buf, err = codec.AppendMessage(buf[:0], m); err != nil {
+			return err
+		}
+		_, err = w.Write(buf)
+		return err
+	}
+
+	if err := send(&codec.MessageT{Opcode: codec.MessageT_OP_HELLO, From: self, To: succ.Name}); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	conn.SetReadDeadline(time.Now().Add(n.cfg.DialTimeout))
+	var hello codec.MessageT
+	if err := codec.ReadMessage(r, n.cfg.MaxFrame, &hello); err != nil {
+		return fmt.Errorf("hello to %s: %w", succ.Addr, err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	if hello.GetOpcode() != codec.MessageT_OP_HELLO+1 {
+		return fmt.Errorf("hello refused by %s: %v", succ.Name, hello.GetStatus())
+	}
+	var act LinkAction
+	var dedup []*codec.DedupT
+	n.step(func(m *Machine) {
+		act, err = m.SuccessorHello(gen, HelloReply{Applied: hello.GetSeq(), Committed: hello.GetCommitted(), Synced: hello.GetSynced(), Live: hello.GetLive()})
+		if err == nil && act.Snapshot {
+			dedup = m.DedupRecords()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "from", act.Next)
+
+	broken := make(chan error, 1)
+	go func() { broken <- n.readAcks(r, gen) }()
+
+	if act.Snapshot {
+		if err := n.sendSnapshot(send, self, succ.Name, dedup, act.Next-1); err != nil {
+			return err
+		}
+	}
+	next := act.Next
+	for {
+		n.mu.RLock()
+		ws, live, err := n.m.Writes(gen, next, linkBatch)
+		n.mu.RUnlock()
+		if err != nil {
+			return err
+		}
+		if len(ws) == 0 && !live {
+			// Everything is out: push it, then sleep until there is more.
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			select {
+			case <-n.kick:
+			case err := <-broken:
+				return err
+			case <-n.quit:
+				return nil
+			}
+			continue
+		}
+		if err := send(&codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE, From: self, To: succ.Name, Writes: ws, Live: live}); err != nil {
+			return err
+		}
+		if len(ws) > 0 {
+			next = ws[len(ws)-1].Seq + 1
+		}
+	}
+}
+
+// readAcks takes the successor's replies until the link breaks.
+func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
+	for {
+		var m codec.MessageT
+		if err := codec.ReadMessage(r, n.cfg.MaxFrame, &m); err != nil {
+			return err
+		}
+		if m.GetOpcode() == codec.OpError {
+			return fmt.Errorf("successor refused: %v", m.GetStatus())
+		}
+		if m.GetSeq() == 0 {
+			continue
+		}
+		var err error
+		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, m.GetSeq()) })
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// sendSnapshot streams the table and the exactly-once records as of write
+// seq, one stripe at a time so no lock is held for long. Writes applied
+// meanwhile may or may not be in it; they follow the snapshot anyway, and
+// applying them again in order ends in the same state.
+func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, dedup []*codec.DedupT, seq uint64) error {
+	frame := &codec.MessageT{Opcode: codec.MessageT_OP_SNAPSHOT, From: self, To: to, Reset_: true, Dedup: dedup}
+	size := 0
+	var entries []srv.Entry
+	t := n.store.Table
+	for i := range t.Stripes() {
+		entries = t.AppendStripe(entries[:0], i)
+		for _, e := range entries {
+			frame.Writes = append(frame.Writes, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
+			size += len(e.Key) + len(e.Value) + 8
+			if size >= snapshotChunk {
+				if err := send(frame); err != nil {
+					return err
+				}
+				frame = &codec.MessageT{Opcode: codec.MessageT_OP_SNAPSHOT, From: self, To: to}
+				size = 0
+			}
+		}
+	}
+	frame.Done, frame.Seq = true, seq
+	return send(frame)
+}
