@@ -106,6 +106,7 @@ type Machine struct {
 	lease     bool   // ZooKeeper session is healthy
 	sendLive  bool   // the next message to the successor carries the live marker
 	dataLost  bool   // became head before it finished catching up
+	draining  bool   // shutting down: takes no new client writes
 
 	applied   uint64
 	committed uint64
@@ -155,7 +156,7 @@ func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
-	case !m.lease || !m.synced:
+	case !m.lease || !m.synced || m.draining:
 		return ErrUnavailable
 	}
 	return nil
@@ -174,6 +175,13 @@ func (m *Machine) CanRead() error {
 	}
 	return nil
 }
+
+// Drain makes the node refuse new client writes, so that what is in
+// flight can commit before it leaves the chain.
+func (m *Machine) Drain() { m.draining = true }
+
+// Idle reports whether every write the node applied is committed.
+func (m *Machine) Idle() bool { return m.committed == m.applied }
 
 // SetLease records whether the node's ZooKeeper session is healthy. A node
 // without it serves no client.

@@ -138,6 +138,26 @@ func (n *Node) SetLease(ok bool) {
 	})
 }
 
+// Drain stops taking client writes and waits, at most timeout, until every
+// write the node applied is committed: the first step of leaving the
+// chain without losing work in flight.
+func (n *Node) Drain(timeout time.Duration) bool {
+	n.step(func(m *Machine) { m.Drain() })
+	deadline := time.Now().Add(timeout)
+	for {
+		n.mu.RLock()
+		idle := n.m.Idle()
+		n.mu.RUnlock()
+		if idle {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // State describes the node for logs and tests.
 func (n *Node) State() string {
 	n.mu.RLock()
@@ -163,7 +183,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		n.step(func(m *Machine) {
 			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), req.GetSeq())
 			if err == nil && req.GetDone() {
-				reply.Seq = m.Committed()
+				reply.Seq, reply.Done = m.Committed(), true
 			}
 		})
 		if err != nil {
@@ -425,8 +445,8 @@ func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 		if m.GetOpcode() == codec.OpError {
 			return fmt.Errorf("successor refused: %v", m.GetStatus())
 		}
-		if m.GetSeq() == 0 {
-			continue
+		if m.GetSeq() == 0 && !m.GetDone() {
+			continue // a snapshot chunk, or nothing new
 		}
 		var err error
 		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, m.GetSeq()) })

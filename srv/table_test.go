@@ -118,4 +118,3 @@ func BenchmarkTablePutParallel(b *testing.B) {
 		}
 	})
 }
-

@@ -35,13 +35,15 @@ Flags:
 
 // options is everything the command line says.
 type options struct {
-	zkAddr     string
-	port       int
-	lists      int
-	standalone bool
-	bind       string
-	maxFrame   int
-	verbose    bool
+	zkAddr         string
+	port           int
+	lists          int
+	standalone     bool
+	bind           string
+	advertise      string
+	sessionTimeout time.Duration
+	maxFrame       int
+	verbose        bool
 }
 
 func main() {
@@ -70,6 +72,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.standalone, "standalone", false, "serve alone, without ZooKeeper")
 	fs.StringVar(&o.bind, "bind", "", "`address` to listen on (default: all interfaces)")
+	fs.StringVar(&o.advertise, "advertise", "", "`host` that other nodes and clients reach this node at (default: the local address of the connection to ZooKeeper)")
+	fs.DurationVar(&o.sessionTimeout, "session-timeout", 4*time.Second, "ZooKeeper session `timeout`: a node cut off from ZooKeeper this long loses its place in the chain")
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
 	fs.Usage = func() {
@@ -121,12 +125,12 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func run(o options, log *slog.Logger) error {
-	if !o.standalone {
-		return errors.New("chain mode through ZooKeeper is not available in this build; use --standalone")
-	}
 	store, err := srv.NewStore(o.lists)
 	if err != nil {
 		return err
+	}
+	if !o.standalone {
+		return runChain(o, store, log)
 	}
 	s, err := srv.Start(srv.Config{
 		Addr:     net.JoinHostPort(o.bind, strconv.Itoa(o.port)),
