@@ -82,7 +82,10 @@ func follow(ctx context.Context, node *chain.Node, reg *zkwatch.Registration, wa
 	apply(reg.Status())
 	for {
 		select {
-		case st := <-reg.Updates():
+		case st, ok := <-reg.Updates():
+			if !ok {
+				return
+			}
 			apply(st)
 		case v, ok := <-watcher.Updates():
 			if !ok {

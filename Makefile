@@ -1,0 +1,41 @@
+# Builds, tests and runs chaintable. `make test` is what CI runs.
+
+GO ?= go
+# protoc-gen-go must match the google.golang.org/protobuf in go.mod.
+PROTOC_GEN_GO_VERSION := v1.36.12
+ZK_PORT ?= 2181
+
+.PHONY: all test proto zk-up zk-down deps clean
+
+all:
+	$(GO) build -o table_server ./srv/cmd/table_server
+	$(GO) build -o table_client ./cli/cmd/table_client
+
+# Tests start real ZooKeeper servers, so java and ZooKeeper must be there.
+test:
+	@command -v java >/dev/null 2>&1 && test -f /usr/share/java/zookeeper.jar || scripts/install-deps.sh
+	$(GO) vet ./...
+	$(GO) test -race -timeout 15m ./...
+
+# Regenerates codec/sdmessage.pb.go. The plugin is built into a temporary
+# directory so that no other protoc-gen-go is picked up or left behind.
+proto:
+	@command -v protoc >/dev/null 2>&1 || scripts/install-deps.sh
+	@bin=$$(mktemp -d) && trap 'rm -rf "$$bin"' EXIT && \
+	GOBIN=$$bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) && \
+	echo protoc --go_out=codec codec/sdmessage.proto && \
+	protoc --plugin=protoc-gen-go=$$bin/protoc-gen-go -I codec \
+		--go_out=codec --go_opt=paths=source_relative codec/sdmessage.proto
+
+# A local ZooKeeper on 127.0.0.1:$(ZK_PORT) for running servers by hand.
+zk-up:
+	scripts/zk.sh up --port $(ZK_PORT)
+
+zk-down:
+	scripts/zk.sh down --port $(ZK_PORT)
+
+deps:
+	scripts/install-deps.sh
+
+clean:
+	rm -f table_server table_client

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing chaintable needs beyond Go itself:
+# ZooKeeper and a Java runtime to run it (tests start real servers), protoc
+# for `make proto`, make, a C compiler for `go test -race`, and the Go
+# modules. Installs only what is missing, so
+# running it again is cheap. Debian or Ubuntu; needs root or sudo for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+[[ -f /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+
+if ((${#missing[@]})); then
+	# env passes DEBIAN_FRONTEND through sudo, which would drop it.
+	apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0)
+	if [[ $(id -u) -ne 0 ]]; then
+		command -v sudo >/dev/null 2>&1 || {
+			echo "install-deps: need root or sudo to install ${missing[*]}" >&2
+			exit 1
+		}
+		apt=(sudo "${apt[@]}")
+	fi
+	echo "install-deps: installing ${missing[*]}"
+	"${apt[@]}" update
+	"${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+fi
+
+echo "install-deps: downloading Go modules"
+go mod download
+echo "install-deps: done"

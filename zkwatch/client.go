@@ -1,0 +1,374 @@
+package zkwatch
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// ChainPath is the persistent node whose children are the chain's members.
+const ChainPath = "/chain"
+
+// nodePrefix is the name under ChainPath to which ZooKeeper appends a
+// member's sequence number.
+const nodePrefix = "node"
+
+// Defaults for the zero Options.
+const (
+	DefaultSessionTimeout = 4 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+)
+
+// Options configure a Client. The zero value is ready to use.
+type Options struct {
+	// SessionTimeout is the session timeout asked of ZooKeeper, which
+	// bounds it to between 2 and 20 of its ticks unless configured
+	// otherwise (see Session.Timeout for the one granted). Zero means
+	// DefaultSessionTimeout.
+	SessionTimeout time.Duration
+	// ConnectTimeout bounds how long Dial waits for a first session.
+	// Zero means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// Logger receives session changes; go-zookeeper's own messages go to
+	// it at debug level. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// State is the condition of a Client's ZooKeeper session.
+type State int
+
+const (
+	// Disconnected means contact with ZooKeeper is lost. ZooKeeper keeps
+	// the session, and its member node, until Timeout passes without
+	// contact; the client keeps trying to reconnect.
+	Disconnected State = iota
+	// Connected means the session is live and in contact with ZooKeeper.
+	Connected
+	// Expired means ZooKeeper ended the session and deleted its member
+	// node. The client is getting a new session.
+	Expired
+	// Closed means the Client was closed.
+	Closed
+)
+
+// String returns the state's name in lower case.
+func (s State) String() string {
+	switch s {
+	case Disconnected:
+		return "disconnected"
+	case Connected:
+		return "connected"
+	case Expired:
+		return "expired"
+	case Closed:
+		return "closed"
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Session describes a Client's ZooKeeper session.
+//
+// A server must stop serving before ZooKeeper expires its session, since
+// the other servers then drop it from the chain. ZooKeeper expires a session
+// once it has heard nothing from the client for Timeout (rounded up to its
+// tick). The client pings every Timeout/3, but after a silent partition it
+// notices the silence only when 2/3 of Timeout passed without an answer, so
+// by the time State turns Disconnected ZooKeeper may be about to expire the
+// session: a server that must never act on a chain that has dropped it stops
+// serving as soon as State is not Connected. A connection closed outright,
+// as when ZooKeeper stops, is noticed at once.
+type Session struct {
+	// State tells whether the session is live and in contact.
+	State State
+	// ID is the ZooKeeper session id. It changes when an expired session
+	// is replaced.
+	ID int64
+	// Timeout is the session timeout that ZooKeeper granted.
+	Timeout time.Duration
+	// Since is when State began.
+	Since time.Time
+}
+
+// Client is a connection to ZooKeeper with one session at a time. Its
+// methods are safe for concurrent use.
+type Client struct {
+	conn   *zk.Conn
+	events <-chan zk.Event
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	session   Session
+	handshake Session // ID and Timeout of the last session ZooKeeper granted
+	localIP   net.IP  // our side of the latest connection to ZooKeeper
+	subs      map[chan struct{}]struct{}
+
+	registered atomic.Bool // a Registration is open
+
+	done chan struct{}  // closed by Close
+	wg   sync.WaitGroup // goroutines of Watchers and Registrations
+}
+
+// Dial connects to ZooKeeper at servers, a connect string of comma-separated
+// "host:port" addresses, and waits until it has a session.
+func Dial(servers string, opts Options) (*Client, error) {
+	if opts.SessionTimeout == 0 {
+		opts.SessionTimeout = DefaultSessionTimeout
+	}
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	var addrs []string
+	for _, a := range strings.Split(servers, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return nil, fmt.Errorf("zkwatch: bad ZooKeeper address list %q", servers)
+		}
+		addrs = append(addrs, a)
+	}
+	c := &Client{
+		log:  opts.Logger,
+		subs: make(map[chan struct{}]struct{}),
+		done: make(chan struct{}),
+	}
+	kick, unsubscribe := c.subscribe()
+	defer unsubscribe()
+
+	// The event callback, not the event channel, follows the session: the
+	// channel has six slots and go-zookeeper drops what does not fit.
+	conn, events, err := zk.Connect(addrs, opts.SessionTimeout,
+		zk.WithEventCallback(c.onEvent),
+		zk.WithDialer(c.dial),
+		zk.WithLogger(zkLogger{opts.Logger}))
+	if err != nil {
+		return nil, fmt.Errorf("zkwatch: connect to ZooKeeper at %s: %w", servers, err)
+	}
+	c.conn, c.events = conn, events
+
+	timeout := time.After(opts.ConnectTimeout)
+	for c.Session().State != Connected {
+		select {
+		case <-kick:
+		case <-timeout:
+			c.Close()
+			return nil, fmt.Errorf("zkwatch: cannot reach ZooKeeper at %s after %s", servers, opts.ConnectTimeout)
+		}
+	}
+	return c, nil
+}
+
+// Session returns the current state of the session.
+func (c *Client) Session() Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session
+}
+
+// Close ends the session, which makes ZooKeeper delete the Client's member
+// node at once, stops its Watchers and Registration, and waits until all of
+// its goroutines, and go-zookeeper's, have returned.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.session.State == Closed {
+		c.mu.Unlock()
+		return
+	}
+	c.setSession(Session{State: Closed, ID: c.session.ID, Timeout: c.session.Timeout})
+	c.mu.Unlock()
+
+	close(c.done)
+	c.conn.Close()
+	c.wg.Wait()
+	// go-zookeeper closes its event channel as its last act.
+	for range c.events {
+	}
+}
+
+// onEvent follows the session. go-zookeeper calls it from its own
+// goroutines, so it must not block.
+func (c *Client) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	c.mu.Lock()
+	s := c.session
+	switch {
+	case s.State == Closed:
+		c.mu.Unlock()
+		return
+	case ev.State == zk.StateHasSession:
+		s = c.handshake
+		s.State = Connected
+	case ev.State == zk.StateExpired:
+		s.State = Expired
+	case ev.State == zk.StateDisconnected && s.State == Connected:
+		// go-zookeeper also reports Disconnected right after Expired, and
+		// after each failed attempt to reconnect; neither is news.
+		s.State = Disconnected
+	default:
+		c.mu.Unlock()
+		return
+	}
+	first := c.session.ID == 0
+	c.setSession(s)
+	c.mu.Unlock()
+
+	switch {
+	case first:
+		c.log.Debug("zkwatch: session established", "zookeeper", ev.Server, "session", sessionID(s.ID), "timeout", s.Timeout)
+	case s.State == Connected:
+		c.log.Info("zkwatch: session connected", "zookeeper", ev.Server, "session", sessionID(s.ID), "timeout", s.Timeout)
+	default:
+		c.log.Warn("zkwatch: session "+s.State.String(), "zookeeper", ev.Server, "session", sessionID(s.ID))
+	}
+}
+
+// setSession records a new session state and wakes the subscribers. The
+// caller holds c.mu.
+func (c *Client) setSession(s Session) {
+	s.Since = time.Now()
+	c.session = s
+	for ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+// subscribe returns a channel that receives a value after session changes.
+// Wake-ups coalesce, so the receiver must read Session for the state.
+func (c *Client) subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.subs[ch] = struct{}{}
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.subs, ch)
+		c.mu.Unlock()
+	}
+}
+
+// goroutine runs f in a goroutine that Close waits for. It fails once the
+// Client is closed.
+func (c *Client) goroutine(f func()) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.session.State == Closed {
+		return errClosed
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return nil
+}
+
+var errClosed = errors.New("zkwatch: client closed")
+
+// ensureChain creates ChainPath if it is missing.
+func (c *Client) ensureChain() error {
+	_, err := c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		return fmt.Errorf("zkwatch: create %s: %w", ChainPath, err)
+	}
+	return nil
+}
+
+// dial connects to one ZooKeeper server for go-zookeeper. It notes the
+// local IP of the connection, the default advertised address, and watches
+// the handshake for what go-zookeeper does not tell: the session id and the
+// timeout ZooKeeper granted.
+func (c *Client) dial(network, address string, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout(network, address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+		c.mu.Lock()
+		c.localIP = a.IP
+		c.mu.Unlock()
+	}
+	return &handshakeConn{Conn: conn, c: c}, nil
+}
+
+// handshakeConn reads the session id and timeout from the server's
+// response to the connect request, the first bytes it receives:
+// length (int32), protocol version (int32), timeout in ms (int32),
+// session id (int64), then the session password.
+type handshakeConn struct {
+	net.Conn
+	c    *Client
+	head []byte
+	done bool
+}
+
+const handshakeHead = 4 + 4 + 4 + 8
+
+func (h *handshakeConn) Read(p []byte) (int, error) {
+	n, err := h.Conn.Read(p)
+	// go-zookeeper reads the handshake before it starts its receive
+	// goroutine, so done needs no lock.
+	if !h.done {
+		h.head = append(h.head, p[:min(n, handshakeHead-len(h.head))]...)
+		if len(h.head) == handshakeHead {
+			h.done = true
+			timeout := time.Duration(binary.BigEndian.Uint32(h.head[8:12])) * time.Millisecond
+			id := int64(binary.BigEndian.Uint64(h.head[12:20]))
+			h.c.mu.Lock()
+			h.c.handshake = Session{ID: id, Timeout: timeout}
+			h.c.mu.Unlock()
+		}
+	}
+	return n, err
+}
+
+// advertise completes a member address: a missing or unspecified host
+// becomes the local IP of the connection to ZooKeeper, the address on
+// which the other servers, reaching the same ZooKeeper, can most likely
+// reach this one.
+func (c *Client) advertise(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("zkwatch: advertised address %q: %w", addr, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return "", fmt.Errorf("zkwatch: advertised address %q: bad port", addr)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		c.mu.Lock()
+		local := c.localIP
+		c.mu.Unlock()
+		host = local.String()
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// sessionID formats a session id the way ZooKeeper's logs do.
+type sessionID int64
+
+func (id sessionID) String() string { return fmt.Sprintf("0x%x", int64(id)) }
+
+// zkLogger routes go-zookeeper's messages to slog at debug level, since it
+// reports every reconnection attempt.
+type zkLogger struct{ l *slog.Logger }
+
+func (z zkLogger) Printf(format string, args ...any) {
+	if z.l.Enabled(context.Background(), slog.LevelDebug) {
+		z.l.Debug("zookeeper: " + fmt.Sprintf(format, args...))
+	}
+}

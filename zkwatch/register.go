@@ -1,0 +1,229 @@
+package zkwatch
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// Status is a registered member's standing in ZooKeeper.
+type Status struct {
+	// Session is the state of the Client's session.
+	Session
+	// Name is the member's node name under ChainPath, as in View, or ""
+	// while it has none: after its session expired and until it is
+	// registered again under a new name.
+	Name string
+}
+
+// Registration keeps a member node for this server under ChainPath. It
+// does not notice another client deleting the node while the session
+// lives; the member is then missing from every View.
+type Registration struct {
+	c           *Client
+	addr        string
+	updates     chan Status
+	stop        chan struct{}
+	closeOnce   sync.Once
+	done        chan struct{} // closed when run returns
+	unsubscribe func()
+
+	mu     sync.Mutex
+	status Status
+	path   string // full path of the member node, "" if none
+	owner  int64  // session that owns path
+}
+
+// Register adds this server to the chain as a member serving at addr, an
+// "ip:port" or ":port" address. A missing or unspecified ("0.0.0.0") IP is
+// replaced by the local IP of the connection to ZooKeeper; Addr tells the
+// result. The member node holds the address followed by a NUL byte. A
+// Client holds at most one Registration at a time.
+//
+// Register returns once the member node exists. If the session expires the
+// Registration creates a new node, under a new name, as soon as the Client
+// has a new session.
+func (c *Client) Register(addr string) (*Registration, error) {
+	addr, err := c.advertise(addr)
+	if err != nil {
+		return nil, err
+	}
+	if !c.registered.CompareAndSwap(false, true) {
+		return nil, errors.New("zkwatch: register: the client already has a registration")
+	}
+	kick, unsubscribe := c.subscribe()
+	r := &Registration{
+		c:           c,
+		addr:        addr,
+		updates:     make(chan Status, 1),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+		unsubscribe: unsubscribe,
+	}
+	if err := r.register(); err != nil {
+		unsubscribe()
+		c.registered.Store(false)
+		return nil, err
+	}
+	r.publish()
+	if err := c.goroutine(func() { r.run(kick) }); err != nil {
+		unsubscribe()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Addr returns the address that the member node holds.
+func (r *Registration) Addr() string { return r.addr }
+
+// Name returns the member's node name under ChainPath, or "" while it has
+// none. It changes when the member registers again after its session
+// expired.
+func (r *Registration) Name() string { return r.Status().Name }
+
+// Status returns the member's current standing.
+func (r *Registration) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// Updates returns a channel that holds the latest Status not yet received
+// from it, starting with the first. Older ones that a slow receiver missed
+// are dropped. The channel is closed when the Registration or its Client is
+// closed.
+func (r *Registration) Updates() <-chan Status { return r.updates }
+
+// Close deletes the member node, so the chain learns at once that this
+// server left, and stops the Registration. A server shutting down closes
+// its Registration, or its Client, before it stops serving.
+func (r *Registration) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		close(r.stop)
+		<-r.done
+		err = r.leave()
+		r.c.registered.Store(false)
+	})
+	return err
+}
+
+// leave deletes the member node.
+func (r *Registration) leave() error {
+	r.mu.Lock()
+	p := r.path
+	r.path = ""
+	r.status.Name = ""
+	r.mu.Unlock()
+	if p == "" {
+		return nil
+	}
+	err := r.c.conn.Delete(p, -1)
+	if err == nil || errors.Is(err, zk.ErrNoNode) || r.c.Session().State == Closed {
+		// A closed Client's session is gone, and its nodes with it.
+		return nil
+	}
+	return fmt.Errorf("zkwatch: delete member node %s: %w", p, err)
+}
+
+func (r *Registration) run(kick <-chan struct{}) {
+	defer close(r.done)
+	defer close(r.updates)
+	defer r.unsubscribe()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-kick:
+		case <-retry:
+		case <-r.stop:
+			return
+		case <-r.c.done:
+			return
+		}
+		retry = nil
+		s := r.c.Session()
+		r.mu.Lock()
+		if s.State == Expired || s.State == Connected && r.owner != s.ID {
+			// ZooKeeper deleted the node with the session that owned it.
+			r.path = ""
+		}
+		stale := r.path == "" && s.State == Connected
+		r.mu.Unlock()
+		if stale {
+			if err := r.register(); err != nil {
+				r.c.log.Warn("zkwatch: registering again failed", "addr", r.addr, "err", err)
+				retry = time.After(retryDelay)
+			}
+		}
+		r.publish()
+	}
+}
+
+// register creates the member node. go-zookeeper's protected create finds
+// the node again if the connection drops before ZooKeeper's answer, so that
+// no node is left behind in the session, but only while the connection
+// comes back within its three tries; so register also deletes any other
+// node that its session owns, which can only be left by an earlier attempt
+// that failed, since a Client holds one Registration.
+func (r *Registration) register() error {
+	c := r.c
+	if err := c.ensureChain(); err != nil {
+		return err
+	}
+	data := append([]byte(r.addr), 0)
+	p, err := c.conn.CreateProtectedEphemeralSequential(ChainPath+"/"+nodePrefix, data, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+	}
+	// The node belongs to the session the connection had when ZooKeeper
+	// created it, which may be newer than the one this call began in.
+	ok, stat, err := c.conn.Exists(p)
+	if err == nil && !ok {
+		err = errors.New("member node vanished")
+	}
+	if err != nil {
+		return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+	}
+	names, _, err := c.conn.Children(ChainPath)
+	if err != nil {
+		return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+	}
+	for _, name := range names {
+		other := ChainPath + "/" + name
+		if other == p {
+			continue
+		}
+		if ok, st, err := c.conn.Exists(other); err == nil && ok && st.EphemeralOwner == stat.EphemeralOwner {
+			if err := c.conn.Delete(other, -1); err == nil {
+				c.log.Info("zkwatch: deleted a member node left by a failed registration", "node", other)
+			}
+		}
+	}
+	r.mu.Lock()
+	r.path, r.owner = p, stat.EphemeralOwner
+	r.mu.Unlock()
+	c.log.Info("zkwatch: registered", "node", path.Base(p), "addr", r.addr, "session", sessionID(stat.EphemeralOwner))
+	return nil
+}
+
+// publish makes the current standing the latest Status. Only one goroutine
+// at a time publishes, so the send below cannot block; doing it under r.mu
+// keeps Updates from lagging behind Status.
+func (r *Registration) publish() {
+	s := Status{Session: r.c.Session()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.path != "" {
+		s.Name = path.Base(r.path)
+	}
+	r.status = s
+	select {
+	case <-r.updates:
+	default:
+	}
+	r.updates <- s
+}
