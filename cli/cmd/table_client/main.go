@@ -1,0 +1,195 @@
+// Command table_client is the client of the table service. It reads the
+// course's commands (put, get, del, size, getkeys, gettable, stats) from
+// the terminal, with line editing and history, or from scripts, and sends
+// them to the service. Run it with -h for its usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/peterh/liner"
+
+	"github.com/chaintable/chaintable/cli"
+)
+
+const usage = `Usage:
+  table_client [options] --direct <server_ip>:<port>
+      talk to the one table server there, which takes reads and writes
+  table_client [options] <zk_ip>:<zk_port>
+      find the chain's head (writes) and tail (reads) through ZooKeeper
+      (not available yet)
+
+On a terminal, table_client prompts for commands, with line editing, tab
+completion and a history kept across runs. With -f, or when standard input
+is not a terminal, it runs the commands it reads without a prompt,
+skipping blank lines and lines that start with #; a failed command is
+reported with its file and line, and the rest still run.
+
+Exit status: 0 on success, 1 if a command failed or the server could not
+be reached, 2 for bad arguments.
+
+Options:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is table_client with its arguments and standard files; it returns
+// the exit status.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("table_client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	direct := fs.Bool("direct", false, "talk to one server at the address given instead of ZooKeeper")
+	var scripts []string
+	fs.Func("f", "run the commands in `file` instead of standard input (repeatable, run in order)", func(s string) error {
+		scripts = append(scripts, s)
+		return nil
+	})
+	timeout := fs.Duration("timeout", 10*time.Second, "give up connecting or a command after `duration` (0: never)")
+	history := fs.String("history", defaultHistory(), "keep the interactive history in `file` (empty: keep none)")
+	verbose := fs.Bool("v", false, "log connections and other events to standard error")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\n", cli.Help)
+	}
+
+	operands, err := parseArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2 // fs has said what is wrong
+	}
+	if len(operands) != 1 {
+		fmt.Fprintf(stderr, "table_client: want one address, got %d operands; see table_client -h\n", len(operands))
+		return 2
+	}
+	addr := operands[0]
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		fmt.Fprintf(stderr, "table_client: bad address %q: want host:port\n", addr)
+		return 2
+	}
+	var res cli.Resolver
+	if *direct {
+		res = cli.Direct(addr)
+	} else {
+		fmt.Fprintf(stderr, "table_client: ZooKeeper mode is not available yet; use --direct %s to talk to one server\n", addr)
+		return 2
+	}
+
+	level := slog.LevelError
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+
+	// Open every script first: a misspelt name should stop the run before
+	// the first command changes the table.
+	type input struct {
+		name string
+		r    io.Reader
+	}
+	var inputs []input
+	for _, name := range scripts {
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "table_client: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		inputs = append(inputs, input{name, f})
+	}
+
+	ctx := context.Background()
+	dialCtx, cancel := withTimeout(ctx, *timeout)
+	client, err := cli.Dial(dialCtx, res)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "table_client: cannot connect to %s: %v\n", addr, err)
+		return 1
+	}
+	defer client.Close()
+	sess := &cli.Session{Client: client, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+
+	if len(inputs) == 0 {
+		if stdin == io.Reader(os.Stdin) && isTerminal() {
+			if err := sess.Interactive(ctx, *history); err != nil {
+				fmt.Fprintf(stderr, "table_client: %v\n", err)
+				return 1
+			}
+			return 0
+		}
+		inputs = []input{{"stdin", stdin}}
+	}
+	failed := 0
+	for _, in := range inputs {
+		n, err := sess.Run(ctx, in.name, in.r)
+		failed += n
+		if errors.Is(err, cli.ErrQuit) {
+			break
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "table_client: reading %s: %v\n", in.name, err)
+			return 1
+		}
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+// parseArgs parses the flags in args, which unlike flag.Parse may follow
+// operands (table_client --direct host:port -f script), and returns the
+// operands.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var operands []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(operands, rest...), nil
+		}
+		if len(rest) == 0 {
+			return operands, nil
+		}
+		operands, args = append(operands, rest[0]), rest[1:]
+	}
+}
+
+// withTimeout is context.WithTimeout, with 0 meaning no timeout.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// isTerminal reports whether standard input is a terminal.
+func isTerminal() bool {
+	_, err := liner.TerminalMode()
+	return err == nil
+}
+
+// defaultHistory returns where the history is kept unless -history says
+// otherwise: a dot file in the home directory, if there is one.
+func defaultHistory() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".table_client_history")
+}
