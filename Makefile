@@ -5,11 +5,16 @@ GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 ZK_PORT ?= 2181
 
-.PHONY: all test proto zk-up zk-down deps clean
+.PHONY: all run test proto zk-up zk-down deps clean
 
 all:
 	$(GO) build -o table_server ./srv/cmd/table_server
 	$(GO) build -o table_client ./cli/cmd/table_client
+
+# A local ZooKeeper, a chain of three servers and the client; ZK=ip:port
+# uses a ZooKeeper that is already running.
+run:
+	scripts/run.sh $(ZK)
 
 # Tests start real ZooKeeper servers, so java and ZooKeeper must be there.
 test:

@@ -250,14 +250,17 @@ func (m *Machine) ClientWrite(req *codec.WriteT, w Waiter) (found bool, err erro
 	if err := m.CanWrite(); err != nil {
 		return false, err
 	}
-	if req.ClientId != 0 {
-		if log := m.dedup[req.ClientId]; log != nil && req.RequestId <= log.highest {
-			rec := log.ring[req.RequestId%dedupWindow]
-			if rec == nil || rec.RequestId != req.RequestId {
-				return false, ErrTooOld
-			}
+	if log := m.dedup[req.ClientId]; req.ClientId != 0 && log != nil {
+		// Requests of one client may arrive out of order when it has
+		// several in flight: a slot holding an older request means this
+		// one is new; a newer one means this one's outcome is forgotten.
+		switch rec := log.ring[req.RequestId%dedupWindow]; {
+		case rec != nil && rec.RequestId == req.RequestId:
 			m.await(rec.Seq, w)
 			return rec.Found, nil
+		case rec != nil && rec.RequestId > req.RequestId,
+			req.RequestId+dedupWindow <= log.highest:
+			return false, ErrTooOld
 		}
 	}
 	req.Seq = m.applied + 1

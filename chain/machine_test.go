@@ -424,7 +424,16 @@ func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
 	if h.m.Applied() != w1.Seq {
 		t.Fatalf("retry applied again: applied %d, first write seq %d", h.m.Applied(), w1.Seq)
 	}
-	for i := uint64(2); i <= dedupWindow+2; i++ {
+	// Requests of one client may overtake each other: 3 before 2.
+	for _, id := range []uint64{3, 2} {
+		if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: id}, &simClientWaiter{s: s, key: "x"}); err != nil {
+			t.Fatalf("request %d after a newer one: %v", id, err)
+		}
+	}
+	if applied := h.m.Applied(); applied != w1.Seq+2 {
+		t.Fatalf("applied %d, want %d", applied, w1.Seq+2)
+	}
+	for i := uint64(4); i <= dedupWindow+2; i++ {
 		h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: i}, &simClientWaiter{s: s, key: "x"})
 	}
 	if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &simClientWaiter{s: s}); !errors.Is(err, ErrTooOld) {

@@ -2,7 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chaintable/chaintable/codec"
@@ -42,11 +46,30 @@ type Stats struct {
 	Time    time.Duration // total time spent in table operations
 }
 
+// Options tune a Client. The zero value sends every request once.
+type Options struct {
+	// RetryFor, when positive, makes a request that fails for a reason a
+	// chain recovers from (a server gone, unreachable, silent, no longer
+	// head or tail, or still catching up) go again, to wherever the
+	// Resolver then says, until it succeeds or RetryFor has passed. Writes
+	// then carry a client id and a request id, so that a retried write is
+	// applied once and answered with its first outcome.
+	RetryFor time.Duration
+	// AttemptTimeout bounds one try when RetryFor is set; zero means 2s.
+	AttemptTimeout time.Duration
+	// OnWait, when set, is called once per request that has to wait for
+	// the chain, with the failure that made it wait.
+	OnWait func(err error)
+}
+
 // Client is a client of the table service. It keeps one Conn per address
 // its Resolver names, dialing again when a Conn has failed, and is safe for
 // concurrent use; concurrent requests to one address are pipelined.
 type Client struct {
-	res Resolver
+	res  Resolver
+	opts Options
+	id   uint64        // client id for exactly-once writes
+	seq  atomic.Uint64 // last request id given to a write
 
 	mu     sync.Mutex // held while dialing, so one dial serves all waiters
 	conns  map[string]*Conn
@@ -55,9 +78,16 @@ type Client struct {
 
 // Dial returns a Client that sends requests where res says, after
 // connecting to the writer and the reader, so that an unreachable server
-// shows at once rather than at the first request.
-func Dial(ctx context.Context, res Resolver) (*Client, error) {
-	c := &Client{res: res, conns: make(map[string]*Conn)}
+// shows at once rather than at the first request; with opts.RetryFor set,
+// servers that are not there yet are waited for at the first request.
+func Dial(ctx context.Context, res Resolver, opts Options) (*Client, error) {
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 2 * time.Second
+	}
+	c := &Client{res: res, opts: opts, id: rand.Uint64() | 1, conns: make(map[string]*Conn)}
+	if opts.RetryFor > 0 {
+		return c, nil
+	}
 	for _, where := range []func(context.Context) (string, error){res.Writer, res.Reader} {
 		if _, err := c.conn(ctx, where); err != nil {
 			c.Close()
@@ -89,8 +119,59 @@ func (c *Client) conn(ctx context.Context, where func(context.Context) (string, 
 	return cn, nil
 }
 
-// do sends req to the writer or the reader, as its opcode requires.
+// do sends req to the writer or the reader, as its opcode requires, and
+// retries as Options say.
 func (c *Client) do(ctx context.Context, req *codec.MessageT) (*codec.MessageT, error) {
+	if c.opts.RetryFor <= 0 {
+		return c.once(ctx, req)
+	}
+	if codec.IsWrite(req.GetOpcode()) {
+		req.ClientId, req.RequestId = c.id, c.seq.Add(1)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RetryFor)
+	defer cancel()
+	backoff := 20 * time.Millisecond
+	waited := false
+	for {
+		actx, acancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		reply, err := c.once(actx, req)
+		acancel()
+		if err == nil || !retryable(err) {
+			return reply, err
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("chain unavailable for %v: %w", c.opts.RetryFor, err)
+		}
+		if !waited && c.opts.OnWait != nil {
+			c.opts.OnWait(err)
+		}
+		waited = true
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("chain unavailable for %v: %w", c.opts.RetryFor, err)
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// retryable reports whether a request that failed with err may succeed
+// if sent again, possibly elsewhere.
+func retryable(err error) bool {
+	var se *ServerError
+	if errors.As(err, &se) {
+		switch se.Status {
+		case codec.Status_STATUS_NOT_HEAD, codec.Status_STATUS_NOT_TAIL,
+			codec.Status_STATUS_UNAVAILABLE, codec.Status_STATUS_STALE_CONFIG:
+			return true
+		}
+		return false
+	}
+	return !errors.Is(err, ErrProtocol) && !errors.Is(err, context.Canceled)
+}
+
+// once sends req one time to the writer or the reader.
+func (c *Client) once(ctx context.Context, req *codec.MessageT) (*codec.MessageT, error) {
 	where := c.res.Reader
 	if codec.IsWrite(req.GetOpcode()) {
 		where = c.res.Writer

@@ -177,11 +177,27 @@ func (c *Conn) readLoop() {
 	}
 }
 
+// ServerError is an OP_ERROR reply. It matches ErrServer with errors.Is.
+type ServerError struct {
+	// Status says why, when the server says it (course servers do not).
+	Status codec.Status
+}
+
+func (e *ServerError) Error() string {
+	if e.Status == codec.Status_STATUS_OK {
+		return ErrServer.Error()
+	}
+	return fmt.Sprintf("%v (%s)", ErrServer, strings.ToLower(strings.TrimPrefix(e.Status.String(), "STATUS_")))
+}
+
+// Is makes errors.Is(err, ErrServer) hold.
+func (e *ServerError) Is(target error) bool { return target == ErrServer }
+
 // check reports whether reply is the protocol's answer to req.
 func check(req, reply *codec.MessageT) error {
 	op, ct := reply.GetOpcode(), reply.GetCType()
 	if op == codec.OpError && ct == codec.CtNone {
-		return ErrServer
+		return &ServerError{Status: reply.GetStatus()}
 	}
 	wantOp, wantCt, _ := codec.ReplyOf(req.GetOpcode())
 	if op != wantOp || ct != wantCt {

@@ -351,7 +351,7 @@ func TestDialUnreachable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	if _, err := Dial(context.Background(), Direct(addr)); err == nil {
+	if _, err := Dial(context.Background(), Direct(addr), Options{}); err == nil {
 		t.Fatalf("Dial(%s) with nothing listening succeeded", addr)
 	}
 }

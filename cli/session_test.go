@@ -41,7 +41,7 @@ func startServer(t testing.TB) string {
 
 func dialClient(t testing.TB, addr string) *Client {
 	t.Helper()
-	c, err := Dial(context.Background(), Direct(addr))
+	c, err := Dial(context.Background(), Direct(addr), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,8 +25,9 @@ const usage = `Usage:
   table_client [options] --direct <server_ip>:<port>
       talk to the one table server there, which takes reads and writes
   table_client [options] <zk_ip>:<zk_port>
-      find the chain's head (writes) and tail (reads) through ZooKeeper
-      (not available yet)
+      find the chain's head (writes) and tail (reads) through ZooKeeper,
+      follow them as they change, and retry a command whose server failed
+      until the chain recovers or -timeout passes
 
 On a terminal, table_client prompts for commands, with line editing, tab
 completion and a history kept across runs. With -f, or when standard input
@@ -55,7 +56,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		scripts = append(scripts, s)
 		return nil
 	})
-	timeout := fs.Duration("timeout", 10*time.Second, "give up connecting or a command after `duration` (0: never)")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up connecting or a command after `duration` (0: never)")
 	history := fs.String("history", defaultHistory(), "keep the interactive history in `file` (empty: keep none)")
 	verbose := fs.Bool("v", false, "log connections and other events to standard error")
 	fs.Usage = func() {
@@ -80,19 +81,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "table_client: bad address %q: want host:port\n", addr)
 		return 2
 	}
-	var res cli.Resolver
-	if *direct {
-		res = cli.Direct(addr)
-	} else {
-		fmt.Fprintf(stderr, "table_client: ZooKeeper mode is not available yet; use --direct %s to talk to one server\n", addr)
-		return 2
-	}
-
 	level := slog.LevelError
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	var res cli.Resolver = cli.Direct(addr)
+	var opts cli.Options
+	if !*direct {
+		chain, err := cli.DialChain(addr, min(*timeout, 10*time.Second), log)
+		if err != nil {
+			fmt.Fprintf(stderr, "table_client: %v\n", err)
+			return 1
+		}
+		defer chain.Close()
+		res = chain
+		opts = cli.Options{RetryFor: *timeout, OnWait: func(err error) {
+			fmt.Fprintf(stderr, "table_client: waiting for the chain (%v)\n", err)
+		}}
+	}
 
 	// Open every script first: a misspelt name should stop the run before
 	// the first command changes the table.
@@ -113,7 +122,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	ctx := context.Background()
 	dialCtx, cancel := withTimeout(ctx, *timeout)
-	client, err := cli.Dial(dialCtx, res)
+	client, err := cli.Dial(dialCtx, res, opts)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "table_client: cannot connect to %s: %v\n", addr, err)

@@ -59,7 +59,7 @@ func TestArguments(t *testing.T) {
 		{"two addresses", []string{"--direct", "a:1", "b:2"}, 2, "want one address, got 2 operands"},
 		{"unknown flag", []string{"--frob", "a:1"}, 2, "flag provided but not defined: -frob"},
 		{"address without port", []string{"--direct", "localhost"}, 2, `bad address "localhost"`},
-		{"zookeeper", []string{"127.0.0.1:2181"}, 2, "ZooKeeper mode is not available yet"},
+		{"no zookeeper", []string{refused, "-timeout", "500ms"}, 1, "cannot reach ZooKeeper at " + refused},
 		{"missing script", []string{"--direct", refused, "-f", "/nonexistent/script.txt"}, 2, "/nonexistent/script.txt"},
 		{"nothing listening", []string{"--direct", refused}, 1, "cannot connect to " + refused},
 	}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs a local chain of three table_servers and an interactive table_client,
+# all on loopback, and stops everything it started when the client exits.
+#
+#   scripts/run.sh [zk_ip:zk_port]
+#
+# Without an address it installs ZooKeeper when missing and starts its own
+# on a free port. Environment: SERVERS (default 3), LISTS (default 16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+servers=${SERVERS:-3}
+lists=${LISTS:-16}
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/chaintable-run.XXXXXX")
+pids=()
+zk_started=""
+
+say() { echo "run: $*" >&2; }
+
+cleanup() {
+	trap - EXIT INT TERM
+	if ((${#pids[@]})); then
+		say "stopping ${#pids[@]} servers"
+		kill -TERM "${pids[@]}" 2>/dev/null || true
+		for pid in "${pids[@]}"; do
+			for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -KILL "$pid" 2>/dev/null || true
+		done
+	fi
+	if [[ -n $zk_started ]]; then
+		scripts/zk.sh down --port "$zk_started" --dir "$run_dir/zk" >&2 || true
+	fi
+	say "logs kept in $run_dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port FROM: the first free port at or above FROM.
+free_port() {
+	local p=$1
+	while ! port_free "$p"; do p=$((p + 1)); done
+	echo "$p"
+}
+
+if ! command -v go >/dev/null 2>&1; then
+	say "Go is not installed: see the README"; exit 1
+fi
+say "building"
+make --no-print-directory all >&2
+
+if [[ $# -ge 1 ]]; then
+	zk=$1
+else
+	if ! command -v java >/dev/null 2>&1 || [[ ! -f /usr/share/java/zookeeper.jar ]]; then
+		say "installing ZooKeeper (Debian's zookeeper package)"
+		scripts/install-deps.sh >&2
+	fi
+	zk_port=$(free_port 2181)
+	scripts/zk.sh up --port "$zk_port" --dir "$run_dir/zk" >&2
+	zk_started=$zk_port
+	zk=127.0.0.1:$zk_port
+fi
+
+port=7001
+for i in $(seq "$servers"); do
+	port=$(free_port "$port")
+	say "starting server $i/$servers on 127.0.0.1:$port (log: $run_dir/server$i.log)"
+	./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 >"$run_dir/server$i.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do
+		if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+			say "server $i exited:"; tail -5 "$run_dir/server$i.log" >&2; exit 1
+		fi
+		port_free "$port" || break
+		sleep 0.1
+	done
+	port=$((port + 1))
+done
+say "chain of $servers servers up through ZooKeeper at $zk; type 'help' for commands"
+./table_client "$zk"
