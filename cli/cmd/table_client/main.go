@@ -19,6 +19,7 @@ import (
 	"github.com/peterh/liner"
 
 	"github.com/chaintable/chaintable/cli"
+	"github.com/chaintable/chaintable/internal/cmdline"
 )
 
 const usage = `Usage:
@@ -65,7 +66,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), "\n", cli.Help)
 	}
 
-	operands, err := parseArgs(fs, args)
+	operands, err := cmdline.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -157,26 +158,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// parseArgs parses the flags in args, which unlike flag.Parse may follow
-// operands (table_client --direct host:port -f script), and returns the
-// operands.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var operands []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			return append(operands, rest...), nil
-		}
-		if len(rest) == 0 {
-			return operands, nil
-		}
-		operands, args = append(operands, rest[0]), rest[1:]
-	}
 }
 
 // withTimeout is context.WithTimeout, with 0 meaning no timeout.

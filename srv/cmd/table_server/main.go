@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/internal/cmdline"
 	"github.com/chaintable/chaintable/srv"
 )
 
@@ -80,7 +81,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprintf(fs.Output(), usage, srv.MaxLists)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cmdline.Parse(fs, args)
 	if err != nil {
 		return o, err
 	}
@@ -107,21 +108,6 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-max-frame must be positive, got %d", o.maxFrame)
 	}
 	return o, nil
-}
-
-// parseInterleaved lets flags follow positional arguments, as users type them.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
 }
 
 func run(o options, log *slog.Logger) error {

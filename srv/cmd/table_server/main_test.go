@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    options
+		errHas  string
+		helpful bool
+	}{
+		{name: "chain", args: []string{"127.0.0.1:2181", "7000", "8"},
+			want: options{zkAddr: "127.0.0.1:2181", port: 7000, lists: 8}},
+		{name: "standalone with flags after", args: []string{"--standalone", "7000", "1", "-v", "--bind", "127.0.0.1"},
+			want: options{standalone: true, port: 7000, lists: 1, verbose: true, bind: "127.0.0.1"}},
+		{name: "advertise and session", args: []string{"-advertise", "10.0.0.1", "-session-timeout", "2s", "zk:1", "7000", "65536"},
+			want: options{zkAddr: "zk:1", port: 7000, lists: 65536, advertise: "10.0.0.1", sessionTimeout: 2 * time.Second}},
+		{name: "too few", args: []string{"127.0.0.1:2181", "7000"}, errHas: "expected 3 arguments, got 2"},
+		{name: "standalone too many", args: []string{"--standalone", "zk:1", "7000", "8"}, errHas: "expected 2 arguments, got 3"},
+		{name: "bad zk address", args: []string{"localhost", "7000", "8"}, errHas: `ZooKeeper address "localhost"`},
+		{name: "port zero", args: []string{"zk:1", "0", "8"}, errHas: `server port "0"`},
+		{name: "port too big", args: []string{"zk:1", "70000", "8"}, errHas: `server port "70000"`},
+		{name: "lists zero", args: []string{"zk:1", "7000", "0"}, errHas: `number of lists "0"`},
+		{name: "lists too many", args: []string{"zk:1", "7000", "65537"}, errHas: `number of lists "65537"`},
+		{name: "lists not a number", args: []string{"zk:1", "7000", "many"}, errHas: `number of lists "many"`},
+		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "-max-frame must be positive"},
+		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
+		{name: "help", args: []string{"-h"}, helpful: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			got, err := parseArgs(tt.args, &stderr)
+			switch {
+			case tt.helpful:
+				if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "--standalone <server_port> <num_lists>") {
+					t.Fatalf("err %v, usage %q", err, stderr.String())
+				}
+			case tt.errHas != "":
+				if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.errHas) {
+					t.Fatalf("err %v, want one with %q", err, tt.errHas)
+				}
+			case err != nil:
+				t.Fatal(err)
+			default:
+				if tt.want.maxFrame == 0 {
+					tt.want.maxFrame = got.maxFrame
+				}
+				if tt.want.sessionTimeout == 0 {
+					tt.want.sessionTimeout = 4 * time.Second
+				}
+				if got != tt.want {
+					t.Fatalf("got %+v, want %+v", got, tt.want)
+				}
+			}
+		})
+	}
+}
