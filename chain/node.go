@@ -226,6 +226,16 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 	return true
 }
 
+// ServeGet answers a plain get without decoding it: Node is a srv.GetServer.
+func (n *Node) ServeGet(dst, key []byte) []byte {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if err := n.m.CanRead(); err != nil {
+		return append(dst, srv.ErrorFrame(Status(err))...)
+	}
+	return n.store.AppendGet(dst, key)
+}
+
 func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 	n.log.Debug("refused replication message", "err", err)
 	srv.SetError(reply, Status(err))
@@ -233,12 +243,7 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 }
 
 func (n *Node) clientWrite(c *srv.Conn, req, reply *codec.MessageT) bool {
-	w := &codec.WriteT{Op: req.GetOpcode(), ClientId: req.GetClientId(), RequestId: req.GetRequestId()}
-	if w.Op == codec.OpPut {
-		w.Key, w.Value = req.GetEntry().GetKey(), req.GetEntry().GetValue()
-	} else {
-		w.Key = req.GetKey()
-	}
+	w := codec.WriteOf(req)
 	cw := &clientWaiter{op: w.Op}
 	var err error
 	n.step(func(m *Machine) {

@@ -72,3 +72,12 @@ func Request(op MessageT_Opcode) *MessageT {
 func ErrorReply() *MessageT {
 	return &MessageT{Opcode: OpError, CType: CtNone}
 }
+
+// WriteOf returns the write that a put or del request asks for.
+func WriteOf(req *MessageT) *WriteT {
+	w := &WriteT{Op: req.GetOpcode(), Key: req.GetKey(), ClientId: req.GetClientId(), RequestId: req.GetRequestId()}
+	if w.Op == OpPut {
+		w.Key, w.Value = req.GetEntry().GetKey(), req.GetEntry().GetValue()
+	}
+	return w
+}

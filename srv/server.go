@@ -28,6 +28,17 @@ type Handler interface {
 	Serve(c *Conn, req, reply *codec.MessageT) bool
 }
 
+// A GetServer is a Handler that answers plain get requests from their
+// bytes, without decoding them into a MessageT: the allocation-free path
+// for the most frequent request. The server uses it when the Handler
+// implements it and the request is a plain get (see codec.ScanGet).
+type GetServer interface {
+	Handler
+	// ServeGet appends the framed reply to a get of key to dst. key is
+	// valid only during the call. It runs on an event loop: it must not block.
+	ServeGet(dst, key []byte) []byte
+}
+
 // A ConnCloseHandler is a Handler that wants to know when a connection
 // closes, for example to forget state kept for it.
 type ConnCloseHandler interface {
@@ -62,6 +73,8 @@ type Server struct {
 	booted chan struct{}
 	done   chan error
 	nextID atomic.Uint64
+
+	getServer GetServer // cfg.Handler, when it is one
 }
 
 // Start listens on cfg.Addr and serves in the background until Stop.
@@ -85,6 +98,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1)}
+	s.getServer, _ = cfg.Handler.(GetServer)
 	go func() {
 		s.done <- gnet.Run(s, "tcp://"+cfg.Addr,
 			gnet.WithMulticore(true),
@@ -193,9 +207,20 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	return gnet.None
 }
 
-var errorFrame = mustFrame(&codec.MessageT{Opcode: codec.OpError, CType: codec.CtNone, Status: codec.Status_STATUS_BAD_REQUEST})
+var errorFrame = ErrorFrame(codec.Status_STATUS_BAD_REQUEST)
 
 func (s *Server) serve(c *Conn, payload []byte) {
+	if s.getServer != nil {
+		if key, ok := codec.ScanGet(payload); ok {
+			if len(c.queue) == 0 {
+				c.out = s.getServer.ServeGet(c.out, key)
+			} else {
+				c.scratch = s.getServer.ServeGet(c.scratch[:0], key)
+				c.answer(c.scratch)
+			}
+			return
+		}
+	}
 	c.req.Reset()
 	if err := proto.Unmarshal(payload, &c.req); err != nil {
 		s.log.Debug("unparsable request", "conn", c.id, "err", err)

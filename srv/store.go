@@ -72,17 +72,22 @@ func (s *Store) Execute(req, reply *codec.MessageT) {
 		reply.Stats = &codec.StatsT{Ops: int32(ops), Time: micros, Clients: int32(clients)}
 		return
 	}
+	if codec.IsWrite(op) {
+		w := codec.WriteOf(req)
+		if !s.Apply(w.Op, w.Key, w.Value) {
+			SetError(reply, codec.Status_STATUS_NOT_FOUND)
+			return
+		}
+		setReply(reply, op)
+		return
+	}
 	start := time.Now()
 	ok := true
 	switch op {
-	case codec.OpPut:
-		s.Table.Put(req.GetEntry().GetKey(), req.GetEntry().GetValue())
 	case codec.OpGet:
 		// A found empty value must still be a non-nil slice, or it would
 		// be indistinguishable from a missing one.
 		reply.Value, ok = s.Table.AppendValue(reply.Value[:0:0], req.GetKey())
-	case codec.OpDel:
-		ok = s.Table.Del(req.GetKey())
 	case codec.OpSize:
 		reply.Result = int32(s.Table.Size())
 	case codec.OpGetKeys:
@@ -122,6 +127,34 @@ func (s *Store) Serve(_ *Conn, req, reply *codec.MessageT) bool {
 	s.Execute(req, reply)
 	return true
 }
+
+// errorFrames holds the framed OP_ERROR reply for each status.
+var errorFrames = func() map[codec.Status][]byte {
+	frames := make(map[codec.Status][]byte)
+	for st := range codec.Status_name {
+		frames[codec.Status(st)] = mustFrame(&codec.MessageT{Opcode: codec.OpError, CType: codec.CtNone, Status: codec.Status(st)})
+	}
+	return frames
+}()
+
+// ErrorFrame returns the framed OP_ERROR reply that says why. The caller
+// must not modify it.
+func ErrorFrame(why codec.Status) []byte { return errorFrames[why] }
+
+// AppendGet appends the framed reply to a get of key to dst. It is the
+// allocation-free equivalent of Execute for a get.
+func (s *Store) AppendGet(dst, key []byte) []byte {
+	start := time.Now()
+	dst, ok := s.Table.AppendEncoded(dst, key, codec.AppendValueReply)
+	s.Stats.recordOp(start)
+	if !ok {
+		dst = append(dst, ErrorFrame(codec.Status_STATUS_NOT_FOUND)...)
+	}
+	return dst
+}
+
+// ServeGet answers a get at once: a Store is a GetServer.
+func (s *Store) ServeGet(dst, key []byte) []byte { return s.AppendGet(dst, key) }
 
 // Apply executes a replicated put or del and reports whether a deleted key
 // was present. It counts as an operation in the statistics.

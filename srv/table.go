@@ -83,6 +83,23 @@ func (t *Table) AppendValue(dst []byte, key string) ([]byte, bool) {
 	return dst, ok
 }
 
+// AppendEncoded appends to dst what enc makes of the value stored under
+// key, and reports whether key is present. The value is the table's own
+// memory, lent to enc under the stripe's lock: enc must copy what it keeps
+// and must not call back into the table. Looking key up as bytes, and
+// handing the value straight to an encoder, serves a get without an
+// allocation.
+func (t *Table) AppendEncoded(dst, key []byte, enc func(dst, value []byte) []byte) ([]byte, bool) {
+	s := t.stripe(string(key))
+	s.mu.RLock()
+	v, ok := s.m[string(key)]
+	if ok {
+		dst = enc(dst, v)
+	}
+	s.mu.RUnlock()
+	return dst, ok
+}
+
 // Del removes key and reports whether it was present.
 func (t *Table) Del(key string) bool {
 	s := t.stripe(key)

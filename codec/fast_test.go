@@ -1,0 +1,96 @@
+package codec
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+)
+
+func TestScanGet(t *testing.T) {
+	marshal := func(m *MessageT) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name string
+		b    []byte
+		key  string
+		ok   bool
+	}{
+		{"get", marshal(GetRequest("k")), "k", true},
+		{"get with CT_NONE", marshal(&MessageT{Opcode: OpGet, CType: CtNone, Key: "k"}), "k", true},
+		{"get with c_type unset", marshal(&MessageT{Opcode: OpGet, Key: "k"}), "k", true},
+		{"get with a long key", marshal(GetRequest(strings.Repeat("x", 300))), strings.Repeat("x", 300), true},
+		{"get with CT_ENTRY", marshal(&MessageT{Opcode: OpGet, CType: CtEntry, Key: "k"}), "", false},
+		{"get without key", marshal(&MessageT{Opcode: OpGet, CType: CtKey}), "", false},
+		{"del", marshal(DelRequest("k")), "", false},
+		{"get with another field", marshal(&MessageT{Opcode: OpGet, CType: CtKey, Key: "k", ClientId: 1}), "", false},
+		{"invalid UTF-8 key", append(marshal(&MessageT{Opcode: OpGet, CType: CtKey}), 0x22, 1, 0xff), "", false},
+		{"truncated", marshal(GetRequest("key"))[:5], "", false},
+		{"empty", nil, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, ok := ScanGet(tt.b)
+			if ok != tt.ok || string(key) != tt.key {
+				t.Fatalf("ScanGet = %q, %v; want %q, %v", key, ok, tt.key, tt.ok)
+			}
+		})
+	}
+}
+
+func TestAppendValueReplyMatchesProto(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 65520, 65535, 100000} {
+		value := bytes.Repeat([]byte{'v'}, n)
+		want, err := AppendMessage(nil, &MessageT{Opcode: OpGet + 1, CType: CtValue, Value: value})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendValueReply([]byte("prefix"), value); !bytes.Equal(got[6:], want) {
+			t.Fatalf("value of %d bytes: %x..., want %x...", n, got[6:min(len(got), 20)], want[:min(len(want), 14)])
+		}
+	}
+}
+
+func BenchmarkScanGetAndReply(b *testing.B) {
+	req, _ := proto.Marshal(GetRequest("key:000123"))
+	value := make([]byte, 32)
+	var out []byte
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		key, ok := ScanGet(req)
+		if !ok || len(key) == 0 {
+			b.Fatal("not a get")
+		}
+		out = AppendValueReply(out[:0], value)
+	}
+}
+
+// FuzzScanGet checks ScanGet against protobuf: whatever it accepts must
+// decode to a get of the same key with nothing else in it.
+func FuzzScanGet(f *testing.F) {
+	for _, m := range []*MessageT{GetRequest("k"), {Opcode: OpGet, Key: "k"}, DelRequest("k"), PutRequest("k", []byte("v"))} {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		key, ok := ScanGet(b)
+		var m MessageT
+		err := proto.Unmarshal(b, &m)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("ScanGet accepted what proto refuses: %v", err)
+		}
+		want := &MessageT{Opcode: OpGet, CType: m.CType, Key: string(key)}
+		if !proto.Equal(&m, want) || len(m.ProtoReflect().GetUnknown()) != 0 {
+			t.Fatalf("ScanGet key %q, proto decodes %v", key, &m)
+		}
+	})
+}
