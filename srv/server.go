@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -59,9 +60,26 @@ type Config struct {
 	MaxFrame int
 	// EventLoops is the number of event loops; zero means one per CPU.
 	EventLoops int
+	// MaxConns caps the connections open at once; a connection beyond it
+	// is closed as soon as it opens. Zero means DefaultMaxConns.
+	MaxConns int
+	// MaxOutbound caps the replies a connection may leave unread: a
+	// client that keeps sending requests without reading the replies is
+	// disconnected once this many bytes wait for it. Zero means
+	// DefaultMaxOutbound.
+	MaxOutbound int
+	// IdleTimeout, when positive, closes connections that sent nothing
+	// for that long.
+	IdleTimeout time.Duration
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// Defaults for the zero Config.
+const (
+	DefaultMaxConns    = 10000
+	DefaultMaxOutbound = 64 << 20
+)
 
 // Server is a running gnet server.
 type Server struct {
@@ -75,6 +93,8 @@ type Server struct {
 	nextID atomic.Uint64
 
 	getServer GetServer // cfg.Handler, when it is one
+
+	conns sync.Map // id -> *Conn, for the idle sweep
 }
 
 // Start listens on cfg.Addr and serves in the background until Stop.
@@ -94,6 +114,12 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Stats == nil {
 		cfg.Stats = new(Stats)
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxOutbound <= 0 {
+		cfg.MaxOutbound = DefaultMaxOutbound
+	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
 	}
@@ -106,6 +132,7 @@ func Start(cfg Config) (*Server, error) {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReuseAddr(true),
 			gnet.WithLogger(gnetLogger{cfg.Logger}),
+			gnet.WithTicker(cfg.IdleTimeout > 0),
 		)
 	}()
 	select {
@@ -156,11 +183,19 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
-// OnOpen attaches the per-connection state.
+// OnOpen attaches the per-connection state, or refuses a connection over
+// the cap.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &Conn{id: s.nextID.Add(1), gc: gc}
 	gc.SetContext(c)
-	s.cfg.Stats.clients.Add(1)
+	if s.cfg.Stats.clients.Add(1) > int64(s.cfg.MaxConns) {
+		s.log.Warn("refusing connection: too many open", "remote", gc.RemoteAddr(), "max", s.cfg.MaxConns)
+		return nil, gnet.Close
+	}
+	if s.cfg.IdleTimeout > 0 {
+		c.touch()
+		s.conns.Store(c.id, c)
+	}
 	s.log.Debug("connection opened", "conn", c.id, "remote", gc.RemoteAddr())
 	return nil, gnet.None
 }
@@ -169,6 +204,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
 	s.cfg.Stats.clients.Add(-1)
+	s.conns.Delete(c.id)
 	if h, ok := s.cfg.Handler.(ConnCloseHandler); ok {
 		h.ConnClosed(c)
 	}
@@ -182,6 +218,9 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*Conn)
 	c.wakeQueued.Store(false)
 	buf, _ := gc.Peek(-1)
+	if len(buf) > 0 && s.cfg.IdleTimeout > 0 {
+		c.touch()
+	}
 	used := 0
 	for {
 		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
@@ -194,6 +233,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 		used += n
 		s.serve(c, payload)
+		if unread := len(c.out) + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
+			// Checked per request: one read can carry enough requests to
+			// make far more output than the cap.
+			s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+			return gnet.Close
+		}
 	}
 	if used > 0 {
 		// Discard(0) would drop the whole inbound buffer, partial frame included.
@@ -205,6 +250,20 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		c.out = c.out[:0]
 	}
 	return gnet.None
+}
+
+// OnTick closes idle connections; it runs only when IdleTimeout is set.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	now := time.Now().UnixNano()
+	s.conns.Range(func(_, v any) bool {
+		c := v.(*Conn)
+		if idle := time.Duration(now - c.lastActive.Load()); idle > s.cfg.IdleTimeout {
+			s.log.Debug("closing idle connection", "conn", c.id, "idle", idle)
+			c.gc.Close()
+		}
+		return true
+	})
+	return min(s.cfg.IdleTimeout/2, time.Second), gnet.None
 }
 
 var errorFrame = ErrorFrame(codec.Status_STATUS_BAD_REQUEST)
@@ -266,7 +325,10 @@ type Conn struct {
 	deferred   *Pending   // taken by the Handler during Serve
 
 	wakeQueued atomic.Bool
+	lastActive atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
 }
+
+func (c *Conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
 
 // ID returns a number that identifies the connection within its server.
 func (c *Conn) ID() uint64 { return c.id }

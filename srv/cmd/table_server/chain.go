@@ -25,13 +25,7 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 
 	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, Logger: log})
 	defer node.Close()
-	s, err := srv.Start(srv.Config{
-		Addr:     net.JoinHostPort(o.bind, strconv.Itoa(o.port)),
-		Handler:  node,
-		Stats:    store.Stats,
-		MaxFrame: o.maxFrame,
-		Logger:   log,
-	})
+	s, err := srv.Start(o.serverConfig(node, store, log))
 	if err != nil {
 		return err
 	}

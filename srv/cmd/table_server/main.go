@@ -44,6 +44,9 @@ type options struct {
 	advertise      string
 	sessionTimeout time.Duration
 	maxFrame       int
+	maxConns       int
+	maxUnread      int
+	idleTimeout    time.Duration
 	verbose        bool
 }
 
@@ -76,6 +79,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.advertise, "advertise", "", "`host` that other nodes and clients reach this node at (default: the local address of the connection to ZooKeeper)")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 4*time.Second, "ZooKeeper session `timeout`: a node cut off from ZooKeeper this long loses its place in the chain")
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
+	fs.IntVar(&o.maxConns, "max-conns", srv.DefaultMaxConns, "most connections open at once; more are closed as they open")
+	fs.IntVar(&o.maxUnread, "max-unread", srv.DefaultMaxOutbound, "most reply `bytes` a client may leave unread before it is disconnected")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close connections silent for this `long` (0: never)")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usage, srv.MaxLists)
@@ -104,8 +110,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if o.lists, err = strconv.Atoi(pos[1]); err != nil || o.lists < 1 || o.lists > srv.MaxLists {
 		return o, fmt.Errorf("number of lists %q is not a number from 1 to %d", pos[1], srv.MaxLists)
 	}
-	if o.maxFrame < 1 {
-		return o, fmt.Errorf("-max-frame must be positive, got %d", o.maxFrame)
+	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.idleTimeout < 0 {
+		return o, fmt.Errorf("-max-frame, -max-conns and -max-unread must be positive, -idle-timeout not negative")
 	}
 	return o, nil
 }
@@ -118,13 +124,7 @@ func run(o options, log *slog.Logger) error {
 	if !o.standalone {
 		return runChain(o, store, log)
 	}
-	s, err := srv.Start(srv.Config{
-		Addr:     net.JoinHostPort(o.bind, strconv.Itoa(o.port)),
-		Handler:  store,
-		Stats:    store.Stats,
-		MaxFrame: o.maxFrame,
-		Logger:   log,
-	})
+	s, err := srv.Start(o.serverConfig(store, store, log))
 	if err != nil {
 		return err
 	}
@@ -136,4 +136,18 @@ func run(o options, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return s.Stop(sctx)
+}
+
+// serverConfig is the srv.Config the options ask for.
+func (o options) serverConfig(h srv.Handler, store *srv.Store, log *slog.Logger) srv.Config {
+	return srv.Config{
+		Addr:        net.JoinHostPort(o.bind, strconv.Itoa(o.port)),
+		Handler:     h,
+		Stats:       store.Stats,
+		MaxFrame:    o.maxFrame,
+		MaxConns:    o.maxConns,
+		MaxOutbound: o.maxUnread,
+		IdleTimeout: o.idleTimeout,
+		Logger:      log,
+	}
 }

@@ -31,7 +31,8 @@ func TestParseArgs(t *testing.T) {
 		{name: "lists zero", args: []string{"zk:1", "7000", "0"}, errHas: `number of lists "0"`},
 		{name: "lists too many", args: []string{"zk:1", "7000", "65537"}, errHas: `number of lists "65537"`},
 		{name: "lists not a number", args: []string{"zk:1", "7000", "many"}, errHas: `number of lists "many"`},
-		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "-max-frame must be positive"},
+		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "must be positive"},
+		{name: "bad idle timeout", args: []string{"--idle-timeout", "-1s", "zk:1", "7000", "8"}, errHas: "not negative"},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
 	}
@@ -51,9 +52,7 @@ func TestParseArgs(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				if tt.want.maxFrame == 0 {
-					tt.want.maxFrame = got.maxFrame
-				}
+				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread = got.maxFrame, got.maxConns, got.maxUnread
 				if tt.want.sessionTimeout == 0 {
 					tt.want.sessionTimeout = 4 * time.Second
 				}

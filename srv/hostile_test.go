@@ -1,0 +1,145 @@
+package srv
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// closedSoon reports whether the server closes w's connection within 5s.
+func closedSoon(w *wireClient) bool {
+	w.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := w.conn.Read(buf); err != nil {
+			ne, ok := err.(net.Error)
+			return !(ok && ne.Timeout())
+		}
+	}
+}
+
+func TestServerCapsConnections(t *testing.T) {
+	s, _ := startStore(t, Config{MaxConns: 5})
+	var ws []*wireClient
+	for range 5 {
+		w := dial(t, s.Addr())
+		w.do(codec.Request(codec.OpSize)) // the connection is surely open
+		ws = append(ws, w)
+	}
+	if extra := dial(t, s.Addr()); !closedSoon(extra) {
+		t.Fatal("a sixth connection stayed open with MaxConns 5")
+	}
+	for _, w := range ws {
+		if r := w.do(codec.Request(codec.OpSize)); r.Opcode != codec.OpSize+1 {
+			t.Fatalf("connection within the cap: %v", r)
+		}
+	}
+}
+
+func TestServerDropsClientThatNeverReads(t *testing.T) {
+	s, store := startStore(t, Config{MaxOutbound: 1 << 20})
+	store.Table.Put("big", make([]byte, 64<<10))
+	greedy := dial(t, s.Addr())
+	frame := mustFrame(codec.GetRequest("big"))
+	go func() {
+		// Up to 64 MiB of replies asked for, none read.
+		for range 1000 {
+			if _, err := greedy.conn.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	other := dial(t, s.Addr())
+	start := time.Now()
+	if r := other.do(codec.GetRequest("big")); r.Opcode != codec.OpGet+1 {
+		t.Fatalf("another client's get: %v", r)
+	}
+	t.Logf("another client's get took %v while a client did not read", time.Since(start))
+	if !closedSoon(greedy) {
+		t.Fatal("the server kept a client that never reads its replies")
+	}
+}
+
+func TestServerClosesIdleConnections(t *testing.T) {
+	s, _ := startStore(t, Config{IdleTimeout: 300 * time.Millisecond})
+	idle := dial(t, s.Addr())
+	busy := dial(t, s.Addr())
+	for range 10 {
+		busy.do(codec.Request(codec.OpSize))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !closedSoon(idle) {
+		t.Fatal("idle connection still open")
+	}
+	if r := busy.do(codec.Request(codec.OpSize)); r.Opcode != codec.OpSize+1 {
+		t.Fatalf("busy connection: %v", r)
+	}
+}
+
+func TestServerSurvivesChurnAndGarbage(t *testing.T) {
+	s, store := startStore(t, Config{})
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		conn, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 0 {
+			garbage := make([]byte, rng.IntN(300))
+			for j := range garbage {
+				garbage[j] = byte(rng.Uint32())
+			}
+			conn.Write(garbage)
+		}
+		conn.Close()
+	}
+	w := dial(t, s.Addr())
+	if r := w.do(codec.PutRequest("k", []byte("v"))); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put after churn: %v", r)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := w.do(codec.Request(codec.OpStats)).Stats
+		if st.GetClients() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients counted with one connection open", st.GetClients())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if store.Table.Size() != 1 {
+		t.Fatalf("garbage changed the table: %d keys", store.Table.Size())
+	}
+}
+
+// FuzzServe feeds arbitrary bytes to a live server as one connection's
+// stream: it must answer or close, never crash, and keep serving others.
+func FuzzServe(f *testing.F) {
+	f.Add(mustFrame(codec.GetRequest("k")))
+	f.Add(mustFrame(codec.PutRequest("k", []byte("v"))))
+	f.Add(append(mustFrame(codec.Request(codec.OpGetTable)), 0xff, 0xff, 0, 1))
+	f.Add([]byte{0, 3, 8, 20, 0})
+	s, store := startStore(f, Config{MaxFrame: 1 << 16})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		conn, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(stream)
+		conn.(*net.TCPConn).CloseWrite()
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		var sink bytes.Buffer
+		sink.ReadFrom(conn)
+		conn.Close()
+		w := dial(t, s.Addr())
+		if r := w.do(codec.Request(codec.OpSize)); r.Opcode != codec.OpSize+1 || int(r.Result) != store.Table.Size() {
+			t.Fatalf("server unhealthy after the input: %v", r)
+		}
+	})
+}
