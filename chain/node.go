@@ -44,6 +44,10 @@ type Node struct {
 	conn    net.Conn
 	connGen uint64
 
+	// preds maps the srv connections that opened a link with a valid
+	// hello to the member that said it: replication is taken only there.
+	preds sync.Map // uint64 -> string
+
 	kick chan struct{} // wakes the link: new writes, or a new successor
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -167,14 +171,52 @@ func (n *Node) State() string {
 
 // Serve is the srv.Handler of a chain member.
 func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
-	switch op := req.GetOpcode(); op {
+	switch op := req.GetOpcode(); {
+	case op >= codec.MessageT_OP_HELLO:
+		return n.serveLink(c, req, reply)
+	case op == codec.OpStats:
+		n.store.Execute(req, reply)
+		return true
+	}
+	if err := srv.Check(req); err != nil {
+		srv.SetError(reply, codec.Status_STATUS_BAD_REQUEST)
+		return true
+	}
+	if codec.IsWrite(req.GetOpcode()) {
+		return n.clientWrite(c, req, reply)
+	}
+	n.mu.RLock()
+	err := n.m.CanRead()
+	if err == nil {
+		n.store.Execute(req, reply)
+	}
+	n.mu.RUnlock()
+	if err != nil {
+		srv.SetError(reply, Status(err))
+	}
+	return true
+}
+
+// serveLink serves the replication messages of a predecessor's link.
+func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
+	op := req.GetOpcode()
+	if op != codec.MessageT_OP_HELLO {
+		if from, ok := n.preds.Load(c.ID()); !ok || from != req.GetFrom() {
+			return n.refuse(reply, fmt.Errorf("%w: %v on a connection without a hello from %q", ErrStale, op, req.GetFrom()))
+		}
+	}
+	switch op {
 	case codec.MessageT_OP_HELLO:
 		n.mu.Lock()
 		h, err := n.m.Hello(req.GetFrom(), req.GetTo())
+		if err == nil {
+			err = sameHost(c.RemoteAddr(), n.m.pred.Addr)
+		}
 		n.mu.Unlock()
 		if err != nil {
 			return n.refuse(reply, err)
 		}
+		n.preds.Store(c.ID(), req.GetFrom())
 		reply.Opcode, reply.CType = op+1, codec.CtNone
 		reply.Seq, reply.Committed, reply.Synced, reply.Live = h.Applied, h.Committed, h.Synced, h.Live
 		return true
@@ -203,27 +245,8 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 			return n.refuse(reply, err)
 		}
 		return false
-	case codec.OpStats:
-		n.store.Execute(req, reply)
-		return true
 	}
-	if err := srv.Check(req); err != nil {
-		srv.SetError(reply, codec.Status_STATUS_BAD_REQUEST)
-		return true
-	}
-	if codec.IsWrite(req.GetOpcode()) {
-		return n.clientWrite(c, req, reply)
-	}
-	n.mu.RLock()
-	err := n.m.CanRead()
-	if err == nil {
-		n.store.Execute(req, reply)
-	}
-	n.mu.RUnlock()
-	if err != nil {
-		srv.SetError(reply, Status(err))
-	}
-	return true
+	return n.refuse(reply, fmt.Errorf("%w: opcode %v", ErrProtocol, op))
 }
 
 // ServeGet answers a plain get without decoding it: Node is a srv.GetServer.
@@ -234,6 +257,33 @@ func (n *Node) ServeGet(dst, key []byte) []byte {
 		return append(dst, srv.ErrorFrame(Status(err))...)
 	}
 	return n.store.AppendGet(dst, key)
+}
+
+// ConnClosed forgets a closed connection: Node is a srv.ConnCloseHandler.
+func (n *Node) ConnClosed(c *srv.Conn) { n.preds.Delete(c.ID()) }
+
+// sameHost refuses a link from an address other than the predecessor's
+// advertised host, so that a stray client elsewhere cannot feed the chain.
+func sameHost(remote net.Addr, predAddr string) error {
+	host, _, err := net.SplitHostPort(predAddr)
+	if err != nil {
+		return fmt.Errorf("%w: predecessor address %q: %v", ErrStale, predAddr, err)
+	}
+	tcp, ok := remote.(*net.TCPAddr)
+	if !ok {
+		return fmt.Errorf("%w: link from %v, not TCP", ErrStale, remote)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.Equal(tcp.IP) {
+		return nil
+	}
+	if ips, err := net.LookupIP(host); err == nil {
+		for _, ip := range ips {
+			if ip.Equal(tcp.IP) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: link from %v, but the predecessor is at %s", ErrStale, tcp.IP, predAddr)
 }
 
 func (n *Node) refuse(reply *codec.MessageT, err error) bool {

@@ -231,3 +231,29 @@ func TestNodeJoinUnderLoad(t *testing.T) {
 		t.Fatalf("joined node has %d keys, head %d", c.store.Table.Size(), a.store.Table.Size())
 	}
 }
+
+func TestNodeRefusesStrayReplication(t *testing.T) {
+	a, b := startNode(t, "node0000000001"), startNode(t, "node0000000002")
+	setViews(a, b)
+	put(t, a, "k", "v")
+	stray := dialWire(t, b.server.Addr())
+	w := &codec.WriteT{Seq: 2, Op: codec.OpPut, Key: "k", Value: []byte("forged")}
+	tests := []struct {
+		name string
+		req  *codec.MessageT
+	}{
+		{"replicate without hello", &codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE, From: a.name, To: b.name, Writes: []*codec.WriteT{w}}},
+		{"snapshot without hello", &codec.MessageT{Opcode: codec.MessageT_OP_SNAPSHOT, From: a.name, To: b.name, Reset_: true, Done: true}},
+		{"hello from a non-member", &codec.MessageT{Opcode: codec.MessageT_OP_HELLO, From: "node0000000099", To: b.name}},
+		{"hello to someone else", &codec.MessageT{Opcode: codec.MessageT_OP_HELLO, From: a.name, To: "node0000000099"}},
+		{"unknown chain opcode", &codec.MessageT{Opcode: 130, From: a.name, To: b.name}},
+	}
+	for _, tt := range tests {
+		if r := stray.do(tt.req); r.Opcode != codec.OpError {
+			t.Errorf("%s: %v", tt.name, r)
+		}
+	}
+	if v, err := get(t, b, "k"); err != nil || v != "v" {
+		t.Fatalf("after stray messages the tail has k=%q (%v)", v, err)
+	}
+}

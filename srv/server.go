@@ -186,7 +186,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // OnOpen attaches the per-connection state, or refuses a connection over
 // the cap.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	c := &Conn{id: s.nextID.Add(1), gc: gc}
+	c := &Conn{id: s.nextID.Add(1), gc: gc, remote: gc.RemoteAddr()}
 	gc.SetContext(c)
 	if s.cfg.Stats.clients.Add(1) > int64(s.cfg.MaxConns) {
 		s.log.Warn("refusing connection: too many open", "remote", gc.RemoteAddr(), "max", s.cfg.MaxConns)
@@ -314,8 +314,9 @@ func mustFrame(m *codec.MessageT) []byte {
 
 // Conn is the server's state for one connection.
 type Conn struct {
-	id uint64
-	gc gnet.Conn
+	id     uint64
+	gc     gnet.Conn
+	remote net.Addr
 
 	// Event-loop only.
 	req, reply codec.MessageT
@@ -332,6 +333,9 @@ func (c *Conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
 
 // ID returns a number that identifies the connection within its server.
 func (c *Conn) ID() uint64 { return c.id }
+
+// RemoteAddr returns the address of the connection's other end.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // Defer lets the Handler answer the current request later. Call it at most
 // once per request, from Serve.
