@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/chaintable/chaintable/codec"
 )
@@ -103,7 +104,7 @@ type Machine struct {
 	linkGen   uint64 // changes whenever the successor link must restart
 	synced    bool   // holds a complete copy (or is the first node)
 	live      bool   // may act as tail
-	lease     bool   // ZooKeeper session is healthy
+	zkOK      bool   // the ZooKeeper session is connected
 	sendLive  bool   // the next message to the successor carries the live marker
 	dataLost  bool   // became head before it finished catching up
 	draining  bool   // shutting down: takes no new client writes
@@ -117,11 +118,31 @@ type Machine struct {
 	done    []waiter
 	failed  []Waiter
 	dedup   map[uint64]*clientLog
+
+	// Leases let a tail answer reads while ZooKeeper is away, and make
+	// sure it stops before its predecessor commits without it. The tail
+	// asks with every acknowledgement; a grant of ask k lets it serve
+	// until the time it asked plus leaseTerm; a predecessor that granted
+	// at time g acts as the tail on its own no sooner than g+leaseTerm.
+	leaseTerm  time.Duration
+	now        time.Time            // the driver's clock, as of the last event
+	asks       map[uint64]time.Time // lease asks not yet granted, by id
+	lastAsk    uint64
+	predLease  time.Time // reads allowed without ZooKeeper until then
+	grant      uint64    // the successor's latest ask, to grant in the next message
+	grantUntil time.Time // no commits as the tail on our own before then
 }
 
+// leaseMargin covers the difference in clock rates between two nodes over
+// one lease term: the granting side waits this much longer.
+const leaseMargin = 100 * time.Millisecond
+
 // NewMachine returns the state machine of a node that registered as self.
-func NewMachine(self string, store Applier) *Machine {
-	return &Machine{self: self, store: store, index: -1, dedup: make(map[uint64]*clientLog)}
+// leaseTerm is how long a grant from its predecessor lets the node answer
+// reads while its ZooKeeper session is not connected; zero disables that.
+func NewMachine(self string, store Applier, leaseTerm time.Duration) *Machine {
+	return &Machine{self: self, store: store, index: -1, leaseTerm: leaseTerm,
+		dedup: make(map[uint64]*clientLog), asks: make(map[uint64]time.Time)}
 }
 
 // Self returns the node's member name.
@@ -147,30 +168,34 @@ func (m *Machine) DataLost() bool { return m.dataLost }
 
 // String describes the node's state for logs.
 func (m *Machine) String() string {
-	return fmt.Sprintf("%s index=%d pred=%q succ=%q/%v synced=%v live=%v lease=%v applied=%d committed=%d succAcked=%d sent=%d",
-		m.self, m.index, m.pred.Name, m.succ.Name, m.succState, m.synced, m.live, m.lease, m.applied, m.committed, m.succAcked, len(m.sent))
+	return fmt.Sprintf("%s index=%d pred=%q succ=%q/%v synced=%v live=%v zk=%v leased=%v applied=%d committed=%d succAcked=%d sent=%d",
+		m.self, m.index, m.pred.Name, m.succ.Name, m.succState, m.synced, m.live, m.zkOK, m.now.Before(m.predLease),
+		m.applied, m.committed, m.succAcked, len(m.sent))
 }
 
-// CanWrite reports whether the node accepts client writes now.
+// CanWrite reports whether the node accepts client writes now. Without
+// ZooKeeper a head still takes writes when it has a successor: they
+// commit only if the rest of the chain still follows it.
 func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
-	case !m.lease || !m.synced || m.draining:
+	case !m.synced || m.draining || !m.zkOK && m.succ.Name == "":
 		return ErrUnavailable
 	}
 	return nil
 }
 
-// CanRead reports whether the node may answer reads now: it must hold its
-// lease, be live, be a member, and act as the tail.
-func (m *Machine) CanRead() error {
+// CanRead reports whether the node may answer reads at time now: it must
+// be a live member acting as the tail, and either be connected to
+// ZooKeeper or hold a lease from its predecessor.
+func (m *Machine) CanRead(now time.Time) error {
 	switch {
-	case m.index < 0 || !m.lease:
+	case m.index < 0 || !m.zkOK && (m.pred.Name == "" || !now.Before(m.predLease)):
 		return ErrUnavailable
-	case m.succState != succNone && m.succState != succSyncing:
+	case !m.actingTail():
 		return ErrNotTail
-	case !m.live:
+	case !m.live || now.Before(m.grantUntil):
 		return ErrUnavailable
 	}
 	return nil
@@ -183,9 +208,17 @@ func (m *Machine) Drain() { m.draining = true }
 // Idle reports whether every write the node applied is committed.
 func (m *Machine) Idle() bool { return m.committed == m.applied }
 
-// SetLease records whether the node's ZooKeeper session is healthy. A node
-// without it serves no client.
-func (m *Machine) SetLease(ok bool) { m.lease = ok }
+// SetSession records whether the node's ZooKeeper session is connected.
+func (m *Machine) SetSession(ok bool) { m.zkOK = ok }
+
+// Tick advances the machine's clock. A node that waited for the lease it
+// granted its old successor to run out may now commit on its own.
+func (m *Machine) Tick(now time.Time) {
+	m.now = now
+	if m.commitsAlone() {
+		m.advanceCommitted(m.applied)
+	}
+}
 
 // SetView installs a new membership, ordered head first.
 func (m *Machine) SetView(members []Member) {
@@ -236,9 +269,9 @@ func (m *Machine) Rejoin(self string) {
 	for _, w := range m.waiters {
 		failed = append(failed, w.w)
 	}
-	store, lease, gen := m.store, m.lease, m.linkGen
-	*m = *NewMachine(self, store)
-	m.failed, m.lease, m.linkGen = failed, lease, gen+1
+	store, zkOK, gen, now, grantUntil := m.store, m.zkOK, m.linkGen, m.now, m.grantUntil
+	*m = *NewMachine(self, store, m.leaseTerm)
+	m.failed, m.zkOK, m.linkGen, m.now, m.grantUntil = failed, zkOK, gen+1, now, grantUntil
 	store.Reset()
 }
 
@@ -279,7 +312,7 @@ func (m *Machine) apply(w *codec.WriteT) bool {
 	if m.succState != succNone {
 		m.sent = append(m.sent, w)
 	}
-	if m.actingTail() {
+	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}
 	return found
@@ -295,7 +328,13 @@ func (m *Machine) record(rec *codec.DedupT) {
 	log.highest = max(log.highest, rec.RequestId)
 }
 
+// actingTail reports whether the node is the tail as far as the chain
+// goes: no successor, or one still catching up.
 func (m *Machine) actingTail() bool { return m.succState == succNone || m.succState == succSyncing }
+
+// commitsAlone reports whether the node commits what it applies: it acts
+// as tail, and no lease it granted a former successor is still running.
+func (m *Machine) commitsAlone() bool { return m.actingTail() && !m.now.Before(m.grantUntil) }
 
 // await makes w wait until seq is committed.
 func (m *Machine) await(seq uint64, w Waiter) {
@@ -387,7 +426,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 	}
 	if done {
 		m.applied, m.synced = seq, true
-		if m.actingTail() {
+		if m.commitsAlone() {
 			m.advanceCommitted(seq)
 		}
 	}
@@ -396,23 +435,40 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 
 // Replicate applies writes from the predecessor, in sequence order. Writes
 // already applied are skipped, so a resent write is never applied twice.
-// live says the predecessor hands the tail role to this node. It returns
-// the sequence number of the last write in the batch.
-func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool) (uint64, error) {
+// live says the predecessor hands the tail role to this node; grant, when
+// not zero, grants the lease this node asked for under that id. It
+// returns the sequence number of the last write in the batch, and the
+// lease ask to send with its acknowledgement.
+func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, grant uint64) (last, ask uint64, err error) {
 	if err := m.checkPred(from, to); err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	if asked, ok := m.asks[grant]; ok {
+		m.predLease = maxTime(m.predLease, asked.Add(m.leaseTerm))
+		for id := range m.asks {
+			if id <= grant {
+				delete(m.asks, id)
+			}
+		}
+	}
+	if m.leaseTerm > 0 {
+		// Asked now, before the acknowledgement is even sent: the lease
+		// counts from no later than the moment the predecessor grants it.
+		m.lastAsk++
+		ask = m.lastAsk
+		m.asks[ask] = m.now
 	}
 	if !m.synced {
-		return 0, fmt.Errorf("%w: writes before a snapshot", ErrProtocol)
+		return 0, 0, fmt.Errorf("%w: writes before a snapshot", ErrProtocol)
 	}
-	last := m.applied
+	last = m.applied
 	for _, w := range writes {
 		switch {
 		case w.Seq <= m.applied:
 		case w.Seq == m.applied+1:
 			m.apply(w)
 		default:
-			return last, fmt.Errorf("%w: write %d after %d", ErrProtocol, w.Seq, m.applied)
+			return last, 0, fmt.Errorf("%w: write %d after %d", ErrProtocol, w.Seq, m.applied)
 		}
 		last = w.Seq
 	}
@@ -422,7 +478,14 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool) 
 			m.maybeHandOff()
 		}
 	}
-	return last, nil
+	return last, ask, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // LinkAction is what a successor link does after its handshake.
@@ -459,7 +522,9 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 		m.advanceCommitted(m.succAcked)
 	} else {
 		m.succState = succSyncing
-		m.advanceCommitted(m.applied)
+		if m.commitsAlone() {
+			m.advanceCommitted(m.applied)
+		}
 		m.maybeHandOff()
 	}
 	return LinkAction{Next: applied + 1}, nil
@@ -471,7 +536,9 @@ func (m *Machine) startSnapshot() uint64 {
 	m.succState = succSyncing
 	m.sent = nil
 	m.succAcked = m.applied
-	m.advanceCommitted(m.applied)
+	if m.commitsAlone() {
+		m.advanceCommitted(m.applied)
+	}
 	return m.applied + 1
 }
 
@@ -486,6 +553,17 @@ func (m *Machine) DedupRecords() []*codec.DedupT {
 		}
 	}
 	return recs
+}
+
+// Grant returns the successor's latest lease ask not yet granted, or 0,
+// to go with the next message on link gen.
+func (m *Machine) Grant(gen uint64) uint64 {
+	if gen != m.linkGen {
+		return 0
+	}
+	g := m.grant
+	m.grant = 0
+	return g
 }
 
 // Writes returns the writes from seq next on, at most max of them, and
@@ -513,10 +591,17 @@ func (m *Machine) Writes(gen, next uint64, max int) ([]*codec.WriteT, bool, erro
 	return ws, live, nil
 }
 
-// SuccessorAck takes the successor's acknowledgement of writes up to seq.
-func (m *Machine) SuccessorAck(gen, seq uint64) error {
+// SuccessorAck takes the successor's acknowledgement of writes up to seq,
+// with its lease ask (0 for none).
+func (m *Machine) SuccessorAck(gen, seq, ask uint64) error {
 	if gen != m.linkGen {
 		return ErrStale
+	}
+	if ask > 0 && m.leaseTerm > 0 && m.succState == succLive {
+		// Only a live successor answers reads. From now on the successor may answer reads until the time it
+		// asked plus leaseTerm, which is before now plus leaseTerm.
+		m.grant = max(m.grant, ask)
+		m.grantUntil = maxTime(m.grantUntil, m.now.Add(m.leaseTerm+leaseMargin))
 	}
 	if seq > m.applied {
 		return fmt.Errorf("%w: successor acknowledged %d, only %d applied", ErrProtocol, seq, m.applied)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/srv"
@@ -64,8 +65,8 @@ func (s *sim) add() *simNode {
 	s.seq++
 	name := fmt.Sprintf("node%010d", s.seq)
 	store, _ := srv.NewStore(4)
-	n := &simNode{name: name, m: NewMachine(name, store), store: store}
-	n.m.SetLease(true)
+	n := &simNode{name: name, m: NewMachine(name, store, 0), store: store}
+	n.m.SetSession(true)
 	s.nodes[name] = n
 	s.order = append(s.order, name)
 	s.setViews()
@@ -207,7 +208,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, n.m.DedupRecords(), true, act.Next-1); err != nil {
 				s.t.Fatalf("snapshot: %v", err)
 			}
-			if err := n.m.SuccessorAck(gen, sn.m.Committed()); err != nil {
+			if err := n.m.SuccessorAck(gen, sn.m.Committed(), 0); err != nil {
 				s.t.Fatalf("snapshot ack: %v", err)
 			}
 		}
@@ -237,7 +238,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 		}
 		f := l.frames[0]
 		l.frames = l.frames[1:]
-		last, err := sn.m.Replicate(n.name, succ.Name, f.writes, f.live)
+		last, _, err := sn.m.Replicate(n.name, succ.Name, f.writes, f.live, 0)
 		if errors.Is(err, ErrStale) && s.lagViews {
 			s.breakLink(n)
 			return true
@@ -250,7 +251,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 		if len(l.acks) == 0 {
 			return false
 		}
-		if err := n.m.SuccessorAck(gen, l.acks[0]); err != nil {
+		if err := n.m.SuccessorAck(gen, l.acks[0], 0); err != nil {
 			s.t.Fatalf("ack at %s: %v", n.name, err)
 		}
 		l.acks = l.acks[1:]
@@ -299,7 +300,7 @@ func (s *sim) survivable(victim string) bool {
 // read checks a read at the node that serves reads, if any.
 func (s *sim) read(key string) {
 	for _, n := range s.nodes {
-		if n.m.CanRead() != nil {
+		if n.m.CanRead(time.Time{}) != nil {
 			continue
 		}
 		v, found := n.store.Table.Get(key)
@@ -325,7 +326,7 @@ func (s *sim) read(key string) {
 func (s *sim) checkConverged() {
 	s.t.Helper()
 	tail := s.tail()
-	if err := tail.m.CanRead(); err != nil {
+	if err := tail.m.CanRead(time.Time{}); err != nil {
 		s.t.Fatalf("settled tail %s cannot serve reads: %v (%v)", tail.name, err, tail.m)
 	}
 	if err := s.head().m.CanWrite(); err != nil {
@@ -397,7 +398,7 @@ func TestMachineThreeNodesCommitOnlyAtTail(t *testing.T) {
 	if len(s.acked) != 1 || a.m.Committed() != 1 {
 		t.Fatalf("after the acks: acked %v, head %v", s.acked, a.m)
 	}
-	if a.m.CanRead() == nil {
+	if a.m.CanRead(time.Time{}) == nil {
 		t.Fatal("the head of a three-node chain serves reads")
 	}
 	s.checkConverged()
@@ -482,7 +483,7 @@ func TestMachineJoinCatchesUpBeforeServingReads(t *testing.T) {
 	}
 	s.settle()
 	n := s.add()
-	if n.m.CanRead() == nil {
+	if n.m.CanRead(time.Time{}) == nil {
 		t.Fatal("a new node serves reads before it caught up")
 	}
 	old := s.nodes[s.order[1]]
@@ -490,14 +491,14 @@ func TestMachineJoinCatchesUpBeforeServingReads(t *testing.T) {
 	for i := range 10 {
 		s.write(fmt.Sprintf("k%d", i%7), false)
 	}
-	if n.m.CanRead() == nil {
+	if n.m.CanRead(time.Time{}) == nil {
 		t.Fatal("new node live before the hand-off marker reached it")
 	}
 	if old.m.Committed() != 30 {
 		t.Fatalf("after the hand-off the old tail commits alone: %v", old.m)
 	}
 	s.settle()
-	if n.m.CanRead() != nil || old.m.CanRead() == nil {
+	if n.m.CanRead(time.Time{}) != nil || old.m.CanRead(time.Time{}) == nil {
 		t.Fatalf("after the hand-off: new %v, old %v", n.m, old.m)
 	}
 	s.checkConverged()
@@ -509,7 +510,7 @@ func TestMachineStaleMessagesRefused(t *testing.T) {
 	b := s.add()
 	c := s.add()
 	s.settle()
-	if _, err := c.m.Replicate(a.name, c.name, nil, false); !errors.Is(err, ErrStale) {
+	if _, _, err := c.m.Replicate(a.name, c.name, nil, false, 0); !errors.Is(err, ErrStale) {
 		t.Fatalf("replicate from a non-predecessor: %v", err)
 	}
 	if _, err := c.m.Hello(b.name, "someone-else"); !errors.Is(err, ErrStale) {
@@ -528,13 +529,13 @@ func TestMachineLeaseAndRejoin(t *testing.T) {
 	s := newSim(t, 7)
 	a := s.add()
 	s.write("k", false)
-	a.m.SetLease(false)
-	if a.m.CanRead() == nil || a.m.CanWrite() == nil {
+	a.m.SetSession(false)
+	if a.m.CanRead(time.Time{}) == nil || a.m.CanWrite() == nil {
 		t.Fatal("a node without its lease serves")
 	}
-	a.m.SetLease(true)
+	a.m.SetSession(true)
 	a.m.Rejoin("node9999999999")
-	if _, ok := a.store.Table.Get("k"); ok || a.m.CanRead() == nil {
+	if _, ok := a.store.Table.Get("k"); ok || a.m.CanRead(time.Time{}) == nil {
 		t.Fatal("a rejoined node kept its data or serves before its view")
 	}
 }
@@ -579,5 +580,74 @@ func TestMachineRandomFaults(t *testing.T) {
 			s.settle()
 			s.checkConverged()
 		})
+	}
+}
+
+// TestMachineLeases walks a two-node chain through a tail that loses
+// ZooKeeper: it serves on its predecessor's lease until that runs out, and
+// the predecessor commits on its own only after that.
+func TestMachineLeases(t *testing.T) {
+	const term = 2 * time.Second
+	t0 := time.Unix(1000, 0)
+	storeA, _ := srv.NewStore(2)
+	storeB, _ := srv.NewStore(2)
+	a := NewMachine("node0000000001", storeA, term)
+	b := NewMachine("node0000000002", storeB, term)
+	view := []Member{{Name: a.Self(), Addr: "a"}, {Name: b.Self(), Addr: "b"}}
+	for _, m := range []*Machine{a, b} {
+		m.Tick(t0)
+		m.SetSession(true)
+		m.SetView(view)
+	}
+	_, gen := a.Successor()
+	h, _ := b.Hello(a.Self(), b.Self())
+	act, err := a.SuccessorHello(gen, h)
+	if err != nil || !act.Snapshot {
+		t.Fatalf("hello: %+v, %v", act, err)
+	}
+	if err := b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, act.Next-1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SuccessorAck(gen, b.Committed(), 0); err != nil {
+		t.Fatal(err)
+	}
+	// The live marker, then a lease ask and its grant.
+	ws, live, _ := a.Writes(gen, act.Next, 10)
+	_, ask, err := b.Replicate(a.Self(), b.Self(), ws, live, 0)
+	if err != nil || ask == 0 || !live {
+		t.Fatalf("replicate: ask %d, %v", ask, err)
+	}
+	if err := a.SuccessorAck(gen, b.Committed(), ask); err != nil {
+		t.Fatal(err)
+	}
+	grant := a.Grant(gen)
+	if grant != ask {
+		t.Fatalf("grant %d for ask %d", grant, ask)
+	}
+	b.Tick(t0.Add(100 * time.Millisecond))
+	if _, _, err := b.Replicate(a.Self(), b.Self(), nil, false, grant); err != nil {
+		t.Fatal(err)
+	}
+
+	// B loses ZooKeeper: it serves reads until its lease ends.
+	b.SetSession(false)
+	if err := b.CanRead(t0.Add(term - time.Millisecond)); err != nil {
+		t.Fatalf("tail within its lease: %v (%v)", err, b)
+	}
+	if err := b.CanRead(t0.Add(term)); err == nil {
+		t.Fatal("tail serves reads past its lease without ZooKeeper")
+	}
+
+	// ZooKeeper drops B: A must not commit on its own while B may serve.
+	a.SetView(view[:1])
+	if _, err := a.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("v")}, &simClientWaiter{}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Committed() != 0 || a.CanRead(t0.Add(term)) == nil {
+		t.Fatalf("committed alone during the lease it granted: %v", a)
+	}
+	a.Tick(t0.Add(term + leaseMargin))
+	if a.Committed() != 1 || a.CanRead(t0.Add(term+leaseMargin)) != nil {
+		t.Fatalf("after the lease ran out: %v", a)
 	}
 }

@@ -22,6 +22,12 @@ type NodeConfig struct {
 	MaxFrame int
 	// DialTimeout bounds connecting to the successor; zero means 2s.
 	DialTimeout time.Duration
+	// LeaseTerm is how long the tail may go on answering reads on its
+	// predecessor's word while its own ZooKeeper session is not
+	// connected (so a chain keeps serving while ZooKeeper restarts), and
+	// how long a node waits, after losing a successor it leased to,
+	// before it commits on its own. Zero means DefaultLeaseTerm.
+	LeaseTerm time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -53,6 +59,9 @@ type Node struct {
 	wg   sync.WaitGroup
 }
 
+// DefaultLeaseTerm is the lease term of the zero NodeConfig.
+const DefaultLeaseTerm = 2 * time.Second
+
 // linkBatch is the most writes one replication frame carries.
 const linkBatch = 1024
 
@@ -71,17 +80,40 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.LeaseTerm <= 0 {
+		cfg.LeaseTerm = DefaultLeaseTerm
+	}
 	n := &Node{
 		cfg:   cfg,
 		log:   cfg.Logger,
 		store: cfg.Store,
-		m:     NewMachine("", cfg.Store),
+		m:     NewMachine("", cfg.Store, cfg.LeaseTerm),
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.runLink()
+	go n.runClock()
 	return n
+}
+
+// heartbeat is how often an idle link and the machine's clock tick: often
+// enough that the successor's lease never lapses while the link works.
+func (n *Node) heartbeat() time.Duration { return n.cfg.LeaseTerm / 4 }
+
+// runClock ticks the machine, so that waits on time end without events.
+func (n *Node) runClock() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.heartbeat())
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			n.step(func(*Machine) {})
+		case <-n.quit:
+			return
+		}
+	}
 }
 
 // Close stops the link to the successor and waits for it.
@@ -94,6 +126,7 @@ func (n *Node) Close() {
 // and the link.
 func (n *Node) step(f func(m *Machine)) {
 	n.mu.Lock()
+	n.m.Tick(time.Now())
 	f(n.m)
 	done, committed, failed := n.m.TakeDone()
 	if n.conn != nil && n.connGen != n.m.linkGen {
@@ -132,13 +165,13 @@ func (n *Node) SetView(members []Member) {
 	})
 }
 
-// SetLease says whether the ZooKeeper session is healthy.
-func (n *Node) SetLease(ok bool) {
+// SetSession says whether the ZooKeeper session is connected.
+func (n *Node) SetSession(ok bool) {
 	n.step(func(m *Machine) {
-		if m.lease != ok {
-			n.log.Info("lease", "held", ok)
+		if m.zkOK != ok {
+			n.log.Info("ZooKeeper session", "connected", ok)
 		}
-		m.SetLease(ok)
+		m.SetSession(ok)
 	})
 }
 
@@ -186,7 +219,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return n.clientWrite(c, req, reply)
 	}
 	n.mu.RLock()
-	err := n.m.CanRead()
+	err := n.m.CanRead(time.Now())
 	if err == nil {
 		n.store.Execute(req, reply)
 	}
@@ -236,9 +269,9 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 	case codec.MessageT_OP_REPLICATE:
 		var err error
 		n.step(func(m *Machine) {
-			var last uint64
-			if last, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive()); err == nil {
-				m.Await(last, ackWaiter{c.Defer()})
+			var last, ask uint64
+			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), req.GetLeaseGrant()); err == nil {
+				m.Await(last, ackWaiter{c.Defer(), ask})
 			}
 		})
 		if err != nil {
@@ -253,7 +286,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 func (n *Node) ServeGet(dst, key []byte) []byte {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	if err := n.m.CanRead(); err != nil {
+	if err := n.m.CanRead(time.Now()); err != nil {
 		return append(dst, srv.ErrorFrame(Status(err))...)
 	}
 	return n.store.AppendGet(dst, key)
@@ -332,15 +365,19 @@ func (w *clientWaiter) Done(_ uint64, err error) {
 	w.p.Complete(reply)
 }
 
-// ackWaiter acknowledges a replication frame to the predecessor.
-type ackWaiter struct{ p *srv.Pending }
+// ackWaiter acknowledges a replication frame to the predecessor, and asks
+// for a read lease.
+type ackWaiter struct {
+	p   *srv.Pending
+	ask uint64
+}
 
 func (w ackWaiter) Done(committed uint64, err error) {
 	reply := new(codec.MessageT)
 	if err != nil {
 		srv.SetError(reply, Status(err))
 	} else {
-		reply.Opcode, reply.CType, reply.Seq = codec.MessageT_OP_REPLICATE+1, codec.CtNone, committed
+		reply.Opcode, reply.CType, reply.Seq, reply.LeaseAsk = codec.MessageT_OP_REPLICATE+1, codec.CtNone, committed, w.ask
 	}
 	w.p.Complete(reply)
 }
@@ -460,20 +497,31 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 		}
 	}
 	next := act.Next
+	idle := time.NewTimer(n.heartbeat())
+	defer idle.Stop()
+	heartbeat := false
 	for {
-		n.mu.RLock()
+		n.mu.Lock()
 		ws, live, err := n.m.Writes(gen, next, linkBatch)
-		n.mu.RUnlock()
+		var grant uint64
+		if len(ws) > 0 || live || heartbeat {
+			grant = n.m.Grant(gen)
+		}
+		n.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		if len(ws) == 0 && !live {
-			// Everything is out: push it, then sleep until there is more.
+		if len(ws) == 0 && !live && !heartbeat {
+			// Everything is out: push it, then sleep until there is more,
+			// or until the successor's lease needs renewing.
 			if err := w.Flush(); err != nil {
 				return err
 			}
 			select {
 			case <-n.kick:
+			case <-idle.C:
+				heartbeat = true
+				idle.Reset(n.heartbeat())
 			case err := <-broken:
 				return err
 			case <-n.quit:
@@ -481,7 +529,8 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 			}
 			continue
 		}
-		if err := send(&codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE, From: self, To: succ.Name, Writes: ws, Live: live}); err != nil {
+		heartbeat = false
+		if err := send(&codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE, From: self, To: succ.Name, Writes: ws, Live: live, LeaseGrant: grant}); err != nil {
 			return err
 		}
 		if len(ws) > 0 {
@@ -500,11 +549,11 @@ func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 		if m.GetOpcode() == codec.OpError {
 			return fmt.Errorf("successor refused: %v", m.GetStatus())
 		}
-		if m.GetSeq() == 0 && !m.GetDone() {
-			continue // a snapshot chunk, or nothing new
+		if m.GetOpcode() == codec.MessageT_OP_SNAPSHOT+1 && !m.GetDone() {
+			continue // a snapshot chunk arrived
 		}
 		var err error
-		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, m.GetSeq()) })
+		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, m.GetSeq(), m.GetLeaseAsk()) })
 		if err != nil {
 			return err
 		}

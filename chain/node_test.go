@@ -25,6 +25,9 @@ type testNode struct {
 	store  *srv.Store
 }
 
+// testLease is the nodes' lease term in these tests.
+const testLease = 400 * time.Millisecond
+
 func logger() *slog.Logger {
 	if os.Getenv("CHAIN_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -35,14 +38,14 @@ func logger() *slog.Logger {
 func startNode(t *testing.T, name string) *testNode {
 	t.Helper()
 	store, _ := srv.NewStore(8)
-	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name)})
+	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: testLease})
 	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tn := &testNode{name: name, node: n, server: s, store: store}
 	n.Rejoin(name)
-	n.SetLease(true)
+	n.SetSession(true)
 	t.Cleanup(tn.stop)
 	return tn
 }
@@ -255,5 +258,35 @@ func TestNodeRefusesStrayReplication(t *testing.T) {
 	}
 	if v, err := get(t, b, "k"); err != nil || v != "v" {
 		t.Fatalf("after stray messages the tail has k=%q (%v)", v, err)
+	}
+}
+
+func TestNodeServesWhileZooKeeperIsAway(t *testing.T) {
+	a, b, c := startNode(t, "node0000000001"), startNode(t, "node0000000002"), startNode(t, "node0000000003")
+	setViews(a, b, c)
+	put(t, a, "k", "before")
+	time.Sleep(testLease / 2) // a few heartbeats: leases granted
+	for _, n := range []*testNode{a, b, c} {
+		n.node.SetSession(false) // ZooKeeper restarts: every session disconnected
+	}
+	deadline := time.Now().Add(4 * testLease)
+	for i := 0; time.Now().Before(deadline); i++ {
+		put(t, a, "k", fmt.Sprint(i))
+		if v, err := get(t, c, "k"); err != nil || v != fmt.Sprint(i) {
+			t.Fatalf("read %d without ZooKeeper: %q, %v", i, v, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Cut off from its predecessor too, the tail stops within its lease.
+	b.stop()
+	start := time.Now()
+	eventually(t, "isolated tail stops serving", func() error {
+		if _, err := get(t, c, "k"); err == nil {
+			return fmt.Errorf("still serving after %v", time.Since(start))
+		}
+		return nil
+	})
+	if d := time.Since(start); d > testLease+200*time.Millisecond {
+		t.Fatalf("isolated tail served for %v, lease term %v", d, testLease)
 	}
 }

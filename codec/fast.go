@@ -65,7 +65,6 @@ func ScanGet(payload []byte) (key []byte, ok bool) {
 	return key, true
 }
 
-
 // AppendValueReply appends the framed reply to a successful get of a key
 // holding value: the bytes proto would produce for
 // MessageT{Opcode: OP_GET+1, CType: CT_VALUE, Value: value}.

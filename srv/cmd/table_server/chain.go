@@ -23,7 +23,7 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	}
 	defer zc.Close()
 
-	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, Logger: log})
+	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, Logger: log})
 	defer node.Close()
 	s, err := srv.Start(o.serverConfig(node, store, log))
 	if err != nil {
@@ -71,7 +71,7 @@ func follow(ctx context.Context, node *chain.Node, reg *zkwatch.Registration, wa
 			node.Rejoin(name)
 			node.SetView(members(watcher.View()))
 		}
-		node.SetLease(st.State == zkwatch.Connected && st.Name != "" && st.Name == name)
+		node.SetSession(st.State == zkwatch.Connected && st.Name != "" && st.Name == name)
 	}
 	apply(reg.Status())
 	for {

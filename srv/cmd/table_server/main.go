@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chaintable/chaintable/chain"
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/internal/cmdline"
 	"github.com/chaintable/chaintable/srv"
@@ -43,6 +44,7 @@ type options struct {
 	bind           string
 	advertise      string
 	sessionTimeout time.Duration
+	leaseTerm      time.Duration
 	maxFrame       int
 	maxConns       int
 	maxUnread      int
@@ -78,6 +80,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.bind, "bind", "", "`address` to listen on (default: all interfaces)")
 	fs.StringVar(&o.advertise, "advertise", "", "`host` that other nodes and clients reach this node at (default: the local address of the connection to ZooKeeper)")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 4*time.Second, "ZooKeeper session `timeout`: a node cut off from ZooKeeper this long loses its place in the chain")
+	fs.DurationVar(&o.leaseTerm, "lease", chain.DefaultLeaseTerm, "how `long` the tail keeps answering reads on its predecessor's word while ZooKeeper is unreachable")
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
 	fs.IntVar(&o.maxConns, "max-conns", srv.DefaultMaxConns, "most connections open at once; more are closed as they open")
 	fs.IntVar(&o.maxUnread, "max-unread", srv.DefaultMaxOutbound, "most reply `bytes` a client may leave unread before it is disconnected")
@@ -110,8 +113,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if o.lists, err = strconv.Atoi(pos[1]); err != nil || o.lists < 1 || o.lists > srv.MaxLists {
 		return o, fmt.Errorf("number of lists %q is not a number from 1 to %d", pos[1], srv.MaxLists)
 	}
-	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.idleTimeout < 0 {
-		return o, fmt.Errorf("-max-frame, -max-conns and -max-unread must be positive, -idle-timeout not negative")
+	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.leaseTerm <= 0 || o.idleTimeout < 0 {
+		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread and -lease must be positive, -idle-timeout not negative")
 	}
 	return o, nil
 }

@@ -52,7 +52,7 @@ func TestParseArgs(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread = got.maxFrame, got.maxConns, got.maxUnread
+				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.leaseTerm = got.maxFrame, got.maxConns, got.maxUnread, got.leaseTerm
 				if tt.want.sessionTimeout == 0 {
 					tt.want.sessionTimeout = 4 * time.Second
 				}
