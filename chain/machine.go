@@ -101,13 +101,13 @@ type Machine struct {
 	succ    Member
 
 	succState succState
-	linkGen   uint64 // changes whenever the successor link must restart
-	synced    bool   // holds a complete copy (or is the first node)
-	live      bool   // may act as tail
-	zkOK      bool   // the ZooKeeper session is connected
-	sendLive  bool   // the next message to the successor carries the live marker
-	dataLost  bool   // became head before it finished catching up
-	draining  bool   // shutting down: takes no new client writes
+	linkGen   uint64    // changes whenever the successor link must restart
+	synced    bool      // holds a complete copy (or is the first node)
+	live      bool      // may act as tail
+	zkLease   time.Time // ZooKeeper cannot have expired the session before then
+	sendLive  bool      // the next message to the successor carries the live marker
+	dataLost  bool      // became head before it finished catching up
+	draining  bool      // shutting down: takes no new client writes
 
 	applied   uint64
 	committed uint64
@@ -168,8 +168,8 @@ func (m *Machine) DataLost() bool { return m.dataLost }
 
 // String describes the node's state for logs.
 func (m *Machine) String() string {
-	return fmt.Sprintf("%s index=%d pred=%q succ=%q/%v synced=%v live=%v zk=%v leased=%v applied=%d committed=%d succAcked=%d sent=%d",
-		m.self, m.index, m.pred.Name, m.succ.Name, m.succState, m.synced, m.live, m.zkOK, m.now.Before(m.predLease),
+	return fmt.Sprintf("%s index=%d pred=%q succ=%q/%v synced=%v live=%v zkLease=%v predLease=%v applied=%d committed=%d succAcked=%d sent=%d",
+		m.self, m.index, m.pred.Name, m.succ.Name, m.succState, m.synced, m.live, m.now.Before(m.zkLease), m.now.Before(m.predLease),
 		m.applied, m.committed, m.succAcked, len(m.sent))
 }
 
@@ -180,18 +180,18 @@ func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
-	case !m.synced || m.draining || !m.zkOK && m.succ.Name == "":
+	case !m.synced || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
 	}
 	return nil
 }
 
 // CanRead reports whether the node may answer reads at time now: it must
-// be a live member acting as the tail, and either be connected to
-// ZooKeeper or hold a lease from its predecessor.
+// be a live member acting as the tail, and hold a lease, either on its
+// ZooKeeper session or from its predecessor.
 func (m *Machine) CanRead(now time.Time) error {
 	switch {
-	case m.index < 0 || !m.zkOK && (m.pred.Name == "" || !now.Before(m.predLease)):
+	case m.index < 0 || !now.Before(m.zkLease) && (m.pred.Name == "" || !now.Before(m.predLease)):
 		return ErrUnavailable
 	case !m.actingTail():
 		return ErrNotTail
@@ -208,8 +208,10 @@ func (m *Machine) Drain() { m.draining = true }
 // Idle reports whether every write the node applied is committed.
 func (m *Machine) Idle() bool { return m.committed == m.applied }
 
-// SetSession records whether the node's ZooKeeper session is connected.
-func (m *Machine) SetSession(ok bool) { m.zkOK = ok }
+// SetSessionLease records a time before which ZooKeeper cannot have
+// expired the node's session, and so cannot have dropped it from the
+// chain.
+func (m *Machine) SetSessionLease(until time.Time) { m.zkLease = until }
 
 // Tick advances the machine's clock. A node that waited for the lease it
 // granted its old successor to run out may now commit on its own.
@@ -269,9 +271,9 @@ func (m *Machine) Rejoin(self string) {
 	for _, w := range m.waiters {
 		failed = append(failed, w.w)
 	}
-	store, zkOK, gen, now, grantUntil := m.store, m.zkOK, m.linkGen, m.now, m.grantUntil
+	store, zkLease, gen, now, grantUntil := m.store, m.zkLease, m.linkGen, m.now, m.grantUntil
 	*m = *NewMachine(self, store, m.leaseTerm)
-	m.failed, m.zkOK, m.linkGen, m.now, m.grantUntil = failed, zkOK, gen+1, now, grantUntil
+	m.failed, m.zkLease, m.linkGen, m.now, m.grantUntil = failed, zkLease, gen+1, now, grantUntil
 	store.Reset()
 }
 

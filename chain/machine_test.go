@@ -56,6 +56,9 @@ type simFrame struct {
 
 var traceSim = false
 
+// forever is a session lease that does not run out during a test.
+var forever = time.Now().Add(100 * 365 * 24 * time.Hour)
+
 func newSim(t *testing.T, seed uint64) *sim {
 	return &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed)), nodes: map[string]*simNode{}, pending: map[string][]Member{},
 		acked: map[string]ackedWrite{}, valueSeq: map[string]uint64{}}
@@ -66,7 +69,7 @@ func (s *sim) add() *simNode {
 	name := fmt.Sprintf("node%010d", s.seq)
 	store, _ := srv.NewStore(4)
 	n := &simNode{name: name, m: NewMachine(name, store, 0), store: store}
-	n.m.SetSession(true)
+	n.m.SetSessionLease(forever)
 	s.nodes[name] = n
 	s.order = append(s.order, name)
 	s.setViews()
@@ -529,11 +532,11 @@ func TestMachineLeaseAndRejoin(t *testing.T) {
 	s := newSim(t, 7)
 	a := s.add()
 	s.write("k", false)
-	a.m.SetSession(false)
+	a.m.SetSessionLease(time.Time{})
 	if a.m.CanRead(time.Time{}) == nil || a.m.CanWrite() == nil {
 		t.Fatal("a node without its lease serves")
 	}
-	a.m.SetSession(true)
+	a.m.SetSessionLease(forever)
 	a.m.Rejoin("node9999999999")
 	if _, ok := a.store.Table.Get("k"); ok || a.m.CanRead(time.Time{}) == nil {
 		t.Fatal("a rejoined node kept its data or serves before its view")
@@ -596,7 +599,7 @@ func TestMachineLeases(t *testing.T) {
 	view := []Member{{Name: a.Self(), Addr: "a"}, {Name: b.Self(), Addr: "b"}}
 	for _, m := range []*Machine{a, b} {
 		m.Tick(t0)
-		m.SetSession(true)
+		m.SetSessionLease(t0.Add(time.Hour))
 		m.SetView(view)
 	}
 	_, gen := a.Successor()
@@ -630,7 +633,7 @@ func TestMachineLeases(t *testing.T) {
 	}
 
 	// B loses ZooKeeper: it serves reads until its lease ends.
-	b.SetSession(false)
+	b.SetSessionLease(t0)
 	if err := b.CanRead(t0.Add(term - time.Millisecond)); err != nil {
 		t.Fatalf("tail within its lease: %v (%v)", err, b)
 	}

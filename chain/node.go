@@ -22,6 +22,11 @@ type NodeConfig struct {
 	MaxFrame int
 	// DialTimeout bounds connecting to the successor; zero means 2s.
 	DialTimeout time.Duration
+	// SessionLease returns a time before which ZooKeeper cannot have
+	// expired the node's session (see zkwatch.Client.Lease); the node
+	// asks it on every tick. Nil means a session that never expires, for
+	// tests that feed the membership by hand.
+	SessionLease func() time.Time
 	// LeaseTerm is how long the tail may go on answering reads on its
 	// predecessor's word while its own ZooKeeper session is not
 	// connected (so a chain keeps serving while ZooKeeper restarts), and
@@ -101,6 +106,15 @@ func NewNode(cfg NodeConfig) *Node {
 // enough that the successor's lease never lapses while the link works.
 func (n *Node) heartbeat() time.Duration { return n.cfg.LeaseTerm / 4 }
 
+// renewSessionLease tells the machine the session's lease.
+func (n *Node) renewSessionLease(m *Machine) {
+	if n.cfg.SessionLease == nil {
+		m.SetSessionLease(time.Now().Add(time.Hour))
+		return
+	}
+	m.SetSessionLease(n.cfg.SessionLease())
+}
+
 // runClock ticks the machine, so that waits on time end without events.
 func (n *Node) runClock() {
 	defer n.wg.Done()
@@ -109,7 +123,7 @@ func (n *Node) runClock() {
 	for {
 		select {
 		case <-t.C:
-			n.step(func(*Machine) {})
+			n.step(n.renewSessionLease)
 		case <-n.quit:
 			return
 		}
@@ -150,7 +164,10 @@ func (n *Node) step(f func(m *Machine)) {
 // and after its session expired and it registered again.
 func (n *Node) Rejoin(self string) {
 	n.log.Info("joining the chain", "member", self)
-	n.step(func(m *Machine) { m.Rejoin(self) })
+	n.step(func(m *Machine) {
+		m.Rejoin(self)
+		n.renewSessionLease(m)
+	})
 }
 
 // SetView installs the chain's membership, head first.
@@ -162,16 +179,6 @@ func (n *Node) SetView(members []Member) {
 		if m.IsHead() && !wasHead && m.DataLost() {
 			n.log.Error("became head before catching up with a predecessor that is gone: writes may be lost", "state", m)
 		}
-	})
-}
-
-// SetSession says whether the ZooKeeper session is connected.
-func (n *Node) SetSession(ok bool) {
-	n.step(func(m *Machine) {
-		if m.zkOK != ok {
-			n.log.Info("ZooKeeper session", "connected", ok)
-		}
-		m.SetSession(ok)
 	})
 }
 

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,10 +25,29 @@ type testNode struct {
 	node   *Node
 	server *srv.Server
 	store  *srv.Store
+
+	zkDown    atomic.Bool // the node's ZooKeeper session stops being renewed
+	zkLeaseMu sync.Mutex
+	zkLease   time.Time
 }
 
-// testLease is the nodes' lease term in these tests.
-const testLease = 400 * time.Millisecond
+// sessionLease plays zkwatch.Client.Lease: a lease renewed on every call
+// while ZooKeeper is up, and left to run out while it is down.
+func (tn *testNode) sessionLease() time.Time {
+	tn.zkLeaseMu.Lock()
+	defer tn.zkLeaseMu.Unlock()
+	if !tn.zkDown.Load() {
+		tn.zkLease = time.Now().Add(testSession)
+	}
+	return tn.zkLease
+}
+
+// testLease is the nodes' lease term in these tests, and testSession
+// their ZooKeeper session timeout.
+const (
+	testLease   = 400 * time.Millisecond
+	testSession = 300 * time.Millisecond
+)
 
 func logger() *slog.Logger {
 	if os.Getenv("CHAIN_TEST_LOG") != "" {
@@ -38,14 +59,14 @@ func logger() *slog.Logger {
 func startNode(t *testing.T, name string) *testNode {
 	t.Helper()
 	store, _ := srv.NewStore(8)
-	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: testLease})
+	tn := &testNode{name: name, store: store}
+	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: testLease, SessionLease: tn.sessionLease})
 	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &testNode{name: name, node: n, server: s, store: store}
+	tn.node, tn.server = n, s
 	n.Rejoin(name)
-	n.SetSession(true)
 	t.Cleanup(tn.stop)
 	return tn
 }
@@ -267,7 +288,7 @@ func TestNodeServesWhileZooKeeperIsAway(t *testing.T) {
 	put(t, a, "k", "before")
 	time.Sleep(testLease / 2) // a few heartbeats: leases granted
 	for _, n := range []*testNode{a, b, c} {
-		n.node.SetSession(false) // ZooKeeper restarts: every session disconnected
+		n.zkDown.Store(true) // ZooKeeper restarts: no session is renewed
 	}
 	deadline := time.Now().Add(4 * testLease)
 	for i := 0; time.Now().Before(deadline); i++ {

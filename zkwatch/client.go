@@ -114,6 +114,10 @@ type Client struct {
 
 	registered atomic.Bool // a Registration is open
 
+	leaseMu sync.Mutex
+	lease   time.Time // see Lease
+	leaseID int64     // the session the lease is for
+
 	done chan struct{}  // closed by Close
 	wg   sync.WaitGroup // goroutines of Watchers and Registrations
 }
@@ -166,7 +170,52 @@ func Dial(servers string, opts Options) (*Client, error) {
 			return nil, fmt.Errorf("zkwatch: cannot reach ZooKeeper at %s after %s", servers, opts.ConnectTimeout)
 		}
 	}
+	if err := c.goroutine(c.renewLease); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// Lease returns a time before which ZooKeeper cannot have expired the
+// session with the given id: the moment the client sent the latest
+// request that ZooKeeper answered in that session, plus the session
+// timeout, less a margin for clock rates. It is measured on the monotonic
+// clock, so it also runs out while the process is stopped or paused, when
+// the state seen through Session may be stale. A caller must check that
+// id is the session it acts for: after an expiry, a new session's lease
+// says nothing of the old one's.
+func (c *Client) Lease() (until time.Time, id int64) {
+	c.leaseMu.Lock()
+	defer c.leaseMu.Unlock()
+	return c.lease, c.leaseID
+}
+
+// renewLease sends ZooKeeper a cheap request a few times per session
+// timeout, so that Lease stays ahead while the session is healthy.
+func (c *Client) renewLease() {
+	for {
+		timeout := c.Session().Timeout
+		if timeout <= 0 {
+			timeout = DefaultSessionTimeout
+		}
+		id, sent := c.Session().ID, time.Now()
+		_, _, err := c.conn.Exists(ChainPath)
+		if err == nil && c.Session().ID == id {
+			c.leaseMu.Lock()
+			if id != c.leaseID {
+				c.lease, c.leaseID = time.Time{}, id
+			}
+			if until := sent.Add(timeout * 9 / 10); until.After(c.lease) {
+				c.lease = until
+			}
+			c.leaseMu.Unlock()
+		}
+		select {
+		case <-time.After(timeout / 6):
+		case <-c.done:
+			return
+		}
+	}
 }
 
 // Session returns the current state of the session.

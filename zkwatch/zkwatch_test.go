@@ -333,6 +333,9 @@ func TestRegisterAgainAfterSessionExpiry(t *testing.T) {
 		t.Errorf("session timeout is %s, want the 1s asked for", before.Timeout)
 	}
 	waitAddrs(t, w, "127.0.0.1:9001")
+	if until, id := c.Lease(); id != before.ID || !until.After(time.Now()) {
+		t.Errorf("lease of a healthy session: until %v (in %v), session %v", until, time.Until(until), sessionID(id))
+	}
 
 	proxy.Block()
 	lost := waitStatus(t, r, "disconnected", func(s Status) bool { return s.State != Connected })
@@ -340,6 +343,9 @@ func TestRegisterAgainAfterSessionExpiry(t *testing.T) {
 		t.Errorf("name changed to %q while only disconnected", lost.Name)
 	}
 	waitAddrs(t, w) // ZooKeeper expired the session
+	if until, _ := c.Lease(); until.After(time.Now()) {
+		t.Errorf("ZooKeeper expired the session, but its lease runs %v more", time.Until(until))
+	}
 	time.Sleep(500 * time.Millisecond)
 	if s := c.Session(); s.State != Disconnected || s.ID != before.ID {
 		t.Errorf("while partitioned the session is %+v, want disconnected from session %v", s, sessionID(before.ID))
@@ -352,6 +358,17 @@ func TestRegisterAgainAfterSessionExpiry(t *testing.T) {
 	}
 	if after.Name == before.Name {
 		t.Errorf("member name still %s after expiry", after.Name)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		until, id := c.Lease()
+		if id == after.ID && until.After(time.Now()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lease on the new session %v: until %v, session %v", sessionID(after.ID), until, sessionID(id))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	v := waitAddrs(t, w, "127.0.0.1:9001")
 	if v.Members[0].Name != after.Name {

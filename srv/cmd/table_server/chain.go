@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,7 +24,17 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	}
 	defer zc.Close()
 
-	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, Logger: log})
+	// The session the node's current member name belongs to: a lease on
+	// any other session says nothing about that name.
+	var memberSession atomic.Int64
+	sessionLease := func() time.Time {
+		until, id := zc.Lease()
+		if id != memberSession.Load() {
+			return time.Time{}
+		}
+		return until
+	}
+	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, SessionLease: sessionLease, Logger: log})
 	defer node.Close()
 	s, err := srv.Start(o.serverConfig(node, store, log))
 	if err != nil {
@@ -50,7 +61,7 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	follow(ctx, node, reg, watcher)
+	follow(ctx, node, reg, watcher, &memberSession)
 
 	log.Info("leaving the chain")
 	if !node.Drain(5 * time.Second) {
@@ -62,16 +73,17 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	return nil
 }
 
-// follow feeds the node its name, its lease and the chain's views until ctx ends.
-func follow(ctx context.Context, node *chain.Node, reg *zkwatch.Registration, watcher *zkwatch.Watcher) {
+// follow feeds the node its member name, with the session it belongs to,
+// and the chain's views, until ctx ends.
+func follow(ctx context.Context, node *chain.Node, reg *zkwatch.Registration, watcher *zkwatch.Watcher, memberSession *atomic.Int64) {
 	name := ""
 	apply := func(st zkwatch.Status) {
 		if st.Name != name && st.Name != "" {
 			name = st.Name
+			memberSession.Store(st.ID)
 			node.Rejoin(name)
 			node.SetView(members(watcher.View()))
 		}
-		node.SetSession(st.State == zkwatch.Connected && st.Name != "" && st.Name == name)
 	}
 	apply(reg.Status())
 	for {
