@@ -5,11 +5,12 @@ GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 ZK_PORT ?= 2181
 
-.PHONY: all run test proto zk-up zk-down deps clean
+.PHONY: all run test bench proto zk-up zk-down deps clean
 
 all:
 	$(GO) build -o table_server ./srv/cmd/table_server
 	$(GO) build -o table_client ./cli/cmd/table_client
+	$(GO) build -o table_perf ./perf/cmd/table_perf
 
 # A local ZooKeeper, a chain of three servers and the client; ZK=ip:port
 # uses a ZooKeeper that is already running.
@@ -18,9 +19,14 @@ run:
 
 # Tests start real ZooKeeper servers, so java and ZooKeeper must be there.
 test:
-	@command -v java >/dev/null 2>&1 && test -f /usr/share/java/zookeeper.jar || scripts/install-deps.sh
+	@command -v java >/dev/null 2>&1 && test -f /usr/share/java/zookeeper.jar && command -v redis-server >/dev/null 2>&1 || scripts/install-deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
+
+# One table_server against Redis, then a chain of three against Redis with
+# two replicas, on loopback; BENCH_TIME per run (default 5s).
+bench:
+	scripts/bench.sh
 
 # Regenerates codec/sdmessage.pb.go. The plugin is built into a temporary
 # directory so that no other protoc-gen-go is picked up or left behind.
@@ -43,4 +49,4 @@ deps:
 	scripts/install-deps.sh
 
 clean:
-	rm -f table_server table_client
+	rm -f table_server table_client table_perf

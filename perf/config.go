@@ -167,6 +167,7 @@ func (k Kind) String() string {
 
 // Target is what a run sends its requests to.
 type Target struct {
+	// Kind is the kind of server, or Chain.
 	Kind Kind
 	// Addr is host:port of the server, or of ZooKeeper for a Chain
 	// (a comma-separated list of them is accepted there).
@@ -193,7 +194,8 @@ func (t Target) System() string {
 // in decimal.
 const KeyPrefix = "key:"
 
-// Defaults of a Config's zero fields.
+// Defaults of a Config's zero fields (table_perf's flag defaults for
+// DefaultValueSize), and bounds.
 const (
 	DefaultConns     = 50
 	DefaultPipeline  = 1
@@ -228,14 +230,16 @@ type Config struct {
 	// the run ends at whichever comes first; with neither it sends
 	// DefaultRequests requests.
 	Duration time.Duration
-	// ValueSize is the length of every value put, in bytes.
+	// ValueSize is the length of every value put, in bytes (0 puts
+	// empty values; table_perf defaults to DefaultValueSize).
 	ValueSize int
 	// Keys is the size of the key space: keys 0 to Keys-1.
 	Keys int
 	// Workload is the operations to send.
 	Workload Workload
-	// Dist is how keys are drawn; ZipfS is the exponent s > 1 of Zipf.
-	Dist  Dist
+	// Dist is how keys are drawn.
+	Dist Dist
+	// ZipfS is the exponent s > 1 of the Zipf distribution.
 	ZipfS float64
 	// Preload puts every key of the key space once, before the run and
 	// outside its measurements.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing chaintable needs beyond Go itself:
-# ZooKeeper and a Java runtime to run it (tests start real servers), protoc
+# ZooKeeper and a Java runtime to run it (tests start real servers), Redis
+# (perf compares against it, and its tests run a real one), protoc
 # for `make proto`, make, a C compiler for `go test -race`, and the Go
 # modules. Installs only what is missing, so
 # running it again is cheap. Debian or Ubuntu; needs root or sudo for apt.
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 [[ -f /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)

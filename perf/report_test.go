@@ -1,0 +1,114 @@
+package perf
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFormatMicros(t *testing.T) {
+	for us, want := range map[float64]string{
+		0:       "0.00µs",
+		8.123:   "8.12µs",
+		87.24:   "87.2µs",
+		999.4:   "999µs",
+		1250:    "1.25ms",
+		45600:   "45.6ms",
+		2000000: "2.00s",
+	} {
+		if got := FormatMicros(us); got != want {
+			t.Errorf("FormatMicros(%v) = %q, want %q", us, got, want)
+		}
+	}
+}
+
+func sampleReport() *Report {
+	cfg := Config{Target: Target{Kind: Direct, Addr: "127.0.0.1:1"}, Pipeline: 16, Duration: 5 * time.Second, ValueSize: 32, Preload: true}
+	ct := Result{System: "chaintable", Target: "direct", Addr: "127.0.0.1:1", Requests: 1000, OK: 1000, OpsPerSec: 200000,
+		Latency: Latency{P50: 100, P90: 200, P99: 1500, P999: 3000, Max: 9000, Mean: 120}}
+	rd := Result{System: "redis", Target: "redis", Addr: "127.0.0.1:2", Requests: 900, OK: 899, Errors: 1,
+		ErrorReasons: map[string]int64{"put: redis error OOM": 1}, OpsPerSec: 100000, RedisWait: 2,
+		Latency: Latency{P50: 50, P90: 60, P99: 3000, P999: 4000, Max: 5000, Mean: 55}}
+	r := &Report{Tool: "table_perf", Params: ParamsOf(cfg), Results: []Result{ct, rd}}
+	r.Ratio = Compare(&r.Results[0], &r.Results[1])
+	return r
+}
+
+func TestReportJSONRoundTrip(t *testing.T) {
+	r := sampleReport()
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"workload": "put"`, `"pipeline": 16`, `"duration_s": 5`, `"p99_9": 3000`, `"throughput": 2`, `"redis_wait": 2`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, buf.String())
+		}
+	}
+	back, err := ReadReport(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Params != r.Params || len(back.Results) != 2 || back.Results[1].ErrorReasons["put: redis error OOM"] != 1 || *back.Ratio != *r.Ratio {
+		t.Errorf("round trip: %+v", back)
+	}
+	if _, err := ReadReport(strings.NewReader(`{"tool":"other"}`)); err == nil {
+		t.Error("ReadReport accepted a foreign object")
+	}
+}
+
+func TestWriteText(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sampleReport().WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"put, 50 connections x 16 in flight, 32-byte values, 100000 keys uniform, preloaded",
+		"chaintable 127.0.0.1:1\n",
+		"redis 127.0.0.1:2, WAIT 2 0 after every write",
+		"200000 ops/s",
+		"899 ok, 0 misses, 1 errors",
+		"errors     put: redis error OOM (1)",
+		"p50 100µs  p90 200µs  p99 1.50ms  p99.9 3.00ms  max 9.00ms",
+		"chaintable / redis: throughput 2.00x, p50 latency 2.00x, p99 latency 0.50x",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	a := sampleReport()
+	b := sampleReport()
+	b.Label = "chain x3 put -P 16"
+	b.Results = b.Results[:1]
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, []*Report{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("table:\n%s", buf.String())
+	}
+	for i, want := range [][]string{
+		{"workload", "chaintable ops/s", "redis ops/s", "ratio", "chaintable p99", "redis p99", "errors"},
+		{"put -P 16 WAIT 2", "200000", "100000", "2.00x", "1.50ms", "3.00ms", "1"},
+		{"chain x3 put -P 16", "200000", "-", "-", "1.50ms", "-", "0"},
+	} {
+		for _, cell := range want {
+			if !strings.Contains(lines[i], cell) {
+				t.Errorf("line %d %q lacks %q", i, lines[i], cell)
+			}
+		}
+	}
+	// Columns line up: every line has the same width.
+	for _, l := range lines[1:] {
+		if len([]rune(l)) != len([]rune(lines[0])) {
+			t.Errorf("ragged table:\n%s", buf.String())
+			break
+		}
+	}
+}

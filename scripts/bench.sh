@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# Benchmarks chaintable against Redis on this machine, over loopback, with
+# table_perf, and prints comparison tables.
+#
+#   scripts/bench.sh [all]    the standard comparison, then the chain part
+#   scripts/bench.sh compare  the standard comparison only
+#   scripts/bench.sh chain    the chain part only
+#   scripts/bench.sh memory   RSS of table_server and Redis holding
+#                             MEMORY_KEYS 32-byte values
+#
+# Standard comparison: one standalone table_server and one Redis (no
+# persistence); put and get at -P 1 and -P 16, each row a run of the same
+# load against both (table_perf --vs-redis), key space preloaded.
+# Chain part: a local ZooKeeper, a chain of three table_servers, writes at
+# -P 16 through the chain; against a Redis primary with two replicas and
+# WAIT 2 0 after every SET.
+#
+# Environment (defaults in brackets):
+#   BENCH_TIME   length of each measured run [5s]
+#   BENCH_CONNS  connections [50]
+#   BENCH_KEYS   key space [100000]
+#   BENCH_VALUE  value size in bytes [32]
+#   BENCH_LISTS  lists of each table_server [1024]
+#   BENCH_DIR    the --json reports go to BENCH_DIR/<date-time>/ [bench-results]
+#   MEMORY_KEYS  values stored by the memory comparison [1000000]
+#
+# Builds with make, installs redis-server when it is missing (and ZooKeeper
+# via scripts/install-deps.sh for the chain part). Every server runs on
+# 127.0.0.1 on a free port and is stopped by its PID when the script exits,
+# fails or is interrupted. Exit status 0 when every run completed without errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-all}
+case $mode in
+all | compare | chain | memory) ;;
+-h | --help | help)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit 0
+	;;
+*)
+	echo "usage: $0 [all|compare|chain|memory]" >&2
+	exit 2
+	;;
+esac
+
+time_per_run=${BENCH_TIME:-5s}
+conns=${BENCH_CONNS:-50}
+keys=${BENCH_KEYS:-100000}
+value=${BENCH_VALUE:-32}
+lists=${BENCH_LISTS:-1024}
+memory_keys=${MEMORY_KEYS:-1000000}
+results=${BENCH_DIR:-bench-results}/$(date +%Y%m%d-%H%M%S)
+
+# --- processes -------------------------------------------------------------
+
+pids=()     # every server started, stopped by cleanup
+names=()    # what each of them is, for messages
+ports=()    # ports handed out, so that no two servers get the same one
+zk_port=""  # set while our ZooKeeper may be running
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/chaintable-bench.XXXXXX")
+failed=0
+cleaned=0
+
+# stop_pid stops one process we started: SIGTERM, then SIGKILL after 10s.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "bench: pid $pid still running after 10s, killing it" >&2
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+# stop_server stops a server started here and forgets it, so that cleanup
+# never signals its PID once the kernel may have reused it.
+stop_server() {
+	local pid=$1 i
+	stop_pid "$pid"
+	for i in "${!pids[@]}"; do
+		if [[ ${pids[i]} == "$pid" ]]; then
+			unset 'pids[i]' 'names[i]'
+		fi
+	done
+	pids=("${pids[@]}")
+	names=("${names[@]}")
+}
+
+cleanup() {
+	local status=${1:-$?}
+	((cleaned)) && return
+	cleaned=1
+	trap - EXIT INT TERM
+	local i
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		stop_pid "${pids[i]}"
+	done
+	if [[ -n $zk_port ]]; then
+		scripts/zk.sh down --port "$zk_port" --dir "$tmp/zk" >/dev/null 2>&1 || true
+	fi
+	rm -rf "$tmp"
+	exit "$status"
+}
+trap 'cleanup' EXIT
+trap 'cleanup 130' INT
+trap 'cleanup 143' TERM
+
+die() {
+	echo "bench: $*" >&2
+	exit 1
+}
+
+# free_port sets REPLY to a loopback port nothing listens on.
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 40000))
+		[[ " ${ports[*]} " != *" $p "* ]] || continue
+		if command -v ss >/dev/null 2>&1; then
+			[[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]] || continue
+		fi
+		# Something answering there is taken too.
+		! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || continue
+		ports+=("$p")
+		REPLY=$p
+		return 0
+	done
+	die "no free port found"
+}
+
+# started records a background process just started as $!.
+started() {
+	pids+=("$1")
+	names+=("$2")
+}
+
+# wait_port waits until pid listens on port, or fails with its log.
+wait_port() {
+	local port=$1 pid=$2 what=$3 log=$4 i
+	for ((i = 0; i < 200; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "bench: $what exited while starting; its log:" >&2
+			tail -n 20 "$log" >&2 || true
+			exit 1
+		fi
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "$what not listening on 127.0.0.1:$port after 20s (log: $log)"
+}
+
+# start_table_server [zk_addr] sets REPLY to the port of a new table_server,
+# standalone without an argument, a chain member of ZooKeeper zk_addr with.
+start_table_server() {
+	local zk=${1:-} port pid log
+	free_port
+	port=$REPLY
+	log=$tmp/table_server-$port.log
+	if [[ -z $zk ]]; then
+		./table_server --standalone "$port" "$lists" --bind 127.0.0.1 >"$log" 2>&1 &
+	else
+		./table_server "$zk" "$port" "$lists" --bind 127.0.0.1 --advertise 127.0.0.1 >"$log" 2>&1 &
+	fi
+	pid=$!
+	started "$pid" "table_server :$port"
+	wait_port "$port" "$pid" "table_server on port $port" "$log"
+	REPLY=$port
+	REPLY_PID=$pid
+}
+
+# start_redis [args...] sets REPLY to the port of a new redis-server
+# without persistence, with more arguments if given.
+start_redis() {
+	local port pid log i
+	free_port
+	port=$REPLY
+	log=$tmp/redis-$port.log
+	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+		--daemonize no --dir "$tmp" --logfile "$log" \
+		--repl-diskless-sync-delay 0 "$@" >/dev/null 2>&1 &
+	pid=$!
+	started "$pid" "redis-server :$port"
+	wait_port "$port" "$pid" "redis-server on port $port" "$log"
+	for ((i = 0; i < 100; i++)); do
+		[[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] && break
+		sleep 0.1
+	done
+	REPLY=$port
+	REPLY_PID=$pid
+}
+
+# rss_kb prints the resident set size of a process in kB.
+rss_kb() {
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# --- setup -----------------------------------------------------------------
+
+install_redis() {
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return
+	echo "bench: installing redis-server"
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0)
+	if [[ $(id -u) -ne 0 ]]; then
+		command -v sudo >/dev/null 2>&1 || die "need root or sudo to install redis-server"
+		apt=(sudo "${apt[@]}")
+	fi
+	"${apt[@]}" update
+	"${apt[@]}" install -y --no-install-recommends redis-server redis-tools
+}
+
+build() {
+	echo "bench: building"
+	make >/dev/null
+	go build -o table_perf ./perf/cmd/table_perf
+}
+
+# perf_run NAME ARGS... runs table_perf with the common parameters and
+# ARGS, writes its --json report to $results/NAME.json, and notes a run
+# that failed or counted errors.
+perf_run() {
+	local name=$1 status=0
+	shift
+	echo "bench: $name: table_perf $*" >&2
+	./table_perf --json -T "$time_per_run" -c "$conns" -d "$value" -r "$keys" --preload "$@" \
+		>"$results/$name.json" || status=$?
+	if ((status != 0)); then
+		failed=1
+		if [[ ! -s $results/$name.json ]]; then
+			rm -f "$results/$name.json"
+			echo "bench: $name could not run (exit $status)" >&2
+		else
+			echo "bench: $name counted errors (exit $status); see $results/$name.json" >&2
+		fi
+	fi
+}
+
+# table prints the comparison table of the reports given.
+table() {
+	local files=()
+	local f
+	for f in "$@"; do
+		[[ -f $f ]] && files+=("$f")
+	done
+	((${#files[@]})) || {
+		echo "(no results)"
+		return
+	}
+	./table_perf --table "${files[@]}"
+}
+
+header() {
+	echo
+	echo "== $1"
+	echo "   $(nproc) cores, loopback, $conns connections, $value-byte values, $keys keys preloaded, $time_per_run per run"
+	echo "   $(redis-server --version | awk '{print $1, $2, $3}'), reports in $results/"
+	echo "   load average before the runs: $load_before (other processes share the cores)"
+	echo
+}
+
+# --- the parts ---------------------------------------------------------------
+
+compare() {
+	local ts ts_pid rs rs_pid
+	start_table_server
+	ts=$REPLY ts_pid=$REPLY_PID
+	start_redis
+	rs=$REPLY rs_pid=$REPLY_PID
+	local p w
+	for p in 1 16; do
+		for w in put get; do
+			perf_run "std-$w-P$p" --direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" \
+				-w "$w" -P "$p" -label "1 node $w -P $p"
+		done
+	done
+	stop_server "$ts_pid"
+	stop_server "$rs_pid"
+	header "one table_server vs one Redis"
+	table "$results"/std-put-P1.json "$results"/std-get-P1.json "$results"/std-put-P16.json "$results"/std-get-P16.json
+}
+
+chain() {
+	if ! command -v java >/dev/null 2>&1 || [[ ! -f /usr/share/java/zookeeper.jar ]]; then
+		scripts/install-deps.sh
+	fi
+	free_port
+	zk_port=$REPLY
+	scripts/zk.sh up --port "$zk_port" --dir "$tmp/zk" >/dev/null
+	local zk=127.0.0.1:$zk_port i
+	for i in 1 2 3; do
+		start_table_server "$zk"
+	done
+
+	local primary
+	start_redis
+	primary=$REPLY
+	for i in 1 2; do
+		start_redis --replicaof 127.0.0.1 "$primary"
+	done
+	for ((i = 0; i < 200; i++)); do
+		[[ $(redis-cli -h 127.0.0.1 -p "$primary" info replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online') -ge 2 ]] && break
+		sleep 0.1
+	done
+	((i < 200)) || die "Redis replicas not online after 20s"
+
+	perf_run "chain-put-P16" "$zk" --chain-members 3 --vs-redis "127.0.0.1:$primary" --redis-wait 2 \
+		-w put -P 16 -label "chain of 3 put -P 16 / redis + 2 replicas, WAIT 2"
+	header "chain of three table_servers vs Redis with two replicas and WAIT 2 0 after every SET"
+	table "$results"/chain-put-P16.json
+}
+
+memory() {
+	local ts ts_pid rs rs_pid
+	start_table_server
+	ts=$REPLY ts_pid=$REPLY_PID
+	start_redis
+	rs=$REPLY rs_pid=$REPLY_PID
+	local ts_before rs_before
+	ts_before=$(rss_kb "$ts_pid")
+	rs_before=$(rss_kb "$rs_pid")
+	echo "bench: memory: preloading $memory_keys keys into each" >&2
+	local status=0
+	./table_perf --json --direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" --preload \
+		-r "$memory_keys" -d 32 -w get -n 10000 -c 8 -P 64 -label "memory $memory_keys keys" \
+		>"$results/memory.json" || status=$?
+	if ((status != 0)); then
+		failed=1
+		echo "bench: memory: table_perf exit $status" >&2
+	fi
+	local ts_after rs_after used
+	ts_after=$(rss_kb "$ts_pid")
+	rs_after=$(rss_kb "$rs_pid")
+	used=$(redis-cli -h 127.0.0.1 -p "$rs" info memory | tr -d '\r' | awk -F: '/^used_memory:/ { print $2 }')
+	echo
+	echo "== memory: $memory_keys keys of 32-byte values (VmRSS from /proc/PID/status)"
+	echo
+	local fmt='%-14s %12s %12s %12s %10s\n' name before after
+	# shellcheck disable=SC2059 # the format is ours
+	printf "$fmt" server "RSS before" "RSS after" growth bytes/key
+	for name in table_server redis-server; do
+		if [[ $name == table_server ]]; then before=$ts_before after=$ts_after; else before=$rs_before after=$rs_after; fi
+		# shellcheck disable=SC2059
+		printf "$fmt" "$name" "$((before / 1024)) MiB" "$((after / 1024)) MiB" "$(((after - before) / 1024)) MiB" \
+			"$(((after - before) * 1024 / memory_keys))"
+	done
+	echo
+	echo "redis used_memory (its own accounting): $((used / 1024 / 1024))MiB"
+	{
+		echo "table_server_rss_kb_before=$ts_before"
+		echo "table_server_rss_kb_after=$ts_after"
+		echo "redis_rss_kb_before=$rs_before"
+		echo "redis_rss_kb_after=$rs_after"
+		echo "redis_used_memory=$used"
+		echo "keys=$memory_keys"
+	} >"$results/memory-rss.txt"
+}
+
+# --- main --------------------------------------------------------------------
+
+install_redis
+build
+mkdir -p "$results"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "cores=$(nproc)"
+	echo "kernel=$(uname -r)"
+	echo "loadavg=$load_before"
+	echo "go=$(go env GOVERSION)"
+	echo "redis=$(redis-server --version)"
+	echo "bench_time=$time_per_run conns=$conns keys=$keys value=$value lists=$lists"
+} >"$results/meta.txt"
+
+case $mode in
+all)
+	compare
+	chain
+	;;
+compare) compare ;;
+chain) chain ;;
+memory) memory ;;
+esac
+echo
+if ((failed)); then
+	echo "bench: some runs failed or counted errors; reports in $results/" >&2
+	exit 1
+fi
