@@ -22,12 +22,18 @@ type Applier interface {
 	Reset()
 }
 
+// Position is how far a node has got: the last write it applied, and the
+// last write it knows reached the tail.
+type Position struct {
+	Applied, Committed uint64
+}
+
 // A Waiter is told when the write it waits for is committed, or that it
 // never will be on this node.
 type Waiter interface {
-	// Done is called outside the Machine's lock with the committed
-	// sequence number, or with an error when the wait was abandoned.
-	Done(committed uint64, err error)
+	// Done is called outside the Machine's lock with the node's position,
+	// or with an error when the wait was abandoned.
+	Done(pos Position, err error)
 }
 
 // Errors a Machine reports. Each maps to a codec.Status for the wire.
@@ -111,8 +117,9 @@ type Machine struct {
 
 	applied   uint64
 	committed uint64
-	succAcked uint64
-	sent      []*codec.WriteT // applied writes above succAcked, in order
+	succAcked   uint64          // the successor's last report of what reached the tail
+	succApplied uint64          // the successor's last report of what it applied
+	sent        []*codec.WriteT // applied writes above succAcked, in order
 
 	waiters []waiter // by ascending seq
 	done    []waiter
@@ -191,7 +198,7 @@ func (m *Machine) CanWrite() error {
 // ZooKeeper session or from its predecessor.
 func (m *Machine) CanRead(now time.Time) error {
 	switch {
-	case m.index < 0 || !now.Before(m.zkLease) && (m.pred.Name == "" || !now.Before(m.predLease)):
+	case m.index < 0 || !m.leased(now):
 		return ErrUnavailable
 	case !m.actingTail():
 		return ErrNotTail
@@ -211,7 +218,19 @@ func (m *Machine) Idle() bool { return m.committed == m.applied }
 // SetSessionLease records a time before which ZooKeeper cannot have
 // expired the node's session, and so cannot have dropped it from the
 // chain.
-func (m *Machine) SetSessionLease(until time.Time) { m.zkLease = until }
+func (m *Machine) SetSessionLease(until time.Time) {
+	m.zkLease = until
+	if m.commitsAlone() {
+		m.advanceCommitted(m.applied)
+	}
+}
+
+// leased reports whether the node knows at time t that it is still in the
+// chain: its ZooKeeper session cannot have expired yet, or its
+// predecessor still leases it reads.
+func (m *Machine) leased(t time.Time) bool {
+	return t.Before(m.zkLease) || m.pred.Name != "" && t.Before(m.predLease)
+}
 
 // Tick advances the machine's clock. A node that waited for the lease it
 // granted its old successor to run out may now commit on its own.
@@ -231,6 +250,17 @@ func (m *Machine) SetView(members []Member) {
 			m.index = i
 		}
 	}
+	if m.index < 0 {
+		// Dropped from the chain (its session expired): commit nothing
+		// more, whatever the rest of the view says, until it rejoins
+		// under a new name. Taking the view as "no successor" would make
+		// it commit writes no other node has.
+		if m.succ.Name != "" || m.succState != succUnknown {
+			m.linkGen++
+		}
+		m.pred, m.succ, m.succState, m.sendLive = Member{}, Member{}, succUnknown, false
+		return
+	}
 	var pred, succ Member
 	if m.index > 0 {
 		pred = members[m.index-1]
@@ -243,10 +273,8 @@ func (m *Machine) SetView(members []Member) {
 		// all there is. For the first node of a chain that is everything;
 		// for one that was still catching up, writes are lost.
 		m.dataLost = m.pred.Name != ""
-		m.synced, m.live = true, true
-		if m.succState == succSyncing {
-			m.maybeHandOff()
-		}
+		m.synced = true
+		m.becomeLive()
 	}
 	m.pred = pred
 	if succ != m.succ {
@@ -278,12 +306,13 @@ func (m *Machine) Rejoin(self string) {
 }
 
 // ClientWrite executes a put or del from a client at the head. The write
-// is applied now; w is told when it is committed. found reports, for a
-// del, whether the key was present. A retried write (same client and
-// request id) is not applied again: it reports the original outcome.
-func (m *Machine) ClientWrite(req *codec.WriteT, w Waiter) (found bool, err error) {
+// is applied now under sequence number seq; its client may be answered
+// once seq is committed (see Await). found reports, for a del, whether
+// the key was present. A retried write (same client and request id) is
+// not applied again: it reports the original outcome and sequence number.
+func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err error) {
 	if err := m.CanWrite(); err != nil {
-		return false, err
+		return 0, false, err
 	}
 	if log := m.dedup[req.ClientId]; req.ClientId != 0 && log != nil {
 		// Requests of one client may arrive out of order when it has
@@ -291,17 +320,14 @@ func (m *Machine) ClientWrite(req *codec.WriteT, w Waiter) (found bool, err erro
 		// one is new; a newer one means this one's outcome is forgotten.
 		switch rec := log.ring[req.RequestId%dedupWindow]; {
 		case rec != nil && rec.RequestId == req.RequestId:
-			m.await(rec.Seq, w)
-			return rec.Found, nil
+			return rec.Seq, rec.Found, nil
 		case rec != nil && rec.RequestId > req.RequestId,
 			req.RequestId+dedupWindow <= log.highest:
-			return false, ErrTooOld
+			return 0, false, ErrTooOld
 		}
 	}
 	req.Seq = m.applied + 1
-	found = m.apply(req)
-	m.await(req.Seq, w)
-	return found, nil
+	return req.Seq, m.apply(req), nil
 }
 
 // apply executes the next write in sequence and keeps it for the successor.
@@ -334,9 +360,14 @@ func (m *Machine) record(rec *codec.DedupT) {
 // goes: no successor, or one still catching up.
 func (m *Machine) actingTail() bool { return m.succState == succNone || m.succState == succSyncing }
 
-// commitsAlone reports whether the node commits what it applies: it acts
-// as tail, and no lease it granted a former successor is still running.
-func (m *Machine) commitsAlone() bool { return m.actingTail() && !m.now.Before(m.grantUntil) }
+// commitsAlone reports whether the node commits what it applies: it is
+// live, acts as tail, knows it is still in the chain, and no lease it
+// granted a former successor is still running. A node that is not live
+// may lack writes its predecessor committed; one dropped from the chain
+// would commit writes that no member has.
+func (m *Machine) commitsAlone() bool {
+	return m.live && m.actingTail() && m.leased(m.now) && !m.now.Before(m.grantUntil)
+}
 
 // await makes w wait until seq is committed.
 func (m *Machine) await(seq uint64, w Waiter) {
@@ -353,7 +384,8 @@ func (m *Machine) await(seq uint64, w Waiter) {
 	m.waiters[i] = waiter{seq, w}
 }
 
-// Await makes w wait until seq is committed (an upstream acknowledgement).
+// Await makes w wait until seq is committed: a client's write, or an
+// acknowledgement owed to the predecessor.
 func (m *Machine) Await(seq uint64, w Waiter) { m.await(seq, w) }
 
 func (m *Machine) advanceCommitted(seq uint64) {
@@ -369,15 +401,23 @@ func (m *Machine) advanceCommitted(seq uint64) {
 }
 
 // TakeDone returns the waiters whose writes are now committed, the
-// committed sequence number to tell them, and the waiters that failed.
-func (m *Machine) TakeDone() (done []Waiter, committed uint64, failed []Waiter) {
+// position to tell them, and the waiters that failed.
+func (m *Machine) TakeDone() (done []Waiter, pos Position, failed []Waiter) {
 	for _, w := range m.done {
 		done = append(done, w.w)
 	}
 	failed = m.failed
 	m.done, m.failed = m.done[:0], nil
-	return done, m.committed, failed
+	return done, m.Position(), failed
 }
+
+// Position returns how far the node has got.
+func (m *Machine) Position() Position { return Position{Applied: m.applied, Committed: m.committed} }
+
+// Live reports whether the node may act as the tail: a node still
+// catching up acknowledges what it applies at once, since it commits
+// nothing on its own and its predecessor waits for it to catch up.
+func (m *Machine) Live() bool { return m.live }
 
 // HelloReply is what a node tells a predecessor that opens a link.
 type HelloReply struct {
@@ -475,12 +515,21 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 		last = w.Seq
 	}
 	if live && !m.live {
-		m.live = true
-		if m.succState == succSyncing {
-			m.maybeHandOff()
-		}
+		m.becomeLive()
 	}
 	return last, ask, nil
+}
+
+// becomeLive makes the node live: it holds every committed write, so it
+// may commit on its own if it is the tail, and hand the role on.
+func (m *Machine) becomeLive() {
+	m.live = true
+	if m.commitsAlone() {
+		m.advanceCommitted(m.applied)
+	}
+	if m.succState == succSyncing {
+		m.maybeHandOff()
+	}
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -519,6 +568,7 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 	// Only what reached the tail may leave the sent list: the successor
 	// may die, and its own successor may be behind it.
 	m.ackedBy(h.Committed)
+	m.succApplied = applied
 	if live {
 		m.succState = succLive
 		m.advanceCommitted(m.succAcked)
@@ -537,7 +587,7 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 func (m *Machine) startSnapshot() uint64 {
 	m.succState = succSyncing
 	m.sent = nil
-	m.succAcked = m.applied
+	m.succAcked, m.succApplied = m.applied, 0
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}
@@ -593,22 +643,24 @@ func (m *Machine) Writes(gen, next uint64, max int) ([]*codec.WriteT, bool, erro
 	return ws, live, nil
 }
 
-// SuccessorAck takes the successor's acknowledgement of writes up to seq,
-// with its lease ask (0 for none).
-func (m *Machine) SuccessorAck(gen, seq, ask uint64) error {
+// SuccessorAck takes the successor's acknowledgement: its position, and
+// its lease ask (0 for none).
+func (m *Machine) SuccessorAck(gen uint64, pos Position, ask uint64) error {
 	if gen != m.linkGen {
 		return ErrStale
 	}
+	seq := pos.Committed
 	if ask > 0 && m.leaseTerm > 0 && m.succState == succLive {
 		// Only a live successor answers reads. From now on the successor may answer reads until the time it
 		// asked plus leaseTerm, which is before now plus leaseTerm.
 		m.grant = max(m.grant, ask)
 		m.grantUntil = maxTime(m.grantUntil, m.now.Add(m.leaseTerm+leaseMargin))
 	}
-	if seq > m.applied {
-		return fmt.Errorf("%w: successor acknowledged %d, only %d applied", ErrProtocol, seq, m.applied)
+	if seq > m.applied || pos.Applied > m.applied {
+		return fmt.Errorf("%w: successor reports %+v, only %d applied here", ErrProtocol, pos, m.applied)
 	}
 	m.ackedBy(seq)
+	m.succApplied = max(m.succApplied, pos.Applied)
 	switch m.succState {
 	case succLive:
 		m.advanceCommitted(m.succAcked)
@@ -638,7 +690,7 @@ func (m *Machine) ackedBy(seq uint64) {
 // Only a live node may hand off: a node still catching up lacks writes its
 // own predecessor committed, and so does everything it fed.
 func (m *Machine) maybeHandOff() {
-	if m.live && m.succAcked == m.applied {
+	if m.live && m.succApplied == m.applied {
 		m.succState = succLive
 		m.sendLive = true
 	}

@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -46,7 +47,14 @@ type simLink struct {
 	established bool
 	next        uint64
 	frames      []simFrame // in flight to the successor
-	acks        []uint64   // in flight back
+	acks        []simAck // in flight back
+}
+
+// simAck is an acknowledgement in flight, with the link generation of the
+// connection it travels on: one from an older connection never arrives.
+type simAck struct {
+	gen uint64
+	pos Position
 }
 
 type simFrame struct {
@@ -77,6 +85,9 @@ func (s *sim) add() *simNode {
 }
 
 func (s *sim) kill(name string) {
+	if traceSim {
+		s.t.Logf("kill %s", name)
+	}
 	delete(s.nodes, name)
 	s.order = slices.DeleteFunc(s.order, func(n string) bool { return n == name })
 	s.setViews()
@@ -123,11 +134,15 @@ type simClientWaiter struct {
 	key   string
 	value string
 	seq   uint64
+	at    string // the head that took the write
 }
 
-func (w *simClientWaiter) Done(_ uint64, err error) {
+func (w *simClientWaiter) Done(_ Position, err error) {
 	if err != nil {
 		return
+	}
+	if traceSim {
+		w.s.t.Logf("acked %s=%s seq %d at %s", w.key, w.value, w.seq, w.at)
 	}
 	if a, ok := w.s.acked[w.key]; !ok || w.seq > a.seq {
 		w.s.acked[w.key] = ackedWrite{w.value, w.seq}
@@ -135,28 +150,42 @@ func (w *simClientWaiter) Done(_ uint64, err error) {
 }
 
 // simAckWaiter sends the successor's acknowledgement of a frame upstream.
-type simAckWaiter struct{ l *simLink }
+type simAckWaiter struct {
+	l   *simLink
+	gen uint64
+}
 
-func (w simAckWaiter) Done(committed uint64, err error) {
+func (w simAckWaiter) Done(pos Position, err error) {
 	if err == nil {
-		w.l.acks = append(w.l.acks, committed)
+		w.l.acks = append(w.l.acks, simAck{w.gen, pos})
 	}
 }
 
 func (s *sim) drain() {
 	for _, n := range s.nodes {
-		done, committed, failed := n.m.TakeDone()
+		done, pos, failed := n.m.TakeDone()
 		for _, w := range done {
-			w.Done(committed, nil)
+			w.Done(pos, nil)
 		}
 		for _, w := range failed {
-			w.Done(0, ErrUnavailable)
+			w.Done(Position{}, ErrUnavailable)
 		}
 	}
 }
 
+// write sends a client write to a node that believes it is the head:
+// with lagging views there may be several.
 func (s *sim) write(key string, del bool) error {
-	h := s.head()
+	var heads []*simNode
+	for _, name := range slices.Sorted(maps.Keys(s.nodes)) {
+		if n := s.nodes[name]; n.m.IsHead() {
+			heads = append(heads, n)
+		}
+	}
+	if len(heads) == 0 {
+		return ErrNotHead
+	}
+	h := heads[s.rng.IntN(len(heads))]
 	s.val++
 	value := fmt.Sprintf("v%d", s.val)
 	op := codec.OpPut
@@ -164,12 +193,13 @@ func (s *sim) write(key string, del bool) error {
 		op, value = codec.OpDel, ""
 	}
 	w := &codec.WriteT{Op: op, Key: key, Value: []byte(value)}
-	cw := &simClientWaiter{s: s, key: key, value: value}
+	cw := &simClientWaiter{s: s, key: key, value: value, at: h.name}
 	// The waiter learns its seq before it can be called: ClientWrite
 	// assigns it, and calls happen only in drain.
-	_, err := h.m.ClientWrite(w, cw)
+	seq, _, err := h.m.ClientWrite(w)
 	if err == nil {
-		cw.seq = w.Seq
+		h.m.Await(seq, cw)
+		cw.seq = seq
 		if value != "" {
 			s.valueSeq[value] = w.Seq
 		}
@@ -211,7 +241,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, n.m.DedupRecords(), true, act.Next-1); err != nil {
 				s.t.Fatalf("snapshot: %v", err)
 			}
-			if err := n.m.SuccessorAck(gen, sn.m.Committed(), 0); err != nil {
+			if err := n.m.SuccessorAck(gen, sn.m.Position(), 0); err != nil {
 				s.t.Fatalf("snapshot ack: %v", err)
 			}
 		}
@@ -249,15 +279,23 @@ func (s *sim) pump(n *simNode, step int) bool {
 		if err != nil {
 			s.t.Fatalf("replicate %s->%s: %v", n.name, succ.Name, err)
 		}
-		sn.m.Await(last, simAckWaiter{l})
+		if sn.m.Live() {
+			sn.m.Await(last, simAckWaiter{l, gen})
+		} else {
+			l.acks = append(l.acks, simAck{gen, sn.m.Position()})
+		}
 	case 2:
 		if len(l.acks) == 0 {
 			return false
 		}
-		if err := n.m.SuccessorAck(gen, l.acks[0], 0); err != nil {
+		ack := l.acks[0]
+		l.acks = l.acks[1:]
+		if ack.gen != gen {
+			return true // sent on a connection that is gone
+		}
+		if err := n.m.SuccessorAck(gen, ack.pos, 0); err != nil {
 			s.t.Fatalf("ack at %s: %v", n.name, err)
 		}
-		l.acks = l.acks[1:]
 	}
 	s.drain()
 	return true
@@ -265,7 +303,8 @@ func (s *sim) pump(n *simNode, step int) bool {
 
 // settle delivers everything in flight until nothing moves.
 func (s *sim) settle() {
-	for name := range s.pending {
+	s.rejoinExpired()
+	for _, name := range slices.Sorted(maps.Keys(s.pending)) {
 		s.deliverView(name)
 	}
 	for range 100000 {
@@ -292,12 +331,51 @@ func (s *sim) survivable(victim string) bool {
 	for _, a := range s.acked {
 		need = max(need, a.seq)
 	}
-	for name, n := range s.nodes {
-		if name != victim && n.m.synced && n.m.Applied() >= need {
+	for _, name := range s.order {
+		if n := s.nodes[name]; name != victim && n.m.synced && n.m.Applied() >= need {
 			return true
 		}
 	}
 	return false
+}
+
+// expire drops a live node from the chain, as ZooKeeper does when its
+// session expires: the node keeps running on its old view until it sees
+// the new one, then waits to rejoin.
+func (s *sim) expire(name string) {
+	if traceSim {
+		s.t.Logf("expire %s", name)
+	}
+	// Its ZooKeeper lease ran out before ZooKeeper expired the session.
+	s.nodes[name].m.SetSessionLease(time.Time{})
+	s.order = slices.DeleteFunc(s.order, func(n string) bool { return n == name })
+	s.setViews()
+}
+
+// rejoinExpired registers every expired node again under a new name.
+func (s *sim) rejoinExpired() {
+	for _, name := range slices.Sorted(maps.Keys(s.nodes)) {
+		if slices.Contains(s.order, name) {
+			continue
+		}
+		n := s.nodes[name]
+		delete(s.nodes, name)
+		delete(s.pending, name)
+		s.seq++
+		n.name = fmt.Sprintf("node%010d", s.seq)
+		n.m.Rejoin(n.name)
+		n.m.SetSessionLease(forever)
+		n.link = simLink{}
+		s.nodes[n.name] = n
+		s.order = append(s.order, n.name)
+		// The new member gets the current view at once, like a new node.
+		var members []Member
+		for _, o := range s.order {
+			members = append(members, Member{Name: o, Addr: o})
+		}
+		n.m.SetView(members)
+	}
+	s.setViews()
 }
 
 // read checks a read at the node that serves reads, if any.
@@ -415,14 +493,14 @@ func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
 	h := s.head()
 	put := func() (*codec.WriteT, error) {
 		w := &codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}
-		_, err := h.m.ClientWrite(w, &simClientWaiter{s: s, key: "k"})
+		_, _, err := h.m.ClientWrite(w)
 		return w, err
 	}
 	h.store.Table.Put("k", []byte("x")) // so the del finds it
 	w1, _ := put()
 	s.settle()
-	found, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &simClientWaiter{s: s, key: "k"})
-	if err != nil || !found {
+	seq, found, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1})
+	if err != nil || !found || seq != w1.Seq {
 		t.Fatalf("retry: found=%v err=%v; want the original outcome (found)", found, err)
 	}
 	if h.m.Applied() != w1.Seq {
@@ -430,7 +508,7 @@ func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
 	}
 	// Requests of one client may overtake each other: 3 before 2.
 	for _, id := range []uint64{3, 2} {
-		if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: id}, &simClientWaiter{s: s, key: "x"}); err != nil {
+		if _, _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: id}); err != nil {
 			t.Fatalf("request %d after a newer one: %v", id, err)
 		}
 	}
@@ -438,9 +516,9 @@ func TestMachineRetriedWriteAppliedOnce(t *testing.T) {
 		t.Fatalf("applied %d, want %d", applied, w1.Seq+2)
 	}
 	for i := uint64(4); i <= dedupWindow+2; i++ {
-		h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: i}, &simClientWaiter{s: s, key: "x"})
+		h.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "x", ClientId: 7, RequestId: i})
 	}
-	if _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}, &simClientWaiter{s: s}); !errors.Is(err, ErrTooOld) {
+	if _, _, err := h.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: "k", ClientId: 7, RequestId: 1}); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("retry beyond the window: %v, want ErrTooOld", err)
 	}
 }
@@ -558,21 +636,26 @@ func TestMachineRandomFaults(t *testing.T) {
 				case r < 35:
 					s.write(fmt.Sprintf("k%d", s.rng.IntN(6)), s.rng.IntN(5) == 0)
 				case r < 90:
-					name := s.order[s.rng.IntN(len(s.order))]
-					s.pump(s.nodes[name], s.rng.IntN(3))
+					names := slices.Sorted(maps.Keys(s.nodes))
+					s.pump(s.nodes[names[s.rng.IntN(len(names))]], s.rng.IntN(3))
 				case r < 93:
 					s.read(fmt.Sprintf("k%d", s.rng.IntN(6)))
 				case r < 94:
 					s.breakLink(s.nodes[s.order[s.rng.IntN(len(s.order))]])
 				case r < 95:
-					for name := range s.pending {
-						s.deliverView(name)
-						break
+					if lagging := slices.Sorted(maps.Keys(s.pending)); len(lagging) > 0 {
+						s.deliverView(lagging[s.rng.IntN(len(lagging))])
 					}
-				case r < 98 && len(s.order) > 1:
-					if victim := s.order[s.rng.IntN(len(s.order))]; s.survivable(victim) {
+				case r < 96:
+					if victim := s.order[s.rng.IntN(len(s.order))]; len(s.order) > 1 && s.survivable(victim) {
 						s.kill(victim)
 					}
+				case r < 97:
+					if victim := s.order[s.rng.IntN(len(s.order))]; len(s.order) > 1 && s.survivable(victim) {
+						s.expire(victim)
+					}
+				case r < 98:
+					s.rejoinExpired()
 				case len(s.order) < 5:
 					s.add()
 				}
@@ -611,7 +694,7 @@ func TestMachineLeases(t *testing.T) {
 	if err := b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, act.Next-1); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SuccessorAck(gen, b.Committed(), 0); err != nil {
+	if err := a.SuccessorAck(gen, b.Position(), 0); err != nil {
 		t.Fatal(err)
 	}
 	// The live marker, then a lease ask and its grant.
@@ -620,7 +703,7 @@ func TestMachineLeases(t *testing.T) {
 	if err != nil || ask == 0 || !live {
 		t.Fatalf("replicate: ask %d, %v", ask, err)
 	}
-	if err := a.SuccessorAck(gen, b.Committed(), ask); err != nil {
+	if err := a.SuccessorAck(gen, b.Position(), ask); err != nil {
 		t.Fatal(err)
 	}
 	grant := a.Grant(gen)
@@ -643,7 +726,7 @@ func TestMachineLeases(t *testing.T) {
 
 	// ZooKeeper drops B: A must not commit on its own while B may serve.
 	a.SetView(view[:1])
-	if _, err := a.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("v")}, &simClientWaiter{}); err != nil {
+	if _, _, err := a.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("v")}); err != nil {
 		t.Fatal(err)
 	}
 	if a.Committed() != 0 || a.CanRead(t0.Add(term)) == nil {

@@ -142,17 +142,17 @@ func (n *Node) step(f func(m *Machine)) {
 	n.mu.Lock()
 	n.m.Tick(time.Now())
 	f(n.m)
-	done, committed, failed := n.m.TakeDone()
+	done, pos, failed := n.m.TakeDone()
 	if n.conn != nil && n.connGen != n.m.linkGen {
 		n.conn.Close()
 		n.conn = nil
 	}
 	n.mu.Unlock()
 	for _, w := range done {
-		w.Done(committed, nil)
+		w.Done(pos, nil)
 	}
 	for _, w := range failed {
-		w.Done(0, ErrUnavailable)
+		w.Done(Position{}, ErrUnavailable)
 	}
 	select {
 	case n.kick <- struct{}{}:
@@ -265,7 +265,8 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		n.step(func(m *Machine) {
 			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), req.GetSeq())
 			if err == nil && req.GetDone() {
-				reply.Seq, reply.Done = m.Committed(), true
+				pos := m.Position()
+				reply.Seq, reply.Committed, reply.Done = pos.Applied, pos.Committed, true
 			}
 		})
 		if err != nil {
@@ -278,6 +279,10 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		n.step(func(m *Machine) {
 			var last, ask uint64
 			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), req.GetLeaseGrant()); err == nil {
+				if !m.Live() {
+					ackWaiter{c.Defer(), ask}.Done(m.Position(), nil)
+					return
+				}
 				m.Await(last, ackWaiter{c.Defer(), ask})
 			}
 		})
@@ -334,22 +339,22 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 
 func (n *Node) clientWrite(c *srv.Conn, req, reply *codec.MessageT) bool {
 	w := codec.WriteOf(req)
-	cw := &clientWaiter{op: w.Op}
+	var found bool
+	var cw *clientWaiter
 	var err error
 	n.step(func(m *Machine) {
-		if err = m.CanWrite(); err == nil {
-			cw.p = c.Defer()
-			cw.found, err = m.ClientWrite(w, cw)
+		var seq uint64
+		if seq, found, err = m.ClientWrite(w); err != nil || seq <= m.Committed() {
+			return // answered now: refused, or committed at once (no successor)
 		}
+		cw = &clientWaiter{p: c.Defer(), op: w.Op, found: found}
+		m.Await(seq, cw)
 	})
-	if err != nil {
-		srv.SetError(reply, Status(err))
-		if cw.p != nil {
-			cw.p.Complete(reply)
-		}
-		return cw.p == nil
+	if cw != nil {
+		return false
 	}
-	return false
+	setWriteReply(reply, w.Op, found, err)
+	return true
 }
 
 // clientWaiter answers a client's write once it is committed.
@@ -359,17 +364,22 @@ type clientWaiter struct {
 	found bool
 }
 
-func (w *clientWaiter) Done(_ uint64, err error) {
+func (w *clientWaiter) Done(_ Position, err error) {
 	reply := new(codec.MessageT)
+	setWriteReply(reply, w.op, w.found, err)
+	w.p.Complete(reply)
+}
+
+// setWriteReply makes reply the answer to a put or del.
+func setWriteReply(reply *codec.MessageT, op codec.MessageT_Opcode, found bool, err error) {
 	switch {
 	case err != nil:
 		srv.SetError(reply, Status(err))
-	case !w.found:
+	case !found:
 		srv.SetError(reply, codec.Status_STATUS_NOT_FOUND)
 	default:
-		reply.Opcode, reply.CType = w.op+1, codec.CtNone
+		reply.Opcode, reply.CType = op+1, codec.CtNone
 	}
-	w.p.Complete(reply)
 }
 
 // ackWaiter acknowledges a replication frame to the predecessor, and asks
@@ -379,12 +389,13 @@ type ackWaiter struct {
 	ask uint64
 }
 
-func (w ackWaiter) Done(committed uint64, err error) {
+func (w ackWaiter) Done(pos Position, err error) {
 	reply := new(codec.MessageT)
 	if err != nil {
 		srv.SetError(reply, Status(err))
 	} else {
-		reply.Opcode, reply.CType, reply.Seq, reply.LeaseAsk = codec.MessageT_OP_REPLICATE+1, codec.CtNone, committed, w.ask
+		reply.Opcode, reply.CType = codec.MessageT_OP_REPLICATE+1, codec.CtNone
+		reply.Seq, reply.Committed, reply.LeaseAsk = pos.Applied, pos.Committed, w.ask
 	}
 	w.p.Complete(reply)
 }
@@ -560,7 +571,8 @@ func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 			continue // a snapshot chunk arrived
 		}
 		var err error
-		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, m.GetSeq(), m.GetLeaseAsk()) })
+		pos := Position{Applied: m.GetSeq(), Committed: m.GetCommitted()}
+		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, pos, m.GetLeaseAsk()) })
 		if err != nil {
 			return err
 		}

@@ -56,7 +56,9 @@ func logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startNode(t *testing.T, name string) *testNode {
+func startNode(t *testing.T, name string) *testNode { return startNodeTB(t, name) }
+
+func startNodeTB(t testing.TB, name string) *testNode {
 	t.Helper()
 	store, _ := srv.NewStore(8)
 	tn := &testNode{name: name, store: store}
@@ -310,4 +312,64 @@ func TestNodeServesWhileZooKeeperIsAway(t *testing.T) {
 	if d := time.Since(start); d > testLease+200*time.Millisecond {
 		t.Fatalf("isolated tail served for %v, lease term %v", d, testLease)
 	}
+}
+
+// BenchmarkChainPut measures pipelined puts through chains of one to
+// three nodes in one process: the CPU per write of all roles together.
+func BenchmarkChainPut(b *testing.B) {
+	for _, n := range []int{1, 2, 3} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) { benchmarkChainPut(b, n) })
+	}
+}
+
+func benchmarkChainPut(b *testing.B, n int) {
+	nodes := make([]*testNode, n)
+	for i := range nodes {
+		nodes[i] = startNodeTB(b, fmt.Sprintf("node%010d", i+1))
+	}
+	setViews(nodes...)
+	const conns, depth = 50, 16
+	var batch []byte
+	for i := range depth {
+		batch = append(batch, mustFrame(b, codec.PutRequest(fmt.Sprintf("key:%d", i), make([]byte, 32)))...)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/(conns*depth) + 1
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.Dial("tcp", nodes[0].server.Addr())
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			for range per {
+				if _, err := conn.Write(batch); err != nil {
+					b.Error(err)
+					return
+				}
+				for range depth {
+					p, err := codec.ReadFrame(r, codec.DefaultMaxFrame)
+					if err != nil || len(p) == 0 {
+						b.Errorf("reply: %v", err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func mustFrame(tb testing.TB, m *codec.MessageT) []byte {
+	b, err := codec.AppendMessage(nil, m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
