@@ -115,8 +115,8 @@ type Machine struct {
 	dataLost  bool      // became head before it finished catching up
 	draining  bool      // shutting down: takes no new client writes
 
-	applied   uint64
-	committed uint64
+	applied     uint64
+	committed   uint64
 	succAcked   uint64          // the successor's last report of what reached the tail
 	succApplied uint64          // the successor's last report of what it applied
 	sent        []*codec.WriteT // applied writes above succAcked, in order

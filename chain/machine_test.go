@@ -47,7 +47,7 @@ type simLink struct {
 	established bool
 	next        uint64
 	frames      []simFrame // in flight to the successor
-	acks        []simAck // in flight back
+	acks        []simAck   // in flight back
 }
 
 // simAck is an acknowledgement in flight, with the link generation of the
