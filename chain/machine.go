@@ -16,7 +16,8 @@ type Member struct {
 
 // Applier is the table a Machine replicates.
 type Applier interface {
-	// Apply executes a put or del and reports whether a deleted key was present.
+	// Apply executes a put or del and reports whether a deleted key was
+	// present. It takes value over: the Machine never modifies it again.
 	Apply(op codec.MessageT_Opcode, key string, value []byte) (found bool)
 	// Reset empties the table.
 	Reset()

@@ -156,15 +156,17 @@ func (s *Store) AppendGet(dst, key []byte) []byte {
 // ServeGet answers a get at once: a Store is a GetServer.
 func (s *Store) ServeGet(dst, key []byte) []byte { return s.AppendGet(dst, key) }
 
-// Apply executes a replicated put or del and reports whether a deleted key
-// was present. It counts as an operation in the statistics.
+// Apply executes a put or del and reports whether a deleted key was
+// present. The table takes value over (see Table.PutOwned): it must be
+// memory the caller will never modify, such as a decoded message's. It
+// counts as an operation in the statistics.
 func (s *Store) Apply(op codec.MessageT_Opcode, key string, value []byte) (found bool) {
 	start := time.Now()
 	found = true
 	if op == codec.OpDel {
 		found = s.Table.Del(key)
 	} else {
-		s.Table.Put(key, value)
+		s.Table.PutOwned(key, value)
 	}
 	s.Stats.recordOp(start)
 	return found

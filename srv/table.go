@@ -1,6 +1,7 @@
 package srv
 
 import (
+	"bytes"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -54,11 +55,19 @@ func (t *Table) stripe(key string) *stripe {
 
 // Put stores a copy of value under key, replacing any previous value.
 func (t *Table) Put(key string, value []byte) {
-	v := make([]byte, len(value))
-	copy(v, value)
+	t.PutOwned(key, bytes.Clone(value))
+}
+
+// PutOwned stores value itself under key: the table takes it over, and
+// the caller must never modify it again. It saves a copy when the value
+// was made for the table anyway, as protobuf decoding makes it.
+func (t *Table) PutOwned(key string, value []byte) {
+	if value == nil {
+		value = []byte{} // present and empty, not missing
+	}
 	s := t.stripe(key)
 	s.mu.Lock()
-	s.m[key] = v
+	s.m[key] = value
 	s.mu.Unlock()
 }
 
