@@ -21,6 +21,7 @@
 #   BENCH_KEYS   key space [100000]
 #   BENCH_VALUE  value size in bytes [32]
 #   BENCH_LISTS  lists of each table_server [1024]
+#   BENCH_SERVER_FLAGS  more flags for every table_server (e.g. -loops 1)
 #   BENCH_DIR    the --json reports go to BENCH_DIR/<date-time>/ [bench-results]
 #   MEMORY_KEYS  values stored by the memory comparison [1000000]
 #
@@ -164,9 +165,11 @@ start_table_server() {
 	port=$REPLY
 	log=$tmp/table_server-$port.log
 	if [[ -z $zk ]]; then
-		./table_server --standalone "$port" "$lists" --bind 127.0.0.1 >"$log" 2>&1 &
+		# shellcheck disable=SC2086 # BENCH_SERVER_FLAGS is a list of flags
+		./table_server --standalone "$port" "$lists" --bind 127.0.0.1 ${BENCH_SERVER_FLAGS:-} >"$log" 2>&1 &
 	else
-		./table_server "$zk" "$port" "$lists" --bind 127.0.0.1 --advertise 127.0.0.1 >"$log" 2>&1 &
+		# shellcheck disable=SC2086
+		./table_server "$zk" "$port" "$lists" --bind 127.0.0.1 --advertise 127.0.0.1 ${BENCH_SERVER_FLAGS:-} >"$log" 2>&1 &
 	fi
 	pid=$!
 	started "$pid" "table_server :$port"
