@@ -278,7 +278,7 @@ func (m *Machine) SetView(members []Member) {
 		m.becomeLive()
 	}
 	m.pred = pred
-	if succ != m.succ {
+	if succ != m.succ || succ.Name == "" && m.succState != succNone {
 		m.succ = succ
 		m.linkGen++
 		m.sendLive = false

@@ -223,7 +223,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return true
 	}
 	if codec.IsWrite(req.GetOpcode()) {
-		return n.clientWrite(c, req, reply)
+		return n.clientWrite(c, req)
 	}
 	n.mu.RLock()
 	err := n.m.CanRead(time.Now())
@@ -337,7 +337,7 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 	return true
 }
 
-func (n *Node) clientWrite(c *srv.Conn, req, reply *codec.MessageT) bool {
+func (n *Node) clientWrite(c *srv.Conn, req *codec.MessageT) bool {
 	w := codec.WriteOf(req)
 	var found bool
 	var cw *clientWaiter
@@ -350,11 +350,10 @@ func (n *Node) clientWrite(c *srv.Conn, req, reply *codec.MessageT) bool {
 		cw = &clientWaiter{p: c.Defer(), op: w.Op, found: found}
 		m.Await(seq, cw)
 	})
-	if cw != nil {
-		return false
+	if cw == nil {
+		c.AnswerFrame(writeReplyFrame(w.Op, found, err))
 	}
-	setWriteReply(reply, w.Op, found, err)
-	return true
+	return false
 }
 
 // clientWaiter answers a client's write once it is committed.
@@ -365,21 +364,18 @@ type clientWaiter struct {
 }
 
 func (w *clientWaiter) Done(_ Position, err error) {
-	reply := new(codec.MessageT)
-	setWriteReply(reply, w.op, w.found, err)
-	w.p.Complete(reply)
+	w.p.CompleteFrame(writeReplyFrame(w.op, w.found, err))
 }
 
-// setWriteReply makes reply the answer to a put or del.
-func setWriteReply(reply *codec.MessageT, op codec.MessageT_Opcode, found bool, err error) {
+// writeReplyFrame returns the framed answer to a put or del.
+func writeReplyFrame(op codec.MessageT_Opcode, found bool, err error) []byte {
 	switch {
 	case err != nil:
-		srv.SetError(reply, Status(err))
+		return srv.ErrorFrame(Status(err))
 	case !found:
-		srv.SetError(reply, codec.Status_STATUS_NOT_FOUND)
-	default:
-		reply.Opcode, reply.CType = op+1, codec.CtNone
+		return srv.ErrorFrame(codec.Status_STATUS_NOT_FOUND)
 	}
+	return srv.WrittenFrame(op)
 }
 
 // ackWaiter acknowledges a replication frame to the predecessor, and asks

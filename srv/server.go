@@ -22,10 +22,10 @@ import (
 // A Handler answers the requests that arrive on a server's connections.
 type Handler interface {
 	// Serve answers req, which is valid only during the call and has not
-	// been validated (see Check). It either
-	// fills reply, an empty message owned by the server, and returns true,
-	// or returns false after taking c.Defer() to answer later. Serve runs
-	// on an event loop: it must not block.
+	// been validated (see Check). It either fills reply, an empty message
+	// owned by the server, and returns true, or returns false after
+	// answering with c.AnswerFrame or taking c.Defer() to answer later.
+	// Serve runs on an event loop: it must not block.
 	Serve(c *Conn, req, reply *codec.MessageT) bool
 }
 
@@ -288,8 +288,12 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	}
 	c.reply.Reset()
 	if !s.cfg.Handler.Serve(c, &c.req, &c.reply) {
+		if c.answered {
+			c.answered = false
+			return
+		}
 		if c.deferred == nil {
-			panic("srv: Handler returned false without calling Defer")
+			panic("srv: Handler returned false without answering or deferring")
 		}
 		c.queue = append(c.queue, c.deferred)
 		c.deferred = nil
@@ -324,6 +328,7 @@ type Conn struct {
 	out        []byte     // replies to write at the end of this pass
 	queue      []*Pending // replies not yet written, oldest first, once any was deferred
 	deferred   *Pending   // taken by the Handler during Serve
+	answered   bool       // the Handler answered with AnswerFrame during Serve
 
 	wakeQueued atomic.Bool
 	lastActive atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
@@ -342,6 +347,14 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 func (c *Conn) Defer() *Pending {
 	c.deferred = &Pending{c: c}
 	return c.deferred
+}
+
+// AnswerFrame answers the current request with a framed reply, which the
+// server only reads. Call it at most once per request, from Serve, and
+// return false.
+func (c *Conn) AnswerFrame(frame []byte) {
+	c.answer(frame)
+	c.answered = true
 }
 
 // answer queues a ready reply frame behind any earlier deferred reply.
@@ -370,7 +383,7 @@ func (c *Conn) flushReady() {
 // Pending is a reply that a Handler owes and gives later.
 type Pending struct {
 	c     *Conn
-	once  sync.Once
+	given atomic.Bool
 	frame []byte
 	ready atomic.Bool
 }
@@ -378,19 +391,27 @@ type Pending struct {
 // Complete gives the reply. It is safe to call from any goroutine; calls
 // after the first are ignored.
 func (p *Pending) Complete(reply *codec.MessageT) {
-	p.once.Do(func() {
-		frame, err := codec.AppendMessage(nil, reply)
-		if err != nil {
-			frame = errorFrame
-		}
-		p.frame = frame
-		// Publish the frame before asking for a wake-up; the event loop
-		// clears wakeQueued before it looks at ready, so no wake is lost.
-		p.ready.Store(true)
-		if p.c.wakeQueued.CompareAndSwap(false, true) {
-			_ = p.c.gc.Wake(nil)
-		}
-	})
+	frame, err := codec.AppendMessage(nil, reply)
+	if err != nil {
+		frame = errorFrame
+	}
+	p.CompleteFrame(frame)
+}
+
+// CompleteFrame gives the reply as a framed message, which the server
+// only reads: one constant frame may answer many requests. Like Complete,
+// it is safe from any goroutine, and calls after the first are ignored.
+func (p *Pending) CompleteFrame(frame []byte) {
+	if !p.given.CompareAndSwap(false, true) {
+		return
+	}
+	p.frame = frame
+	// Publish the frame before asking for a wake-up; the event loop
+	// clears wakeQueued before it looks at ready, so no wake is lost.
+	p.ready.Store(true)
+	if p.c.wakeQueued.CompareAndSwap(false, true) {
+		_ = p.c.gc.Wake(nil)
+	}
 }
 
 type gnetLogger struct{ l *slog.Logger }

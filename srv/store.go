@@ -141,6 +141,16 @@ var errorFrames = func() map[codec.Status][]byte {
 // must not modify it.
 func ErrorFrame(why codec.Status) []byte { return errorFrames[why] }
 
+// writtenFrames holds the framed replies to a successful put and del.
+var writtenFrames = map[codec.MessageT_Opcode][]byte{
+	codec.OpPut: mustFrame(&codec.MessageT{Opcode: codec.OpPut + 1, CType: codec.CtNone}),
+	codec.OpDel: mustFrame(&codec.MessageT{Opcode: codec.OpDel + 1, CType: codec.CtNone}),
+}
+
+// WrittenFrame returns the framed reply to a successful put or del (op).
+// The caller must not modify it.
+func WrittenFrame(op codec.MessageT_Opcode) []byte { return writtenFrames[op] }
+
 // AppendGet appends the framed reply to a get of key to dst. It is the
 // allocation-free equivalent of Execute for a get.
 func (s *Store) AppendGet(dst, key []byte) []byte {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ type options struct {
 	maxUnread      int
 	idleTimeout    time.Duration
 	loops          int
+	cpuProfile     string
 	verbose        bool
 }
 
@@ -74,7 +76,16 @@ func main() {
 		// rather than 2x, for little CPU (see README, Performance).
 		debug.SetGCPercent(50)
 	}
-	if err := run(opts, log); err != nil {
+	stopProfile := func() {}
+	if opts.cpuProfile != "" {
+		if stopProfile, err = startCPUProfile(opts.cpuProfile); err != nil {
+			fmt.Fprintf(os.Stderr, "table_server: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	err = run(opts, log)
+	stopProfile()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "table_server: %v\n", err)
 		os.Exit(1)
 	}
@@ -94,6 +105,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.maxUnread, "max-unread", srv.DefaultMaxOutbound, "most reply `bytes` a client may leave unread before it is disconnected")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close connections silent for this `long` (0: never)")
 	fs.IntVar(&o.loops, "loops", 0, "event loops serving connections (default: one per CPU)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` until the server stops")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usage, srv.MaxLists)
@@ -163,4 +175,20 @@ func (o options) serverConfig(h srv.Handler, store *srv.Store, log *slog.Logger)
 		EventLoops:  o.loops,
 		Logger:      log,
 	}
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
