@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chaintable/chaintable/srv"
+	"github.com/chaintable/chaintable/srv/srvtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden with the output the tests get")
@@ -21,22 +21,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden with the outp
 // startServer starts a real table server for the test and returns its address.
 func startServer(t testing.TB) string {
 	t.Helper()
-	store, err := srv.NewStore(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: store, Stats: store.Stats, EventLoops: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return s.Addr()
+	addr, _ := srvtest.Start(t)
+	return addr
 }
 
 func dialClient(t testing.TB, addr string) *Client {

@@ -17,33 +17,14 @@ import (
 
 	"github.com/chaintable/chaintable/internal/zktest"
 	"github.com/chaintable/chaintable/srv"
+	"github.com/chaintable/chaintable/srv/srvtest"
 	"github.com/chaintable/chaintable/zkwatch"
 )
 
 // startServer runs a standalone table server in the test process.
 func startServer(t *testing.T) (addr string, store *srv.Store) {
 	t.Helper()
-	store, err := srv.NewStore(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := srv.Start(srv.Config{
-		Addr:    "127.0.0.1:0",
-		Handler: store,
-		Stats:   store.Stats,
-		Logger:  slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-	})
-	return s.Addr(), store
+	return srvtest.Start(t)
 }
 
 func mustRun(t *testing.T, cfg Config) *Result {

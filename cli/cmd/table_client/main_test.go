@@ -2,33 +2,19 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/chaintable/chaintable/srv"
+	"github.com/chaintable/chaintable/srv/srvtest"
 )
 
 // startServer starts a real table server for the test and returns its address.
 func startServer(t *testing.T) string {
 	t.Helper()
-	store, err := srv.NewStore(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: store, Stats: store.Stats, EventLoops: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Stop(ctx)
-	})
-	return s.Addr()
+	addr, _ := srvtest.Start(t)
+	return addr
 }
 
 // runClient runs table_client with args and stdin, and returns its exit
