@@ -5,7 +5,7 @@ GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 ZK_PORT ?= 2181
 
-.PHONY: all run test bench proto zk-up zk-down deps clean
+.PHONY: all run test fuzz bench proto zk-up zk-down deps clean
 
 all:
 	$(GO) build -o table_server ./srv/cmd/table_server
@@ -22,6 +22,12 @@ test:
 	@command -v java >/dev/null 2>&1 && test -f /usr/share/java/zookeeper.jar && command -v redis-server >/dev/null 2>&1 || scripts/install-deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
+	scripts/fuzz.sh 10s
+
+# Every fuzz test for FUZZTIME each (default 10s); make fuzz FUZZTIME=5m
+# for a longer hunt.
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
 
 # One table_server against Redis, then a chain of three against Redis with
 # two replicas, on loopback; BENCH_TIME per run (default 5s).
