@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -83,6 +84,7 @@ func TestServerClosesIdleConnections(t *testing.T) {
 
 func TestServerSurvivesChurnAndGarbage(t *testing.T) {
 	s, store := startStore(t, Config{})
+	fdsBefore := openFDs(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
 		conn, err := net.Dial("tcp", s.Addr())
@@ -116,6 +118,20 @@ func TestServerSurvivesChurnAndGarbage(t *testing.T) {
 	if store.Table.Size() != 1 {
 		t.Fatalf("garbage changed the table: %d keys", store.Table.Size())
 	}
+	// The one connection still open counts twice here: both of its ends
+	// are in this process.
+	if fds := openFDs(t); fds > fdsBefore+2 {
+		t.Fatalf("%d file descriptors open after 2000 connections came and went, %d before", fds, fdsBefore)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting file descriptors: %v", err)
+	}
+	return len(entries)
 }
 
 // FuzzServe feeds arbitrary bytes to a live server as one connection's
