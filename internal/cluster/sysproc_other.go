@@ -1,0 +1,15 @@
+//go:build !linux
+
+package cluster
+
+import (
+	"os"
+	"syscall"
+)
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+// lockDir does nothing here: build directories are not swept.
+func lockDir(dir string) (*os.File, error) { return nil, nil }
+
+func abandoned(dir string) bool { return false }
