@@ -256,7 +256,11 @@ table() {
 		return
 	}
 	./table_perf --table "${files[@]}"
+	# Every table adds its reports to the run's latency chart.
+	plotted+=("${files[@]}")
+	./table_perf --plot "${plotted[@]}" >"$results/latency.svg"
 }
+plotted=()
 
 header() {
 	echo

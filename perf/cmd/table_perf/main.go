@@ -34,6 +34,7 @@ const usage = `Usage:
   table_perf [flags] --direct <host:port>  load one table_server
   table_perf [flags] --redis <host:port>   load one Redis (SET/GET/DEL)
   table_perf --table <report.json>...      print a comparison table of --json reports
+  table_perf --plot <report.json>... > f.svg   draw their latency percentiles as SVG
 
 Closed-loop load: -c connections, each sending batches of -P requests in one
 write and reading their replies before the next batch. The run ends after -n
@@ -54,7 +55,8 @@ type options struct {
 	json    bool
 	quiet   bool
 	label   string
-	table   []string // report files for --table; nil unless --table
+	table   []string // report files for --table or --plot; nil unless one is given
+	plot    bool     // --plot: an SVG chart of the reports instead of a table
 	cpuprof string   // file for a CPU profile of table_perf itself
 }
 
@@ -85,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if o.table != nil {
-		return printTable(o.table, stdout, stderr)
+		return printReports(o.table, o.plot, stdout, stderr)
 	}
 
 	if o.cpuprof != "" {
@@ -187,6 +189,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.label, "label", "", "row `label` of this run in comparison tables")
 	fs.BoolVar(&o.quiet, "q", false, "no progress line")
 	fs.BoolVar(&table, "table", false, "print a comparison table of the --json reports named as arguments")
+	fs.BoolVar(&o.plot, "plot", false, "print an SVG chart of the latency percentiles of the --json reports named as arguments")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of table_perf itself to `file` (is the load generator the bottleneck?)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usage, perf.DefaultRequests)
@@ -196,9 +199,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if err != nil {
 		return o, err
 	}
-	if table {
+	if table || o.plot {
 		if len(pos) == 0 {
-			return o, errors.New("--table needs at least one report file")
+			return o, errors.New("--table and --plot need at least one report file")
 		}
 		o.table = pos
 		return o, nil
@@ -273,8 +276,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// printTable prints the comparison table of the report files.
-func printTable(files []string, stdout, stderr io.Writer) int {
+// printReports prints the comparison table of the report files, or with
+// plot their latency chart.
+func printReports(files []string, plot bool, stdout, stderr io.Writer) int {
 	var reports []*perf.Report
 	for _, name := range files {
 		f, err := os.Open(name)
@@ -290,7 +294,11 @@ func printTable(files []string, stdout, stderr io.Writer) int {
 		}
 		reports = append(reports, r)
 	}
-	if err := perf.WriteTable(stdout, reports); err != nil {
+	write := perf.WriteTable
+	if plot {
+		write = perf.WritePlot
+	}
+	if err := write(stdout, reports); err != nil {
 		fmt.Fprintf(stderr, "table_perf: %v\n", err)
 		return 1
 	}
