@@ -2,6 +2,7 @@ package chain
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -223,7 +224,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return true
 	}
 	if codec.IsWrite(req.GetOpcode()) {
-		return n.clientWrite(c, req)
+		return n.clientWrite(c, codec.WriteOf(req))
 	}
 	n.mu.RLock()
 	err := n.m.CanRead(time.Now())
@@ -337,8 +338,18 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 	return true
 }
 
-func (n *Node) clientWrite(c *srv.Conn, req *codec.MessageT) bool {
-	w := codec.WriteOf(req)
+// ServeWrite takes a plain put or del: Node is a srv.WriteServer.
+func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
+	w := &codec.WriteT{Op: req.Op, Key: string(req.Key), ClientId: req.ClientID, RequestId: req.RequestID}
+	if req.Op == codec.OpPut {
+		w.Value = bytes.Clone(req.Value)
+	}
+	n.clientWrite(c, w)
+}
+
+// clientWrite takes a put or del at the head, and answers it now or when
+// it commits.
+func (n *Node) clientWrite(c *srv.Conn, w *codec.WriteT) bool {
 	var found bool
 	var cw *clientWaiter
 	var err error

@@ -45,8 +45,8 @@ func ScanGet(payload []byte) (key []byte, ok bool) {
 			payload = payload[n:]
 		case num == fieldKey && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(payload)
-			if n < 0 {
-				return nil, false
+			if n < 0 || !utf8.Valid(v) {
+				return nil, false // proto checks every occurrence, not just the last
 			}
 			key = v
 			payload = payload[n:]
@@ -59,7 +59,7 @@ func ScanGet(payload []byte) (key []byte, ok bool) {
 	default:
 		return nil, false
 	}
-	if MessageT_Opcode(op) != OpGet || len(key) == 0 || !utf8.Valid(key) {
+	if MessageT_Opcode(op) != OpGet || len(key) == 0 {
 		return nil, false
 	}
 	return key, true
@@ -80,4 +80,120 @@ func AppendValueReply(dst, value []byte) []byte {
 		dst = protowire.AppendBytes(dst, value)
 	}
 	return dst
+}
+
+// Field numbers of the writes' fields, for ScanWrite.
+const (
+	fieldEntry     = 3
+	fieldClientID  = 10
+	fieldRequestID = 11
+	fieldEntryKey  = 1
+	fieldEntryVal  = 2
+)
+
+// WriteRequest is a put or del as ScanWrite finds it. Key and Value are
+// sub-slices of the payload scanned: copy what must outlive it.
+type WriteRequest struct {
+	Op                  MessageT_Opcode // OpPut or OpDel
+	Key, Value          []byte
+	ClientID, RequestID uint64
+}
+
+// ScanWrite reports whether payload is a plain put or del that the server
+// accepts (see srv.Check) and fills w from it without allocating: writes
+// are the other hot path. Anything else returns false, to be decoded with
+// proto.Unmarshal and checked as usual.
+func ScanWrite(payload []byte, w *WriteRequest) bool {
+	var op, ct uint64
+	var entry, key []byte // key stays nil unless the field is there
+	haveEntry := false
+	*w = WriteRequest{}
+	for len(payload) > 0 {
+		num, typ, n := protowire.ConsumeTag(payload)
+		if n < 0 {
+			return false
+		}
+		payload = payload[n:]
+		switch {
+		case typ == protowire.VarintType && (num == fieldOpcode || num == fieldCType || num == fieldClientID || num == fieldRequestID):
+			v, n := protowire.ConsumeVarint(payload)
+			if n < 0 {
+				return false
+			}
+			switch num {
+			case fieldOpcode:
+				op = v
+			case fieldCType:
+				ct = v
+			case fieldClientID:
+				w.ClientID = v
+			default:
+				w.RequestID = v
+			}
+			payload = payload[n:]
+		case typ == protowire.BytesType && (num == fieldEntry || num == fieldKey):
+			v, n := protowire.ConsumeBytes(payload)
+			if n < 0 {
+				return false
+			}
+			if num == fieldEntry {
+				// Repeated occurrences of a message field merge; leave
+				// that rare case to proto.
+				if haveEntry {
+					return false
+				}
+				entry, haveEntry = v, true
+			} else {
+				// Every occurrence must be valid UTF-8, as proto checks,
+				// though only the last counts.
+				if !utf8.Valid(v) {
+					return false
+				}
+				key = v
+			}
+			payload = payload[n:]
+		default:
+			return false
+		}
+	}
+	w.Op = MessageT_Opcode(op)
+	switch w.Op {
+	case OpPut:
+		if (ct != uint64(CtEntry) && ct != uint64(CtNone) && ct != uint64(CtBad)) || !haveEntry || key != nil || !scanEntry(entry, w) {
+			return false
+		}
+	case OpDel:
+		if ct != uint64(CtKey) && ct != uint64(CtNone) && ct != uint64(CtBad) || haveEntry {
+			return false
+		}
+		w.Key = key
+	default:
+		return false
+	}
+	return len(w.Key) > 0
+}
+
+// scanEntry reads an entry_t's key and value into w.
+func scanEntry(b []byte, w *WriteRequest) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType || (num != fieldEntryKey && num != fieldEntryVal) {
+			return false
+		}
+		b = b[n:]
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return false
+		}
+		if num == fieldEntryKey {
+			if !utf8.Valid(v) {
+				return false
+			}
+			w.Key = v
+		} else {
+			w.Value = v
+		}
+		b = b[n:]
+	}
+	return true
 }

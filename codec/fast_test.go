@@ -32,6 +32,7 @@ func TestScanGet(t *testing.T) {
 		{"get with another field", marshal(&MessageT{Opcode: OpGet, CType: CtKey, Key: "k", ClientId: 1}), "", false},
 		{"invalid UTF-8 key", append(marshal(&MessageT{Opcode: OpGet, CType: CtKey}), 0x22, 1, 0xff), "", false},
 		{"truncated", marshal(GetRequest("key"))[:5], "", false},
+		{"an invalid UTF-8 key, then a valid one", append(append(marshal(&MessageT{Opcode: OpGet}), 0x22, 1, 0xff), 0x22, 1, 'k'), "", false},
 		{"empty", nil, "", false},
 	}
 	for _, tt := range tests {
@@ -91,6 +92,77 @@ func FuzzScanGet(f *testing.F) {
 		want := &MessageT{Opcode: OpGet, CType: m.CType, Key: string(key)}
 		if !proto.Equal(&m, want) || len(m.ProtoReflect().GetUnknown()) != 0 {
 			t.Fatalf("ScanGet key %q, proto decodes %v", key, &m)
+		}
+	})
+}
+
+func TestScanWrite(t *testing.T) {
+	marshal := func(m *MessageT) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	entry := &EntryT{Key: "k", Value: []byte("v v")}
+	tests := []struct {
+		name string
+		b    []byte
+		want *WriteRequest
+	}{
+		{"put", marshal(PutRequest("k", []byte("v v"))), &WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v")}},
+		{"put with an empty value", marshal(PutRequest("k", nil)), &WriteRequest{Op: OpPut, Key: []byte("k")}},
+		{"put with CT_NONE", marshal(&MessageT{Opcode: OpPut, CType: CtNone, Entry: entry}), &WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v")}},
+		{"put with ids", marshal(&MessageT{Opcode: OpPut, CType: CtEntry, Entry: entry, ClientId: 7, RequestId: 9}),
+			&WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v"), ClientID: 7, RequestID: 9}},
+		{"del", marshal(DelRequest("k")), &WriteRequest{Op: OpDel, Key: []byte("k")}},
+		{"put without entry", marshal(&MessageT{Opcode: OpPut, CType: CtEntry}), nil},
+		{"put with an empty key", marshal(PutRequest("", []byte("v"))), nil},
+		{"put with CT_KEY", marshal(&MessageT{Opcode: OpPut, CType: CtKey, Entry: entry}), nil},
+		{"del without key", marshal(&MessageT{Opcode: OpDel, CType: CtKey}), nil},
+		{"del with CT_ENTRY", marshal(&MessageT{Opcode: OpDel, CType: CtEntry, Key: "k"}), nil},
+		{"get", marshal(GetRequest("k")), nil},
+		{"put with a status", marshal(&MessageT{Opcode: OpPut, CType: CtEntry, Entry: entry, Status: Status_STATUS_NOT_FOUND}), nil},
+		{"truncated", marshal(PutRequest("key", []byte("value")))[:7], nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w WriteRequest
+			ok := ScanWrite(tt.b, &w)
+			if ok != (tt.want != nil) {
+				t.Fatalf("ScanWrite = %v, want %v", ok, tt.want != nil)
+			}
+			if ok && (w.Op != tt.want.Op || string(w.Key) != string(tt.want.Key) || string(w.Value) != string(tt.want.Value) ||
+				w.ClientID != tt.want.ClientID || w.RequestID != tt.want.RequestID) {
+				t.Fatalf("ScanWrite = %+v, want %+v", w, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzScanWrite checks ScanWrite against protobuf and the server's rules:
+// whatever it accepts must decode to the same valid write and nothing else.
+func FuzzScanWrite(f *testing.F) {
+	for _, m := range []*MessageT{PutRequest("k", []byte("v")), DelRequest("k"), {Opcode: OpPut, Entry: &EntryT{Key: "k"}, ClientId: 3, RequestId: 4}} {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var w WriteRequest
+		if !ScanWrite(b, &w) {
+			return
+		}
+		var m MessageT
+		if err := proto.Unmarshal(b, &m); err != nil {
+			t.Fatalf("ScanWrite accepted what proto refuses: %v", err)
+		}
+		got := WriteOf(&m)
+		if got.Op != w.Op || got.Key != string(w.Key) || string(got.Value) != string(w.Value) ||
+			got.ClientId != w.ClientID || got.RequestId != w.RequestID || len(m.ProtoReflect().GetUnknown()) != 0 {
+			t.Fatalf("ScanWrite %+v, proto decodes %v", w, &m)
+		}
+		if m.Opcode == OpPut && (m.Key != "" || m.Value != nil) || m.Opcode == OpDel && m.Entry != nil {
+			t.Fatalf("ScanWrite ignored fields proto decodes: %v", &m)
 		}
 	})
 }

@@ -40,6 +40,16 @@ type GetServer interface {
 	ServeGet(dst, key []byte) []byte
 }
 
+// A WriteServer is a Handler that takes plain puts and dels from their
+// bytes (see codec.ScanWrite), the allocation-light path for writes.
+type WriteServer interface {
+	Handler
+	// ServeWrite answers w with c.AnswerFrame or takes c.Defer() to
+	// answer later. w's slices are valid only during the call. It runs on
+	// an event loop: it must not block.
+	ServeWrite(c *Conn, w *codec.WriteRequest)
+}
+
 // A ConnCloseHandler is a Handler that wants to know when a connection
 // closes, for example to forget state kept for it.
 type ConnCloseHandler interface {
@@ -92,7 +102,8 @@ type Server struct {
 	done   chan error
 	nextID atomic.Uint64
 
-	getServer GetServer // cfg.Handler, when it is one
+	getServer   GetServer   // cfg.Handler, when it is one
+	writeServer WriteServer // cfg.Handler, when it is one
 
 	conns sync.Map // id -> *Conn, for the idle sweep
 }
@@ -125,6 +136,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1)}
 	s.getServer, _ = cfg.Handler.(GetServer)
+	s.writeServer, _ = cfg.Handler.(WriteServer)
 	go func() {
 		s.done <- gnet.Run(s, "tcp://"+cfg.Addr,
 			gnet.WithMulticore(true),
@@ -280,6 +292,11 @@ func (s *Server) serve(c *Conn, payload []byte) {
 			return
 		}
 	}
+	if s.writeServer != nil && codec.ScanWrite(payload, &c.write) {
+		s.writeServer.ServeWrite(c, &c.write)
+		s.finish(c)
+		return
+	}
 	c.req.Reset()
 	if err := proto.Unmarshal(payload, &c.req); err != nil {
 		s.log.Debug("unparsable request", "conn", c.id, "err", err)
@@ -288,15 +305,7 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	}
 	c.reply.Reset()
 	if !s.cfg.Handler.Serve(c, &c.req, &c.reply) {
-		if c.answered {
-			c.answered = false
-			return
-		}
-		if c.deferred == nil {
-			panic("srv: Handler returned false without answering or deferring")
-		}
-		c.queue = append(c.queue, c.deferred)
-		c.deferred = nil
+		s.finish(c)
 		return
 	}
 	frame, err := codec.AppendMessage(c.scratch[:0], &c.reply)
@@ -306,6 +315,20 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	}
 	c.scratch = frame[:0]
 	c.answer(frame)
+}
+
+// finish takes the answer a Handler gave through c without filling a
+// reply: a frame, or a promise to answer later.
+func (s *Server) finish(c *Conn) {
+	switch {
+	case c.answered:
+		c.answered = false
+	case c.deferred != nil:
+		c.queue = append(c.queue, c.deferred)
+		c.deferred = nil
+	default:
+		panic("srv: Handler neither answered nor deferred")
+	}
 }
 
 func mustFrame(m *codec.MessageT) []byte {
@@ -324,6 +347,7 @@ type Conn struct {
 
 	// Event-loop only.
 	req, reply codec.MessageT
+	write      codec.WriteRequest
 	scratch    []byte     // encoding space for one reply
 	out        []byte     // replies to write at the end of this pass
 	queue      []*Pending // replies not yet written, oldest first, once any was deferred

@@ -1,6 +1,7 @@
 package srv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -165,6 +166,20 @@ func (s *Store) AppendGet(dst, key []byte) []byte {
 
 // ServeGet answers a get at once: a Store is a GetServer.
 func (s *Store) ServeGet(dst, key []byte) []byte { return s.AppendGet(dst, key) }
+
+// ServeWrite executes a plain put or del at once: a Store is a
+// WriteServer.
+func (s *Store) ServeWrite(c *Conn, w *codec.WriteRequest) {
+	var value []byte
+	if w.Op == codec.OpPut {
+		value = bytes.Clone(w.Value)
+	}
+	if !s.Apply(w.Op, string(w.Key), value) {
+		c.AnswerFrame(ErrorFrame(codec.Status_STATUS_NOT_FOUND))
+		return
+	}
+	c.AnswerFrame(WrittenFrame(w.Op))
+}
 
 // Apply executes a put or del and reports whether a deleted key was
 // present. The table takes value over (see Table.PutOwned): it must be
