@@ -138,7 +138,8 @@ type Machine struct {
 	lastAsk    uint64
 	predLease  time.Time // reads allowed without ZooKeeper until then
 	grant      uint64    // the successor's latest ask, to grant in the next message
-	grantUntil time.Time // no commits as the tail on our own before then
+	grantUntil time.Time // no commits as the tail on our own before then, for leases granted on earlier links
+	linkGrant  time.Time // the same for leases granted on the current link, which the successor may release
 }
 
 // leaseMargin covers the difference in clock rates between two nodes over
@@ -203,15 +204,19 @@ func (m *Machine) CanRead(now time.Time) error {
 		return ErrUnavailable
 	case !m.actingTail():
 		return ErrNotTail
-	case !m.live || now.Before(m.grantUntil):
+	case !m.live || m.draining || now.Before(m.granted()):
 		return ErrUnavailable
 	}
 	return nil
 }
 
-// Drain makes the node refuse new client writes, so that what is in
-// flight can commit before it leaves the chain.
+// Drain makes the node refuse new client writes and reads, so that what
+// is in flight can commit before it leaves the chain; it asks for no more
+// read leases, and its acknowledgements release the one it holds.
 func (m *Machine) Drain() { m.draining = true }
+
+// Draining reports whether Drain was called.
+func (m *Machine) Draining() bool { return m.draining }
 
 // Idle reports whether every write the node applied is committed.
 func (m *Machine) Idle() bool { return m.committed == m.applied }
@@ -257,7 +262,7 @@ func (m *Machine) SetView(members []Member) {
 		// under a new name. Taking the view as "no successor" would make
 		// it commit writes no other node has.
 		if m.succ.Name != "" || m.succState != succUnknown {
-			m.linkGen++
+			m.newLink()
 		}
 		m.pred, m.succ, m.succState, m.sendLive = Member{}, Member{}, succUnknown, false
 		return
@@ -280,7 +285,7 @@ func (m *Machine) SetView(members []Member) {
 	m.pred = pred
 	if succ != m.succ || succ.Name == "" && m.succState != succNone {
 		m.succ = succ
-		m.linkGen++
+		m.newLink()
 		m.sendLive = false
 		if succ.Name == "" {
 			m.succState = succNone
@@ -300,7 +305,7 @@ func (m *Machine) Rejoin(self string) {
 	for _, w := range m.waiters {
 		failed = append(failed, w.w)
 	}
-	store, zkLease, gen, now, grantUntil := m.store, m.zkLease, m.linkGen, m.now, m.grantUntil
+	store, zkLease, gen, now, grantUntil := m.store, m.zkLease, m.linkGen, m.now, m.granted()
 	*m = *NewMachine(self, store, m.leaseTerm)
 	m.failed, m.zkLease, m.linkGen, m.now, m.grantUntil = failed, zkLease, gen+1, now, grantUntil
 	store.Reset()
@@ -367,7 +372,7 @@ func (m *Machine) actingTail() bool { return m.succState == succNone || m.succSt
 // may lack writes its predecessor committed; one dropped from the chain
 // would commit writes that no member has.
 func (m *Machine) commitsAlone() bool {
-	return m.live && m.actingTail() && m.leased(m.now) && !m.now.Before(m.grantUntil)
+	return m.live && m.actingTail() && m.leased(m.now) && !m.now.Before(m.granted())
 }
 
 // await makes w wait until seq is committed.
@@ -456,7 +461,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
-			m.linkGen++
+			m.newLink()
 		}
 	} else if m.synced {
 		return fmt.Errorf("%w: snapshot data without a reset on a synced node", ErrProtocol)
@@ -494,7 +499,7 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 			}
 		}
 	}
-	if m.leaseTerm > 0 {
+	if m.leaseTerm > 0 && !m.draining {
 		// Asked now, before the acknowledgement is even sent: the lease
 		// counts from no later than the moment the predecessor grants it.
 		m.lastAsk++
@@ -532,6 +537,18 @@ func (m *Machine) becomeLive() {
 		m.maybeHandOff()
 	}
 }
+
+// newLink ends the current successor link: what follows goes on a new
+// connection. Leases granted on the old one still bind.
+func (m *Machine) newLink() {
+	m.linkGen++
+	m.grantUntil = m.granted()
+	m.linkGrant = time.Time{}
+}
+
+// granted returns the time before which a lease this node granted may
+// still let a successor answer reads.
+func (m *Machine) granted() time.Time { return maxTime(m.grantUntil, m.linkGrant) }
 
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -644,18 +661,22 @@ func (m *Machine) Writes(gen, next uint64, max int) ([]*codec.WriteT, bool, erro
 	return ws, live, nil
 }
 
-// SuccessorAck takes the successor's acknowledgement: its position, and
-// its lease ask (0 for none).
-func (m *Machine) SuccessorAck(gen uint64, pos Position, ask uint64) error {
+// SuccessorAck takes the successor's acknowledgement: its position, its
+// lease ask (0 for none), and whether it released its lease: it answers
+// no more reads, so this node need not wait for the lease to run out.
+func (m *Machine) SuccessorAck(gen uint64, pos Position, ask uint64, release bool) error {
 	if gen != m.linkGen {
 		return ErrStale
+	}
+	if release {
+		m.linkGrant = time.Time{}
 	}
 	seq := pos.Committed
 	if ask > 0 && m.leaseTerm > 0 && m.succState == succLive {
 		// Only a live successor answers reads. From now on the successor may answer reads until the time it
 		// asked plus leaseTerm, which is before now plus leaseTerm.
 		m.grant = max(m.grant, ask)
-		m.grantUntil = maxTime(m.grantUntil, m.now.Add(m.leaseTerm+leaseMargin))
+		m.linkGrant = maxTime(m.linkGrant, m.now.Add(m.leaseTerm+leaseMargin))
 	}
 	if seq > m.applied || pos.Applied > m.applied {
 		return fmt.Errorf("%w: successor reports %+v, only %d applied here", ErrProtocol, pos, m.applied)
@@ -705,5 +726,5 @@ func (m *Machine) SuccessorLost(gen uint64) {
 	}
 	m.succState = succUnknown
 	m.sendLive = false
-	m.linkGen++
+	m.newLink()
 }

@@ -241,7 +241,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, n.m.DedupRecords(), true, act.Next-1); err != nil {
 				s.t.Fatalf("snapshot: %v", err)
 			}
-			if err := n.m.SuccessorAck(gen, sn.m.Position(), 0); err != nil {
+			if err := n.m.SuccessorAck(gen, sn.m.Position(), 0, false); err != nil {
 				s.t.Fatalf("snapshot ack: %v", err)
 			}
 		}
@@ -293,7 +293,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 		if ack.gen != gen {
 			return true // sent on a connection that is gone
 		}
-		if err := n.m.SuccessorAck(gen, ack.pos, 0); err != nil {
+		if err := n.m.SuccessorAck(gen, ack.pos, 0, false); err != nil {
 			s.t.Fatalf("ack at %s: %v", n.name, err)
 		}
 	}
@@ -694,7 +694,7 @@ func TestMachineLeases(t *testing.T) {
 	if err := b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, act.Next-1); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SuccessorAck(gen, b.Position(), 0); err != nil {
+	if err := a.SuccessorAck(gen, b.Position(), 0, false); err != nil {
 		t.Fatal(err)
 	}
 	// The live marker, then a lease ask and its grant.
@@ -703,7 +703,7 @@ func TestMachineLeases(t *testing.T) {
 	if err != nil || ask == 0 || !live {
 		t.Fatalf("replicate: ask %d, %v", ask, err)
 	}
-	if err := a.SuccessorAck(gen, b.Position(), ask); err != nil {
+	if err := a.SuccessorAck(gen, b.Position(), ask, false); err != nil {
 		t.Fatal(err)
 	}
 	grant := a.Grant(gen)
@@ -735,5 +735,52 @@ func TestMachineLeases(t *testing.T) {
 	a.Tick(t0.Add(term + leaseMargin))
 	if a.Committed() != 1 || a.CanRead(t0.Add(term+leaseMargin)) != nil {
 		t.Fatalf("after the lease ran out: %v", a)
+	}
+}
+
+// TestMachineLeaseRelease: a tail that leaves gracefully gives its lease
+// back, so its predecessor takes over at once instead of waiting it out.
+func TestMachineLeaseRelease(t *testing.T) {
+	const term = 2 * time.Second
+	t0 := time.Unix(1000, 0)
+	storeA, _ := srv.NewStore(2)
+	storeB, _ := srv.NewStore(2)
+	a := NewMachine("node0000000001", storeA, term)
+	b := NewMachine("node0000000002", storeB, term)
+	view := []Member{{Name: a.Self(), Addr: "a"}, {Name: b.Self(), Addr: "b"}}
+	for _, m := range []*Machine{a, b} {
+		m.Tick(t0)
+		m.SetSessionLease(t0.Add(time.Hour))
+		m.SetView(view)
+	}
+	_, gen := a.Successor()
+	h, _ := b.Hello(a.Self(), b.Self())
+	act, _ := a.SuccessorHello(gen, h)
+	b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, act.Next-1)
+	a.SuccessorAck(gen, b.Position(), 0, false)
+	ws, live, _ := a.Writes(gen, act.Next, 10)
+	_, ask, _ := b.Replicate(a.Self(), b.Self(), ws, live, 0)
+	a.SuccessorAck(gen, b.Position(), ask, false) // a grants b a lease
+	if err := b.CanRead(t0); err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+
+	b.Drain()
+	if b.CanRead(t0) == nil {
+		t.Fatal("a draining tail answers reads")
+	}
+	_, ask, _ = b.Replicate(a.Self(), b.Self(), nil, false, a.Grant(gen))
+	if ask != 0 {
+		t.Fatalf("a draining node asked for a lease (%d)", ask)
+	}
+	if err := a.SuccessorAck(gen, b.Position(), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	a.SetView(view[:1]) // b leaves ZooKeeper
+	if _, _, err := a.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Committed() != a.Applied() || a.CanRead(t0) != nil {
+		t.Fatalf("after its successor released its lease and left, the node still waits: %v", a)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chaintable/chaintable/codec"
@@ -59,6 +60,8 @@ type Node struct {
 	// preds maps the srv connections that opened a link with a valid
 	// hello to the member that said it: replication is taken only there.
 	preds sync.Map // uint64 -> string
+
+	released atomic.Bool // an acknowledgement released the read lease (see Drain)
 
 	kick chan struct{} // wakes the link: new writes, or a new successor
 	quit chan struct{}
@@ -183,17 +186,23 @@ func (n *Node) SetView(members []Member) {
 	})
 }
 
-// Drain stops taking client writes and waits, at most timeout, until every
-// write the node applied is committed: the first step of leaving the
-// chain without losing work in flight.
+// Drain stops taking client writes and reads and waits, at most timeout,
+// until every write the node applied is committed and, if it holds a read
+// lease from a predecessor, until it has told the predecessor it gave the
+// lease up: the first step of leaving the chain without losing work in
+// flight, and without the predecessor waiting the lease out.
 func (n *Node) Drain(timeout time.Duration) bool {
-	n.step(func(m *Machine) { m.Drain() })
+	var hasPred bool
+	n.step(func(m *Machine) {
+		m.Drain()
+		hasPred = m.pred.Name != ""
+	})
 	deadline := time.Now().Add(timeout)
 	for {
 		n.mu.RLock()
 		idle := n.m.Idle()
 		n.mu.RUnlock()
-		if idle {
+		if idle && (!hasPred || n.released.Load()) {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -280,11 +289,15 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		n.step(func(m *Machine) {
 			var last, ask uint64
 			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), req.GetLeaseGrant()); err == nil {
+				w := ackWaiter{p: c.Defer(), ask: ask, release: m.Draining()}
+				if w.release {
+					n.released.Store(true)
+				}
 				if !m.Live() {
-					ackWaiter{c.Defer(), ask}.Done(m.Position(), nil)
+					w.Done(m.Position(), nil)
 					return
 				}
-				m.Await(last, ackWaiter{c.Defer(), ask})
+				m.Await(last, w)
 			}
 		})
 		if err != nil {
@@ -392,8 +405,9 @@ func writeReplyFrame(op codec.MessageT_Opcode, found bool, err error) []byte {
 // ackWaiter acknowledges a replication frame to the predecessor, and asks
 // for a read lease.
 type ackWaiter struct {
-	p   *srv.Pending
-	ask uint64
+	p       *srv.Pending
+	ask     uint64
+	release bool
 }
 
 func (w ackWaiter) Done(pos Position, err error) {
@@ -402,7 +416,7 @@ func (w ackWaiter) Done(pos Position, err error) {
 		srv.SetError(reply, Status(err))
 	} else {
 		reply.Opcode, reply.CType = codec.MessageT_OP_REPLICATE+1, codec.CtNone
-		reply.Seq, reply.Committed, reply.LeaseAsk = pos.Applied, pos.Committed, w.ask
+		reply.Seq, reply.Committed, reply.LeaseAsk, reply.LeaseRelease = pos.Applied, pos.Committed, w.ask, w.release
 	}
 	w.p.Complete(reply)
 }
@@ -579,7 +593,7 @@ func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 		}
 		var err error
 		pos := Position{Applied: m.GetSeq(), Committed: m.GetCommitted()}
-		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, pos, m.GetLeaseAsk()) })
+		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, pos, m.GetLeaseAsk(), m.GetLeaseRelease()) })
 		if err != nil {
 			return err
 		}

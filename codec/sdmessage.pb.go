@@ -369,18 +369,19 @@ type MessageT struct {
 	// Why a request failed, in OP_ERROR replies; course clients ignore it.
 	Status Status `protobuf:"varint,12,opt,name=status,proto3,enum=sdmessage.Status" json:"status,omitempty"`
 	// Chain replication fields (see the OP_HELLO.. opcodes).
-	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`                                // the sender's member name in ZooKeeper
-	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                                    // the member the sender believes it talks to
-	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`                                 // a write sequence number
-	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`                            // writes, in sequence order
-	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`                           // the node holds a complete copy of the table
-	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`                               // the node may act as the chain's tail
-	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`                              // exactly-once records, in snapshots
-	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`                             // snapshot: drop all state first
-	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`                               // snapshot: complete as of seq
-	Committed     uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"`                     // the last write known to have reached the tail
-	LeaseAsk      uint64    `protobuf:"varint,23,opt,name=lease_ask,json=leaseAsk,proto3" json:"lease_ask,omitempty"`       // REPLICATE reply: asks the predecessor for a read lease
-	LeaseGrant    uint64    `protobuf:"varint,24,opt,name=lease_grant,json=leaseGrant,proto3" json:"lease_grant,omitempty"` // REPLICATE: grants the successor's ask with this id
+	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`                                      // the sender's member name in ZooKeeper
+	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                                          // the member the sender believes it talks to
+	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`                                       // a write sequence number
+	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`                                  // writes, in sequence order
+	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`                                 // the node holds a complete copy of the table
+	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`                                     // the node may act as the chain's tail
+	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`                                    // exactly-once records, in snapshots
+	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`                                   // snapshot: drop all state first
+	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`                                     // snapshot: complete as of seq
+	Committed     uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"`                           // the last write known to have reached the tail
+	LeaseAsk      uint64    `protobuf:"varint,23,opt,name=lease_ask,json=leaseAsk,proto3" json:"lease_ask,omitempty"`             // REPLICATE reply: asks the predecessor for a read lease
+	LeaseGrant    uint64    `protobuf:"varint,24,opt,name=lease_grant,json=leaseGrant,proto3" json:"lease_grant,omitempty"`       // REPLICATE: grants the successor's ask with this id
+	LeaseRelease  bool      `protobuf:"varint,25,opt,name=lease_release,json=leaseRelease,proto3" json:"lease_release,omitempty"` // REPLICATE reply: the sender answers no more reads
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +584,13 @@ func (x *MessageT) GetLeaseGrant() uint64 {
 	return 0
 }
 
+func (x *MessageT) GetLeaseRelease() bool {
+	if x != nil {
+		return x.LeaseRelease
+	}
+	return false
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -748,7 +756,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\astats_t\x12\x10\n" +
 	"\x03ops\x18\x01 \x01(\x05R\x03ops\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\x05R\aclients\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\x03R\x04time\"\xa9\b\n" +
+	"\x04time\x18\x03 \x01(\x03R\x04time\"\xce\b\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -776,7 +784,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\tcommitted\x18\x16 \x01(\x04R\tcommitted\x12\x1b\n" +
 	"\tlease_ask\x18\x17 \x01(\x04R\bleaseAsk\x12\x1f\n" +
 	"\vlease_grant\x18\x18 \x01(\x04R\n" +
-	"leaseGrant\"\xb3\x01\n" +
+	"leaseGrant\x12#\n" +
+	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +
