@@ -85,8 +85,19 @@ const dedupWindow = 64
 // clientLog remembers the outcome of one client's recent writes.
 type clientLog struct {
 	highest uint64
+	lastSeq uint64 // sequence number of the client's latest write
 	ring    [dedupWindow]*codec.DedupT
 }
+
+// A client's outcomes are forgotten once dedupHorizon writes followed its
+// latest, which bounds the memory they take; the table is swept every
+// dedupSweep writes. A retry comes seconds after its first try, millions
+// of writes sooner than this.
+// (Variables only so that a test can shrink them.)
+var (
+	dedupHorizon uint64 = 1 << 22
+	dedupSweep   uint64 = 1 << 16
+)
 
 type waiter struct {
 	seq uint64
@@ -343,6 +354,9 @@ func (m *Machine) apply(w *codec.WriteT) bool {
 	if w.ClientId != 0 {
 		m.record(&codec.DedupT{ClientId: w.ClientId, RequestId: w.RequestId, Seq: w.Seq, Found: found})
 	}
+	if m.applied%dedupSweep == 0 {
+		m.forgetIdleClients()
+	}
 	if m.succState != succNone {
 		m.sent = append(m.sent, w)
 	}
@@ -360,6 +374,17 @@ func (m *Machine) record(rec *codec.DedupT) {
 	}
 	log.ring[rec.RequestId%dedupWindow] = rec
 	log.highest = max(log.highest, rec.RequestId)
+	log.lastSeq = max(log.lastSeq, rec.Seq)
+}
+
+// forgetIdleClients drops the outcomes of clients that wrote nothing in
+// the last dedupHorizon writes.
+func (m *Machine) forgetIdleClients() {
+	for id, log := range m.dedup {
+		if log.lastSeq+dedupHorizon < m.applied {
+			delete(m.dedup, id)
+		}
+	}
 }
 
 // actingTail reports whether the node is the tail as far as the chain

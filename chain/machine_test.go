@@ -784,3 +784,29 @@ func TestMachineLeaseRelease(t *testing.T) {
 		t.Fatalf("after its successor released its lease and left, the node still waits: %v", a)
 	}
 }
+
+func TestMachineForgetsIdleClients(t *testing.T) {
+	horizon, sweep := dedupHorizon, dedupSweep
+	dedupHorizon, dedupSweep = 1000, 100
+	defer func() { dedupHorizon, dedupSweep = horizon, sweep }()
+	store, _ := srv.NewStore(2)
+	m := NewMachine("node0000000001", store, 0)
+	m.SetSessionLease(forever)
+	m.SetView([]Member{{Name: m.Self(), Addr: "a"}})
+	write := func(client uint64) {
+		t.Helper()
+		if _, _, err := m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", ClientId: client, RequestId: m.Applied() + 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1) // a client that goes away
+	for m.Applied() < dedupHorizon+2*dedupSweep {
+		write(2) // and one that keeps writing
+	}
+	if _, ok := m.dedup[1]; ok {
+		t.Fatalf("client 1 still remembered %d writes after its last", m.Applied()-1)
+	}
+	if _, ok := m.dedup[2]; !ok {
+		t.Fatal("an active client was forgotten")
+	}
+}
