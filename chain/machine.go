@@ -126,6 +126,7 @@ type Machine struct {
 	sendLive  bool      // the next message to the successor carries the live marker
 	dataLost  bool      // became head before it finished catching up
 	draining  bool      // shutting down: takes no new client writes
+	partial   bool      // rejoined with a table it had not finished catching up
 
 	applied     uint64
 	committed   uint64
@@ -289,7 +290,7 @@ func (m *Machine) SetView(members []Member) {
 		// No predecessor left to catch up with: what this node has is
 		// all there is. For the first node of a chain that is everything;
 		// for one that was still catching up, writes are lost.
-		m.dataLost = m.pred.Name != ""
+		m.dataLost = m.pred.Name != "" || m.partial
 		m.synced = true
 		m.becomeLive()
 	}
@@ -308,18 +309,23 @@ func (m *Machine) SetView(members []Member) {
 	}
 }
 
-// Rejoin makes the node a new, empty member named self: it lost its place
-// (its session expired) and registered again. Everything it knew is
-// dropped and every waiter fails.
+// Rejoin makes the node a new member named self, not yet caught up: it
+// lost its place (its session expired) and registered again. Every waiter
+// fails. The table stays: when every member lost its place at once, as
+// when the whole chain was cut off from ZooKeeper, the first one back is
+// the chain's only copy, and becomes its head with it; otherwise its new
+// predecessor replaces it with a snapshot.
 func (m *Machine) Rejoin(self string) {
 	failed := m.failed
 	for _, w := range m.waiters {
 		failed = append(failed, w.w)
 	}
-	store, zkLease, gen, now, grantUntil := m.store, m.zkLease, m.linkGen, m.now, m.granted()
-	*m = *NewMachine(self, store, m.leaseTerm)
-	m.failed, m.zkLease, m.linkGen, m.now, m.grantUntil = failed, zkLease, gen+1, now, grantUntil
-	store.Reset()
+	old := m
+	m2 := NewMachine(self, old.store, old.leaseTerm)
+	m2.failed, m2.zkLease, m2.linkGen, m2.now, m2.grantUntil = failed, old.zkLease, old.linkGen+1, old.now, old.granted()
+	m2.applied, m2.committed, m2.dedup = old.applied, old.committed, old.dedup
+	m2.partial = !old.live
+	*m = *m2
 }
 
 // ClientWrite executes a put or del from a client at the head. The write
@@ -482,7 +488,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 	if reset {
 		m.store.Reset()
 		m.dedup = make(map[uint64]*clientLog)
-		m.applied, m.synced, m.live = 0, false, false
+		m.applied, m.committed, m.synced, m.live = 0, 0, false, false
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
