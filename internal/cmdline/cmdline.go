@@ -2,7 +2,12 @@
 // lines.
 package cmdline
 
-import "flag"
+import (
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+)
 
 // Parse parses the flags in args, which unlike flag.FlagSet.Parse may
 // follow operands (cmd host:port -v), and returns the operands in order.
@@ -22,4 +27,15 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		operands, args = append(operands, rest[0]), rest[1:]
 	}
+}
+
+// CheckZooKeeper checks a ZooKeeper connect string: one host:port, or
+// several joined by commas for an ensemble.
+func CheckZooKeeper(s string) error {
+	for _, addr := range strings.Split(s, ",") {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return fmt.Errorf("ZooKeeper address %q is not <ip>:<port> or a comma-separated list of them", s)
+		}
+	}
+	return nil
 }

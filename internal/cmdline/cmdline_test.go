@@ -35,3 +35,16 @@ func TestParse(t *testing.T) {
 		t.Error("an unknown flag after an operand was accepted")
 	}
 }
+
+func TestCheckZooKeeper(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:2181", "zk:1", "a:1,b:2,[::1]:3"} {
+		if err := CheckZooKeeper(ok); err != nil {
+			t.Errorf("CheckZooKeeper(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "localhost", "a:1,", "a:1,b", ",a:1", "a:"} {
+		if err := CheckZooKeeper(bad); err == nil {
+			t.Errorf("CheckZooKeeper(%q) accepted it", bad)
+		}
+	}
+}

@@ -25,7 +25,7 @@ import (
 const usage = `Usage:
   table_client [options] --direct <server_ip>:<port>
       talk to the one table server there, which takes reads and writes
-  table_client [options] <zk_ip>:<zk_port>
+  table_client [options] <zk_ip>:<zk_port>[,<zk_ip>:<zk_port>...]
       find the chain's head (writes) and tail (reads) through ZooKeeper,
       follow them as they change, and retry a command whose server failed
       until the chain recovers or -timeout passes
@@ -78,8 +78,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	addr := operands[0]
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		fmt.Fprintf(stderr, "table_client: bad address %q: want host:port\n", addr)
+	if *direct {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			fmt.Fprintf(stderr, "table_client: bad address %q: want host:port\n", addr)
+			return 2
+		}
+	} else if err := cmdline.CheckZooKeeper(addr); err != nil {
+		fmt.Fprintf(stderr, "table_client: %v\n", err)
 		return 2
 	}
 	level := slog.LevelError

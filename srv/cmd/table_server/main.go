@@ -27,7 +27,7 @@ import (
 )
 
 const usage = `Usage:
-  table_server [flags] <zk_ip>:<zk_port> <server_port> <num_lists>
+  table_server [flags] <zk_ip>:<zk_port>[,<zk_ip>:<zk_port>...] <server_port> <num_lists>
   table_server [flags] --standalone <server_port> <num_lists>
 
 Runs one node of the table service on TCP port <server_port> (1-65535),
@@ -124,8 +124,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	if !o.standalone {
 		o.zkAddr, pos = pos[0], pos[1:]
-		if _, _, err := net.SplitHostPort(o.zkAddr); err != nil {
-			return o, fmt.Errorf("ZooKeeper address %q is not <ip>:<port>", o.zkAddr)
+		if err := cmdline.CheckZooKeeper(o.zkAddr); err != nil {
+			return o, err
 		}
 	}
 	if o.port, err = strconv.Atoi(pos[0]); err != nil || o.port < 1 || o.port > 65535 {

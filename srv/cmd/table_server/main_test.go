@@ -23,6 +23,8 @@ func TestParseArgs(t *testing.T) {
 			want: options{standalone: true, port: 7000, lists: 1, verbose: true, bind: "127.0.0.1"}},
 		{name: "advertise and session", args: []string{"-advertise", "10.0.0.1", "-session-timeout", "2s", "zk:1", "7000", "65536"},
 			want: options{zkAddr: "zk:1", port: 7000, lists: 65536, advertise: "10.0.0.1", sessionTimeout: 2 * time.Second}},
+		{name: "ensemble", args: []string{"127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183", "7000", "8"},
+			want: options{zkAddr: "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183", port: 7000, lists: 8}},
 		{name: "too few", args: []string{"127.0.0.1:2181", "7000"}, errHas: "expected 3 arguments, got 2"},
 		{name: "standalone too many", args: []string{"--standalone", "zk:1", "7000", "8"}, errHas: "expected 2 arguments, got 3"},
 		{name: "bad zk address", args: []string{"localhost", "7000", "8"}, errHas: `ZooKeeper address "localhost"`},
