@@ -5,7 +5,7 @@ GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 ZK_PORT ?= 2181
 
-.PHONY: all run test fuzz bench proto zk-up zk-down deps clean
+.PHONY: all run test fuzz fault bench proto zk-up zk-down deps clean
 
 all:
 	$(GO) build -o table_server ./srv/cmd/table_server
@@ -28,6 +28,12 @@ test:
 # for a longer hunt.
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
+
+# The fault suite (nemesis schedule, ZooKeeper ensemble faults, one-fault
+# scenarios) with the race detector, then its report; SOAK=1 runs the long
+# soak instead, for SOAK_DURATION (default 15m). See scripts/fault.sh.
+fault:
+	scripts/fault.sh $(if $(filter 1,$(SOAK)),--soak)
 
 # One table_server against Redis, then a chain of three against Redis with
 # two replicas, on loopback; BENCH_TIME per run (default 5s).

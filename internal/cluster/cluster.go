@@ -62,11 +62,29 @@ type Options struct {
 	Lists int
 	// Quiet leaves out -v, so node logs hold warnings and errors only.
 	Quiet bool
+	// NodeProxies puts a Proxy in front of each node's server port, so
+	// that Node.Partition can cut the links into a node (from its
+	// predecessor and from clients) as a network partition would. The
+	// node listens on NodeHost and advertises the proxy, on 127.0.0.1 and
+	// the same port, as its address; the proxy's connections come from
+	// 127.0.0.1, so that links through it still come from the
+	// predecessor's advertised host.
+	NodeProxies bool
+	// ZKEnsemble, when above 1, runs a ZooKeeper ensemble of that many
+	// members instead of a standalone server. Clients get the members'
+	// connect string (ZKAddr); each node gets one of its proxies' (one
+	// per member), and goes from member to member by itself.
+	ZKEnsemble int
 }
+
+// NodeHost is the loopback address nodes listen on when Options.NodeProxies
+// is set: distinct from 127.0.0.1, where their proxies listen on the same
+// ports.
+const NodeHost = "127.0.0.2"
 
 // Cluster is a ZooKeeper server and the table_server processes of one
 // chain, all on loopback, that live as long as the test that started them.
-// Each node reaches ZooKeeper through a proxy of its own, so that a test
+// Each node reaches ZooKeeper through proxies of its own, so that a test
 // can cut it off (Node.CutZK).
 //
 // Its methods, and its Nodes', fail the test on error, so they must be
@@ -76,8 +94,9 @@ type Cluster struct {
 	tb      testing.TB
 	opts    Options
 	bin     string
-	zk      *zktest.Server
-	dir     string // node logs, kept when the test fails
+	zk      []*zktest.Server // the standalone server, or the ensemble's members
+	zkAddr  string           // connect string: every member, comma-separated
+	dir     string           // node logs, kept when the test fails
 	zc      *zkwatch.Client
 	watcher *zkwatch.Watcher
 
@@ -100,7 +119,13 @@ func Start(tb testing.TB, opts Options) *Cluster {
 		opts.Lists = 16
 	}
 	c := &Cluster{tb: tb, opts: opts, bin: Binary(tb)}
-	c.zk = zktest.Start(tb)
+	if opts.ZKEnsemble > 1 {
+		e := zktest.StartEnsemble(tb, opts.ZKEnsemble)
+		c.zk, c.zkAddr = e.Members, e.Addr()
+	} else {
+		s := zktest.Start(tb)
+		c.zk, c.zkAddr = []*zktest.Server{s}, s.Addr()
+	}
 
 	dir, err := os.MkdirTemp("", "chaintable-"+sanitize(tb.Name())+"-")
 	if err != nil {
@@ -117,7 +142,7 @@ func Start(tb testing.TB, opts Options) *Cluster {
 		os.RemoveAll(dir)
 	})
 
-	if c.zc, c.watcher, err = watch(c.zk.Addr()); err != nil {
+	if c.zc, c.watcher, err = watch(c.zkAddr); err != nil {
 		tb.Fatalf("cluster: watch the chain: %v", err)
 	}
 	tb.Cleanup(c.zc.Close)
@@ -130,11 +155,23 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// ZKAddr returns the address of the ZooKeeper server, for clients.
-func (c *Cluster) ZKAddr() string { return c.zk.Addr() }
+// ZKAddr returns ZooKeeper's connect string, for clients: the server's
+// address, or the ensemble members' separated by commas.
+func (c *Cluster) ZKAddr() string { return c.zkAddr }
 
-// ZK returns the ZooKeeper server, to stop or restart it.
-func (c *Cluster) ZK() *zktest.Server { return c.zk }
+// ZK returns the ZooKeeper server of a standalone cluster, to stop or
+// restart it. For an ensemble it fails the test: use ZKServers.
+func (c *Cluster) ZK() *zktest.Server {
+	c.tb.Helper()
+	if len(c.zk) != 1 {
+		c.tb.Fatalf("cluster: ZK on an ensemble of %d; use ZKServers", len(c.zk))
+	}
+	return c.zk[0]
+}
+
+// ZKServers returns the ZooKeeper servers: the standalone server, or the
+// ensemble's members in the order of their ids.
+func (c *Cluster) ZKServers() []*zktest.Server { return append([]*zktest.Server(nil), c.zk...) }
 
 // Dir returns a directory for the test's artefacts (node logs,
 // visualizations): removed when the test passes, unless KeepEnv says
@@ -160,21 +197,54 @@ func (c *Cluster) View() zkwatch.View { return c.watcher.View() }
 func (c *Cluster) Add() *Node {
 	c.tb.Helper()
 	c.mu.Lock()
-	n := &Node{c: c, ID: len(c.nodes), proxy: zktest.NewProxy(c.tb, c.zk.Addr())}
+	n := &Node{c: c, ID: len(c.nodes)}
 	n.logPath = filepath.Join(c.dir, fmt.Sprintf("node%d.log", n.ID))
 	c.nodes = append(c.nodes, n)
 	c.mu.Unlock()
+	// One proxy per ZooKeeper server, so that the node's own client goes
+	// from member to member as it would without them.
+	for _, s := range c.zk {
+		n.zkProxies = append(n.zkProxies, NewProxy(c.tb, "127.0.0.1:0", s.Addr()))
+	}
 	// A port found free may be taken before the server binds it: try
 	// another one then.
 	var err error
 	for range 3 {
-		n.port = freePort(c.tb)
-		n.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(n.port))
+		if err = n.listen(); err != nil {
+			continue
+		}
 		if err = n.start(); err == nil {
 			return n
 		}
+		if n.srvProxy != nil {
+			n.srvProxy.Close()
+			n.srvProxy = nil
+		}
 	}
 	c.tb.Fatalf("cluster: %v", err)
+	return nil
+}
+
+// listen picks the node's port and, with Options.NodeProxies, starts the
+// proxy in front of it.
+func (n *Node) listen() error {
+	if !n.c.opts.NodeProxies {
+		n.port = freePort(n.c.tb)
+		n.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(n.port))
+		return nil
+	}
+	port := freePort(n.c.tb)
+	l, err := net.Listen("tcp", net.JoinHostPort(NodeHost, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("%s: port %d on %s: %w", n, port, NodeHost, err)
+	}
+	l.Close()
+	p, err := newProxy(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), net.JoinHostPort(NodeHost, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("%s: proxy on port %d: %w", n, port, err)
+	}
+	n.c.tb.Cleanup(p.Close)
+	n.srvProxy, n.port, n.Addr = p, port, p.Addr()
 	return nil
 }
 
@@ -335,7 +405,8 @@ type Node struct {
 	port    int
 	logPath string
 
-	proxy *zktest.Proxy // the node's way to ZooKeeper
+	zkProxies []*Proxy // the node's ways to ZooKeeper, one per server
+	srvProxy  *Proxy   // in front of the node's port, with Options.NodeProxies
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -454,10 +525,83 @@ func (n *Node) signal(sig syscall.Signal) {
 // refused until HealZK. Its session expires once the session timeout
 // passes, and the others drop it from the chain; it still reaches them,
 // and clients still reach it.
-func (n *Node) CutZK() { n.proxy.Block() }
+func (n *Node) CutZK() {
+	for _, p := range n.zkProxies {
+		p.Block()
+	}
+}
+
+// ZKServers returns the addresses of the ZooKeeper servers the node is
+// connected to now, through its proxies: for an ensemble, the member its
+// session is on (or none while it moves).
+func (n *Node) ZKServers() []string {
+	var addrs []string
+	for _, p := range n.zkProxies {
+		addrs = append(addrs, p.ConnectedTo()...)
+	}
+	return addrs
+}
 
 // HealZK lets the node reach ZooKeeper again.
-func (n *Node) HealZK() { n.proxy.Unblock() }
+func (n *Node) HealZK() {
+	for _, p := range n.zkProxies {
+		p.Heal()
+	}
+}
+
+// PartitionMode says how a partition treats the connections it cuts.
+type PartitionMode int
+
+const (
+	// Reset closes the connections into the node and refuses new ones:
+	// the peers learn at once, as from a firewall that answers with
+	// resets.
+	Reset PartitionMode = iota
+	// Silent holds them open but carries no byte, old connections or new:
+	// the peers learn nothing until their own timeouts, as when a network
+	// drops every packet. Bytes sent meanwhile arrive once it heals.
+	Silent
+)
+
+// String returns "reset" or "silent".
+func (m PartitionMode) String() string {
+	switch m {
+	case Reset:
+		return "reset"
+	case Silent:
+		return "silent"
+	}
+	return fmt.Sprintf("PartitionMode(%d)", int(m))
+}
+
+// Partition cuts every link into the node, its predecessor's and clients',
+// until Heal; its own links, to its successor and to ZooKeeper, stay up.
+// It needs Options.NodeProxies.
+func (n *Node) Partition(mode PartitionMode) {
+	n.c.tb.Helper()
+	p := n.Proxy()
+	if mode == Silent {
+		p.Pause()
+	} else {
+		p.Block()
+	}
+}
+
+// Heal ends a Partition.
+func (n *Node) Heal() {
+	n.c.tb.Helper()
+	n.Proxy().Heal()
+}
+
+// Proxy returns the proxy in front of the node's port. It fails the test
+// unless the cluster was started with Options.NodeProxies.
+func (n *Node) Proxy() *Proxy {
+	n.c.tb.Helper()
+	if n.srvProxy == nil {
+		n.c.tb.Fatalf("cluster: %s has no proxy in front of it; start the cluster with Options.NodeProxies", n)
+	}
+	return n.srvProxy
+}
 
 // Restart kills the node if it runs, starts a new process on the same port
 // and waits until it is registered: it joins the chain as a new, empty
@@ -539,8 +683,16 @@ func (n *Node) start() error {
 		return err
 	}
 	defer logf.Close()
-	args := []string{n.proxy.Addr(), strconv.Itoa(n.port), strconv.Itoa(c.opts.Lists),
-		"--advertise", "127.0.0.1", "--bind", "127.0.0.1",
+	bind := "127.0.0.1"
+	if n.srvProxy != nil {
+		bind = NodeHost
+	}
+	zkAddrs := make([]string, len(n.zkProxies))
+	for i, p := range n.zkProxies {
+		zkAddrs[i] = p.Addr()
+	}
+	args := []string{strings.Join(zkAddrs, ","), strconv.Itoa(n.port), strconv.Itoa(c.opts.Lists),
+		"--advertise", "127.0.0.1", "--bind", bind,
 		"--session-timeout", c.opts.SessionTimeout.String()}
 	if !c.opts.Quiet {
 		args = append(args, "-v")

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -87,4 +88,35 @@ func TestLoad(t *testing.T) {
 	final := l.ReadFinal()
 	CheckFinal(t, h, final)
 	CheckLinearizable(t, h, c.Dir())
+}
+
+// TestNodePartition cuts the tail of a two-node chain behind its proxy off
+// from clients and its predecessor, both ways, and heals it.
+func TestNodePartition(t *testing.T) {
+	c := Start(t, Options{Nodes: 2, NodeProxies: true})
+	tail := c.WaitTailServes(10 * time.Second)
+	if host, _, _ := net.SplitHostPort(tail.Addr); host != "127.0.0.1" {
+		t.Fatalf("%v advertises %s, want its proxy on 127.0.0.1", tail, tail.Addr)
+	}
+	cl := c.Client()
+	ctx := context.Background()
+	if err := cl.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []PartitionMode{Reset, Silent} {
+		tail.Partition(mode)
+		if err := probeRead(tail.Addr); err == nil {
+			t.Errorf("%s partition: %v answered a read", mode, tail)
+		}
+		tail.Heal()
+		if got := c.WaitTailServes(10 * time.Second); got != tail {
+			t.Fatalf("after healing a %s partition the tail is %v, want %v", mode, got, tail)
+		}
+		if v, err := cl.Get(ctx, "k"); err != nil || string(v) != "v" {
+			t.Fatalf("after healing a %s partition, get k = %q, %v; want \"v\"", mode, v, err)
+		}
+	}
+	if len(c.View().Members) != 2 {
+		t.Errorf("chain is %s, want both nodes still in it", c.describe(c.View()))
+	}
 }

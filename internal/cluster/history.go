@@ -77,7 +77,7 @@ type Op struct {
 	Call   int64
 	Return int64 // for an Indefinite operation, when the client gave up
 	Err    error // the error of an Indefinite operation
-	Probe  bool  // sent by a Probe, straight to one node
+	Probe  bool  // sent by a Probe straight to one node, or by an Audit: not the Load's
 }
 
 // History records the operations of concurrent clients, for Check. It is
@@ -126,13 +126,17 @@ type Stats struct {
 	// began.
 	LongestGap time.Duration
 	GapStart   time.Time
+	// ReadGap and WriteGap are the longest times during which no get,
+	// and no put or del, returned a definite answer.
+	ReadGap  time.Duration
+	WriteGap time.Duration
 }
 
 // Stats sums up the operations invoked between from and to (History
 // clock), those of Probes aside; the gap is measured over [from, to].
 func (h *History) Stats(from, to int64) Stats {
 	var s Stats
-	var returns []int64
+	var returns, reads, writes []int64
 	for _, op := range h.Ops() {
 		if op.Probe || op.Call < from || op.Call > to {
 			continue
@@ -145,21 +149,35 @@ func (h *History) Stats(from, to int64) Stats {
 		s.OK++
 		if op.Input.Kind == Get {
 			s.Reads++
+			reads = append(reads, op.Return)
 		} else {
 			s.Writes++
+			writes = append(writes, op.Return)
 		}
 		returns = append(returns, op.Return)
 	}
+	var start int64
+	s.LongestGap, start = longestGap(returns, from, to)
+	s.GapStart = h.Time(start)
+	s.ReadGap, _ = longestGap(reads, from, to)
+	s.WriteGap, _ = longestGap(writes, from, to)
+	return s
+}
+
+// longestGap returns the longest time within [from, to] that holds none
+// of returns, and when it begins.
+func longestGap(returns []int64, from, to int64) (time.Duration, int64) {
 	slices.Sort(returns)
-	last := from
+	var longest time.Duration
+	start, last := from, from
 	for _, r := range append(returns, to) {
 		r = min(r, to)
-		if gap := time.Duration(r - last); gap > s.LongestGap {
-			s.LongestGap, s.GapStart = gap, h.Time(last)
+		if gap := time.Duration(r - last); gap > longest {
+			longest, start = gap, last
 		}
 		last = max(last, r)
 	}
-	return s
+	return longest, start
 }
 
 // kvState is the model's state of one key.
@@ -314,24 +332,31 @@ const CheckTimeout = time.Minute
 // to dir and names it in the failure. It returns the result.
 func CheckLinearizable(tb testing.TB, h *History, dir string) porcupine.CheckResult {
 	tb.Helper()
-	ops := Operations(h.Ops())
+	return checkLinearizable(tb, h.Ops(), dir, sanitize(tb.Name())+"-linearizability.html", "history")
+}
+
+// checkLinearizable checks ops with porcupine as CheckLinearizable does,
+// naming them what in messages and writing a visualization to dir/file.
+func checkLinearizable(tb testing.TB, ops []Op, dir, file, what string) porcupine.CheckResult {
+	tb.Helper()
+	pops := Operations(ops)
 	start := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(Model, ops, CheckTimeout)
-	tb.Logf("porcupine: %s for %d operations in %v", res, len(ops), time.Since(start).Round(time.Millisecond))
+	res, info := porcupine.CheckOperationsVerbose(Model, pops, CheckTimeout)
+	tb.Logf("porcupine: %s for %d operations (%s) in %v", res, len(pops), what, time.Since(start).Round(time.Millisecond))
 	switch res {
 	case porcupine.Ok:
 	case porcupine.Illegal:
-		path := filepath.Join(dir, sanitize(tb.Name())+"-linearizability.html")
+		path := filepath.Join(dir, file)
 		if err := porcupine.VisualizePath(Model, info, path); err != nil {
-			tb.Errorf("cluster: history not linearizable; writing the visualization failed: %v", err)
+			tb.Errorf("cluster: %s not linearizable; writing the visualization failed: %v", what, err)
 		} else {
-			tb.Errorf("cluster: history not linearizable; visualization: %s", path)
+			tb.Errorf("cluster: %s not linearizable; visualization: %s", what, path)
 		}
 	default:
 		// A timed-out search leaves no trustworthy partial linearizations
 		// to draw.
-		tb.Errorf("cluster: linearizability check of %d operations did not finish within %v: %s",
-			len(ops), CheckTimeout, res)
+		tb.Errorf("cluster: linearizability check of %d operations (%s) did not finish within %v: %s",
+			len(pops), what, CheckTimeout, res)
 	}
 	return res
 }
@@ -346,6 +371,47 @@ func CheckLinearizable(tb testing.TB, h *History, dir string) porcupine.CheckRes
 // also finds, in a form that says which acknowledged write was lost.
 func CheckFinal(tb testing.TB, h *History, final map[string]string) {
 	tb.Helper()
+	reportLost(tb, h, LostWrites(h, final))
+}
+
+// reportLost fails the test for each key of lost, describing at most
+// maxReported of them.
+func reportLost(tb testing.TB, h *History, lost []Lost) {
+	tb.Helper()
+	for i, l := range lost {
+		if i == maxReported {
+			tb.Errorf("cluster: and %d more keys whose final value no write explains", len(lost)-maxReported)
+			break
+		}
+		got := "absent"
+		if l.Present {
+			got = fmt.Sprintf("%q", l.Value)
+		}
+		var desc []string
+		for _, w := range l.Writes {
+			desc = append(desc, describeOp(h, w))
+		}
+		tb.Errorf("cluster: key %q is %s at the tail, but the last writes of it were:\n\t%s",
+			l.Key, got, joinOr(desc, "\n\t", "(none)"))
+	}
+}
+
+// Lost is a key whose final value no write of a History explains: an
+// acknowledged write of it was lost, or a value appeared that no write
+// could have left.
+type Lost struct {
+	Key     string
+	Present bool   // whether the key was there at the end
+	Value   string // its value then
+	// Writes are the writes that could have been the last one applied:
+	// those that no acknowledged write of the key followed in real time.
+	Writes []Op
+}
+
+// LostWrites returns, sorted by key, the keys whose value in final (each
+// key's value read at the tail once every client stopped, absent keys
+// missing from the map) no write of the History explains; see CheckFinal.
+func LostWrites(h *History, final map[string]string) []Lost {
 	byKey := make(map[string][]Op)
 	for _, op := range h.Ops() {
 		if op.Input.Kind != Get {
@@ -357,9 +423,8 @@ func CheckFinal(tb testing.TB, h *History, final map[string]string) {
 			byKey[key] = nil
 		}
 	}
-	keys := slices.Sorted(maps.Keys(byKey))
-	reported := 0
-	for _, key := range keys {
+	var lost []Lost
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
 		writes := byKey[key]
 		value, present := final[key]
 		// A write can be the last applied unless an acknowledged write
@@ -384,26 +449,11 @@ func CheckFinal(tb testing.TB, h *History, final map[string]string) {
 				explained = explained || !present
 			}
 		}
-		if explained {
-			continue
+		if !explained {
+			lost = append(lost, Lost{Key: key, Present: present, Value: value, Writes: candidates})
 		}
-		if reported++; reported > maxReported {
-			continue
-		}
-		got := "absent"
-		if present {
-			got = fmt.Sprintf("%q", value)
-		}
-		var desc []string
-		for _, w := range candidates {
-			desc = append(desc, describeOp(h, w))
-		}
-		tb.Errorf("cluster: key %q is %s at the tail, but the last writes of it were:\n\t%s",
-			key, got, joinOr(desc, "\n\t", "(none)"))
 	}
-	if reported > maxReported {
-		tb.Errorf("cluster: and %d more keys whose final value no write explains", reported-maxReported)
-	}
+	return lost
 }
 
 // maxReported is how many keys CheckFinal describes.

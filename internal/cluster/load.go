@@ -44,10 +44,10 @@ type Load struct {
 	opts    LoadOptions
 	zkAddr  string
 	history *History
-	keys    []string // the clients' keys
+	keys    atomic.Pointer[[]string] // the clients' keys now
 
-	extraMu sync.Mutex
-	extra   []string // other keys that Probes used
+	usedMu sync.Mutex
+	used   []string // every key the clients or Probes used, for ReadFinal
 
 	clients []*cli.Client
 	closers []func()
@@ -57,6 +57,7 @@ type Load struct {
 	wg      sync.WaitGroup
 	waits   atomic.Int64 // requests that had to wait for the chain
 	probes  atomic.Int64 // requests sent by Probes
+	audits  atomic.Int64 // Audits run
 
 	once    sync.Once
 	started int64
@@ -89,9 +90,7 @@ func StartLoad(tb testing.TB, zkAddr string, opts LoadOptions) *Load {
 	tb.Logf("cluster: load of %d clients on %d keys, seed %d", opts.Clients, opts.Keys, opts.Seed)
 	l := &Load{tb: tb, opts: opts, zkAddr: zkAddr, history: NewHistory(), stop: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	for i := range opts.Keys {
-		l.keys = append(l.keys, fmt.Sprintf("k%d", i))
-	}
+	l.Rekey("")
 	tb.Cleanup(func() { l.halt(0) })
 	// Each client watches the chain on a ZooKeeper session of its own, as
 	// separate processes would; they connect at once, since each waits
@@ -128,16 +127,40 @@ func (l *Load) dial() (*cli.Client, func(), error) {
 // History returns the History the Load records into.
 func (l *Load) History() *History { return l.history }
 
-// Keys returns the keys the Load's clients use.
-func (l *Load) Keys() []string { return slices.Clone(l.keys) }
+// Keys returns the keys the Load's clients use now.
+func (l *Load) Keys() []string { return slices.Clone(*l.keys.Load()) }
+
+// Rekey moves the clients to a fresh set of keys, prefix+"k0",
+// prefix+"k1", …, and returns it; an operation under way finishes on its
+// key. Giving each fault of a run keys of its own makes the operations on
+// them a history of their own, which a Recorder judges on its own, while
+// ReadFinal and Audit go on reading
+// the keys of earlier faults, so that a write that a later fault loses
+// still shows. The prefix must not have been used before.
+func (l *Load) Rekey(prefix string) []string {
+	keys := make([]string, l.opts.Keys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%sk%d", prefix, i)
+		l.addKey(keys[i])
+	}
+	l.keys.Store(&keys)
+	return slices.Clone(keys)
+}
 
 // addKey adds key to those ReadFinal reads.
 func (l *Load) addKey(key string) {
-	l.extraMu.Lock()
-	defer l.extraMu.Unlock()
-	if !slices.Contains(l.keys, key) && !slices.Contains(l.extra, key) {
-		l.extra = append(l.extra, key)
+	l.usedMu.Lock()
+	defer l.usedMu.Unlock()
+	if !slices.Contains(l.used, key) {
+		l.used = append(l.used, key)
 	}
+}
+
+// usedKeys returns every key used so far.
+func (l *Load) usedKeys() []string {
+	l.usedMu.Lock()
+	defer l.usedMu.Unlock()
+	return slices.Clone(l.used)
 }
 
 // Waits returns how many requests had to wait for the chain (and were
@@ -196,7 +219,8 @@ func (l *Load) run(id int, cl *cli.Client) {
 			return
 		default:
 		}
-		in := Input{Key: l.keys[rng.IntN(len(l.keys))]}
+		keys := *l.keys.Load()
+		in := Input{Key: keys[rng.IntN(len(keys))]}
 		switch p := rng.IntN(10); {
 		case p < 4:
 			in.Kind = Get
@@ -247,9 +271,10 @@ func Do(ctx context.Context, cl *cli.Client, in Input) (Output, error) {
 	return Output{Outcome: Indefinite}, err
 }
 
-// ReadFinal reads every key of the Load, and those Probes wrote, at the
-// chain's tail through a new client, records the reads in the History as one more client's, after
-// everything else, and returns the values of the keys that are present.
+// ReadFinal reads every key used so far (the clients' under every Rekey,
+// and those Probes wrote) at the chain's tail through a new client, records
+// the reads in the History as one more client's, after everything else,
+// and returns the values of the keys that are present.
 // It must follow Stop. It fails the test if a read fails.
 func (l *Load) ReadFinal() map[string]string {
 	l.tb.Helper()
@@ -259,10 +284,7 @@ func (l *Load) ReadFinal() map[string]string {
 	}
 	defer closeClient()
 	final := make(map[string]string)
-	l.extraMu.Lock()
-	keys := slices.Concat(l.keys, l.extra)
-	l.extraMu.Unlock()
-	for _, key := range keys {
+	for _, key := range l.usedKeys() {
 		in := Input{Kind: Get, Key: key}
 		call := l.history.Now()
 		out, err := Do(context.Background(), cl, in)
@@ -275,6 +297,34 @@ func (l *Load) ReadFinal() map[string]string {
 		}
 	}
 	return final
+}
+
+// Audit reads every key used so far, one after the other, through a client
+// of its own, with the Load's retries, and records the reads in the
+// History, while the clients go on. Run after each fault of a long run, it
+// makes a write that the fault lost show in the linearizability check of
+// its keys right there, rather than only in the final reads. A read that
+// fails is recorded as such; Audit returns how many did.
+func (l *Load) Audit() int {
+	l.tb.Helper()
+	// Not l.dial: the Audit's waits are not the clients'.
+	cl, closeClient, err := dialClient(l.zkAddr, cli.Options{RetryFor: l.opts.RetryFor, AttemptTimeout: l.opts.AttemptTimeout})
+	if err != nil {
+		l.tb.Fatalf("cluster: client: %v", err)
+	}
+	defer closeClient()
+	client := l.opts.Clients + 1_000_000 + int(l.audits.Add(1))
+	failed := 0
+	for _, key := range l.usedKeys() {
+		in := Input{Kind: Get, Key: key}
+		call := l.history.Now()
+		out, err := Do(l.ctx, cl, in)
+		l.history.Add(Op{Client: client, Input: in, Output: out, Call: call, Return: l.history.Now(), Err: err, Probe: true})
+		if err != nil {
+			failed++
+		}
+	}
+	return failed
 }
 
 // ProbeTimeout bounds each request of a Probe.
