@@ -726,20 +726,7 @@ func faultCutAllZK() nemesisFault {
 	}}
 }
 
-// faultStore is a table for a bare Machine.
-type faultStore map[string]string
 
-func (s faultStore) Apply(op codec.MessageT_Opcode, key string, value []byte) bool {
-	_, found := s[key]
-	if op == codec.OpPut {
-		s[key] = string(value)
-	} else {
-		delete(s, key)
-	}
-	return found
-}
-
-func (s faultStore) Reset() { clear(s) }
 
 // faultStaleFirst freezes the tail past its session timeout, so that it
 // loses its place while the rest of the chain goes on taking writes; then
@@ -815,8 +802,8 @@ func TestFaultStaleNodeBackFirst(t *testing.T) {
 // write in ZooKeeper.)
 func TestMachineStaleRejoinerKeepsSuccessor(t *testing.T) {
 	now := time.Now()
-	lone := func(name string, values ...string) (*chain.Machine, faultStore) {
-		st := faultStore{}
+	lone := func(name string, values ...string) (*chain.Machine, mapStore) {
+		st := mapStore{}
 		m := chain.NewMachine(name, st, 2*time.Second)
 		m.SetSessionLease(now.Add(time.Hour))
 		m.Tick(now)
