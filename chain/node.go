@@ -174,16 +174,55 @@ func (n *Node) Rejoin(self string) {
 	})
 }
 
-// SetView installs the chain's membership, head first.
-func (n *Node) SetView(members []Member) {
+// SetView installs the chain's membership, head first. It fails, and
+// the node keeps its old view, if the node tracks holders and the record
+// it was last told must first be brought in line with the view (see
+// PlanHolders).
+func (n *Node) SetView(members []Member) error {
+	var err error
 	n.step(func(m *Machine) {
 		wasHead := m.IsHead()
-		m.SetView(members)
+		if err = m.SetView(members); err != nil {
+			return
+		}
 		n.log.Debug("new view", "members", len(members), "state", m)
 		if m.IsHead() && !wasHead && m.DataLost() {
 			n.log.Error("became head before catching up with a predecessor that is gone: writes may be lost", "state", m)
 		}
 	})
+	return err
+}
+
+// TrackHolders makes the node follow the holders record as process id
+// (see Machine.TrackHolders).
+func (n *Node) TrackHolders(id string) { n.step(func(m *Machine) { m.TrackHolders(id) }) }
+
+// PlanHolders returns the holders record to write before installing
+// members, from the record as read (see Machine.PlanHolders), and whether
+// it changed.
+func (n *Node) PlanHolders(hs Holders, members []Member) (Holders, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.PlanHolders(hs, members)
+}
+
+// SetHolders tells the node the holders record as last read or written.
+func (n *Node) SetHolders(hs Holders) { n.step(func(m *Machine) { m.SetHolders(hs) }) }
+
+// ShouldYield reports whether the node should move to the end of the
+// chain (see Machine.ShouldYield).
+func (n *Node) ShouldYield() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.ShouldYield()
+}
+
+// Waiting reports whether the node is first but may not lead, and the
+// holders record it waits on.
+func (n *Node) Waiting() (Holders, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m.Waiting()
 }
 
 // Drain stops taking client writes and reads and waits, at most timeout,

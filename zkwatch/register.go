@@ -30,6 +30,7 @@ type Registration struct {
 	stop        chan struct{}
 	closeOnce   sync.Once
 	done        chan struct{} // closed when run returns
+	requeue     chan chan error
 	unsubscribe func()
 
 	mu     sync.Mutex
@@ -62,6 +63,7 @@ func (c *Client) Register(addr string) (*Registration, error) {
 		updates:     make(chan Status, 1),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
+		requeue:     make(chan chan error),
 		unsubscribe: unsubscribe,
 	}
 	if err := r.register(); err != nil {
@@ -112,6 +114,21 @@ func (r *Registration) Close() error {
 	return err
 }
 
+// Requeue moves the member to the end of the chain: it deletes the member
+// node and creates a new one, under a new name. A member that must not
+// lead the chain, but registered first, gives its place to those after
+// it. If creating the new node fails, the Registration tries again as
+// after an expiry, and Requeue returns the error.
+func (r *Registration) Requeue() error {
+	reply := make(chan error, 1)
+	select {
+	case r.requeue <- reply:
+		return <-reply
+	case <-r.done:
+		return ErrNotRegistered
+	}
+}
+
 // leave deletes the member node.
 func (r *Registration) leave() error {
 	r.mu.Lock()
@@ -139,6 +156,12 @@ func (r *Registration) run(kick <-chan struct{}) {
 		select {
 		case <-kick:
 		case <-retry:
+		case reply := <-r.requeue:
+			err := r.leave()
+			if err == nil {
+				err = r.register()
+			}
+			reply <- err
 		case <-r.stop:
 			return
 		case <-r.c.done:

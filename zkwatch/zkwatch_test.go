@@ -2,6 +2,7 @@ package zkwatch
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -522,5 +523,60 @@ func TestDialUnreachable(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Dial gave up after %s", d)
+	}
+}
+
+// SetRecord writes the chain record only at the version read, and only
+// while the member node exists.
+func TestRecordIsWrittenByMembersOnly(t *testing.T) {
+	srv := zktest.Start(t)
+	c := dial(t, srv.Addr(), 2*time.Second)
+	r := register(t, c, ":9001")
+	data, version, err := c.Record()
+	if err != nil || len(data) != 0 {
+		t.Fatalf("first record: %q, %v; want empty", data, err)
+	}
+	if err := r.SetRecord([]byte("one"), version); err != nil {
+		t.Fatalf("SetRecord at the version read: %v", err)
+	}
+	if err := r.SetRecord([]byte("stale"), version); !errors.Is(err, ErrRecordChanged) {
+		t.Errorf("SetRecord at an old version: %v, want ErrRecordChanged", err)
+	}
+	data, version, err = c.Record()
+	if err != nil || string(data) != "one" {
+		t.Fatalf("record after one write: %q, %v; want \"one\"", data, err)
+	}
+
+	// A member whose node is gone must not write, even at the right
+	// version: it may have missed what the others did.
+	if _, err := c.conn.Multi(&zk.DeleteRequest{Path: ChainPath + "/" + r.Name(), Version: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetRecord([]byte("gone"), version); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("SetRecord without a member node: %v, want ErrNotRegistered", err)
+	}
+	if data, _, _ := c.Record(); string(data) != "one" {
+		t.Errorf("record is %q after a refused write, want \"one\"", data)
+	}
+}
+
+// Requeue puts the member at the end of the chain under a new name.
+func TestRequeueMovesToTheEnd(t *testing.T) {
+	srv := zktest.Start(t)
+	w := watch(t, dial(t, srv.Addr(), 2*time.Second))
+	first := register(t, dial(t, srv.Addr(), 2*time.Second), ":9001")
+	register(t, dial(t, srv.Addr(), 2*time.Second), ":9002")
+	waitAddrs(t, w, "127.0.0.1:9001", "127.0.0.1:9002")
+	old := first.Name()
+	if err := first.Requeue(); err != nil {
+		t.Fatalf("Requeue: %v", err)
+	}
+	v := waitAddrs(t, w, "127.0.0.1:9002", "127.0.0.1:9001")
+	if got := first.Name(); got == old || got != v.Members[1].Name {
+		t.Errorf("after Requeue the member is %q (was %q), the view's tail %q", got, old, v.Members[1].Name)
+	}
+	first.Close()
+	if err := first.Requeue(); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("Requeue after Close: %v, want ErrNotRegistered", err)
 	}
 }

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,11 +66,22 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	follow(ctx, node, reg, watcher, &memberSession)
+	f := &follower{node: node, zc: zc, reg: reg, watcher: watcher, memberSession: &memberSession, log: log, force: o.forceStart}
+	f.run(ctx)
 
 	log.Info("leaving the chain")
 	if !node.Drain(5 * time.Second) {
 		log.Warn("writes still in flight after 5s; leaving anyway", "state", node.State())
+	}
+	// A node that leaves takes its table with it: it leaves the holders
+	// record before the chain.
+	left := f.sync()
+	for i := 0; i < 10 && !left; i++ {
+		time.Sleep(retryDelay)
+		left = f.sync()
+	}
+	if !left {
+		log.Warn("could not take this node off the holders record")
 	}
 	if err := reg.Close(); err != nil {
 		log.Warn("could not delete the member node; ZooKeeper drops it when the session ends", "err", err)
@@ -73,35 +89,150 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	return nil
 }
 
-// follow feeds the node its member name, with the session it belongs to,
-// and the chain's views, until ctx ends.
-func follow(ctx context.Context, node *chain.Node, reg *zkwatch.Registration, watcher *zkwatch.Watcher, memberSession *atomic.Int64) {
-	name := ""
-	apply := func(st zkwatch.Status) {
-		if st.Name != name && st.Name != "" {
-			name = st.Name
-			memberSession.Store(st.ID)
-			node.Rejoin(name)
-			node.SetView(members(watcher.View()))
-		}
-	}
-	apply(reg.Status())
+// follower feeds a node its member name, with the session it belongs to,
+// the chain's views and the holders record (see chain.Holders), which it
+// keeps in line before every view it installs.
+type follower struct {
+	node          *chain.Node
+	zc            *zkwatch.Client
+	reg           *zkwatch.Registration
+	watcher       *zkwatch.Watcher
+	memberSession *atomic.Int64
+	log           *slog.Logger
+	force         bool // -force-start, until the node first leads or follows
+
+	name       string
+	waitingFor string // the holders last reported waited for
+}
+
+// recheck is how often the follower brings the holders record in line
+// without a change of view: a node that became live lists itself.
+const recheck = time.Second
+
+// run follows until ctx ends.
+func (f *follower) run(ctx context.Context) {
+	f.node.TrackHolders(holderID())
+	f.rejoin(f.reg.Status())
+	tick := time.NewTicker(recheck)
+	defer tick.Stop()
 	for {
+		ok := f.sync()
+		retry := tick.C
+		if !ok {
+			retry = time.After(retryDelay)
+		}
 		select {
-		case st, ok := <-reg.Updates():
-			if !ok {
+		case st, open := <-f.reg.Updates():
+			if !open {
 				return
 			}
-			apply(st)
-		case v, ok := <-watcher.Updates():
-			if !ok {
+			f.rejoin(st)
+		case _, open := <-f.watcher.Updates():
+			if !open {
 				return
 			}
-			node.SetView(members(v))
+		case <-retry:
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// retryDelay is how soon a failed sync is tried again.
+const retryDelay = 200 * time.Millisecond
+
+// rejoin gives the node its new member name, if it has one.
+func (f *follower) rejoin(st zkwatch.Status) {
+	if st.Name != f.name && st.Name != "" {
+		f.name = st.Name
+		f.memberSession.Store(st.ID)
+		f.node.Rejoin(f.name)
+	}
+}
+
+// sync reads the holders record, writes it as the node needs before it
+// installs the latest view, installs the view, and moves the node to the
+// end of the chain if it may not lead. It reports whether the view was
+// installed.
+func (f *follower) sync() bool {
+	view := members(f.watcher.View())
+	data, version, err := f.zc.Record()
+	if err != nil {
+		f.log.Debug("reading the holders record", "err", err)
+		return false
+	}
+	hs, err := chain.ParseHolders(data)
+	if err != nil {
+		f.log.Error("the chain record in ZooKeeper is not a holders record; this node will not lead the chain", "path", zkwatch.ChainPath, "err", err)
+		return false
+	}
+	if f.force {
+		hs, version = f.forceStart(hs, version, view)
+	}
+	next, changed := f.node.PlanHolders(hs, view)
+	if changed {
+		switch err := f.reg.SetRecord(next.Encode(), version); {
+		case errors.Is(err, zkwatch.ErrRecordChanged), errors.Is(err, zkwatch.ErrNotRegistered):
+			return false
+		case err != nil:
+			f.log.Debug("writing the holders record", "err", err)
+			return false
+		}
+	}
+	f.node.SetHolders(next)
+	if err := f.node.SetView(view); err != nil {
+		f.log.Debug("view not installed", "err", err)
+		return false
+	}
+	if holders, waiting := f.node.Waiting(); waiting {
+		f.reportWaiting(holders)
+		if f.node.ShouldYield() {
+			f.log.Info("a node that holds the latest writes registered after this one: moving to the end of the chain")
+			if err := f.reg.Requeue(); err != nil {
+				f.log.Warn("moving to the end of the chain", "err", err)
+			}
+		}
+	} else {
+		f.waitingFor, f.force = "", false
+	}
+	return true
+}
+
+// forceStart empties the holders record if none of its nodes is
+// registered, so that this node may lead with what it has.
+func (f *follower) forceStart(hs chain.Holders, version int32, view []chain.Member) (chain.Holders, int32) {
+	if len(hs) == 0 || len(view) == 0 || view[0].Name != f.name {
+		return hs, version
+	}
+	for _, h := range hs {
+		if slices.ContainsFunc(view, func(m chain.Member) bool { return m.Name == h.Name }) {
+			return hs, version
+		}
+	}
+	if err := f.reg.SetRecord(nil, version); err != nil {
+		return hs, version
+	}
+	f.log.Warn("-force-start: starting the chain without the nodes that held the latest writes; their writes are lost", "holders", string(hs.Encode()))
+	return nil, version + 1
+}
+
+// reportWaiting logs, once per record, that the node waits for a holder.
+func (f *follower) reportWaiting(hs chain.Holders) {
+	text := strings.TrimSpace(string(hs.Encode()))
+	if text == f.waitingFor {
+		return
+	}
+	f.waitingFor = text
+	f.log.Warn("first in the chain, but ZooKeeper lists other nodes as holding the latest writes: waiting for one of them to register; "+
+		"if they are gone for good, restart this node with -force-start (their writes are lost)", "holders", text)
+}
+
+// holderID returns an identity for this process, unique among all the
+// processes that ever serve the chain.
+func holderID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func members(v zkwatch.View) []chain.Member {

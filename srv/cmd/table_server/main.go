@@ -47,6 +47,7 @@ type options struct {
 	advertise      string
 	sessionTimeout time.Duration
 	leaseTerm      time.Duration
+	forceStart     bool
 	maxFrame       int
 	maxConns       int
 	maxUnread      int
@@ -100,6 +101,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.advertise, "advertise", "", "`host` that other nodes and clients reach this node at (default: the local address of the connection to ZooKeeper)")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 4*time.Second, "ZooKeeper session `timeout`: a node cut off from ZooKeeper this long loses its place in the chain")
 	fs.DurationVar(&o.leaseTerm, "lease", chain.DefaultLeaseTerm, "how `long` the tail keeps answering reads on its predecessor's word while ZooKeeper is unreachable")
+	fs.BoolVar(&o.forceStart, "force-start", false, "if ZooKeeper lists nodes as holding the latest writes but none of them is registered, start the chain without them: their writes are lost")
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
 	fs.IntVar(&o.maxConns, "max-conns", srv.DefaultMaxConns, "most connections open at once; more are closed as they open")
 	fs.IntVar(&o.maxUnread, "max-unread", srv.DefaultMaxOutbound, "most reply `bytes` a client may leave unread before it is disconnected")
