@@ -350,6 +350,45 @@ func TestE2ELeave(t *testing.T) {
 	t.Logf("test took %v", time.Since(start).Round(time.Millisecond))
 }
 
+// TestE2EHoldersGone kills the only node of a chain after a write. The
+// holders record in ZooKeeper still lists it, so a new node must not start
+// the chain empty, which would lose the write should the killed node's
+// table come back; it waits, and says why in its log, until a node started
+// with -force-start discards the record.
+func TestE2EHoldersGone(t *testing.T) {
+	ctx := context.Background()
+	c := cluster.Start(t, cluster.Options{Nodes: 1})
+	c.WaitTailServes(recoverTimeout)
+	if err := c.Client().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("put on a chain of one: %v", err)
+	}
+	old := c.At(0)
+	old.Kill()
+	c.WaitGone(old, recoverTimeout)
+
+	fresh := c.Add()
+	quick := c.ClientWith(cli.Options{RetryFor: 3 * time.Second, AttemptTimeout: 500 * time.Millisecond})
+	if err := quick.Put(ctx, "k2", []byte("v2")); err == nil {
+		t.Fatalf("%v, new, started the chain empty while the holders record lists the killed %v", fresh, old)
+	}
+	if log := fresh.LogTail(100); !strings.Contains(log, "waiting for one of them") {
+		t.Errorf("%v does not say what it waits for; its log ends:\n%s", fresh, log)
+	}
+
+	forced := c.Add("-force-start")
+	waitServingTail(t, c, forced, -1)
+	cl := c.Client()
+	if err := cl.Put(ctx, "k2", []byte("v2")); err != nil {
+		t.Fatalf("put after -force-start: %v", err)
+	}
+	if v, err := cl.Get(ctx, "k"); err == nil {
+		t.Errorf("k = %q after -force-start, want it gone with the killed node", v)
+	}
+	if head, _ := c.View().Head(); head.Addr != fresh.Addr {
+		t.Errorf("head is %s, want %v", head.Addr, fresh)
+	}
+}
+
 // TestMachineOutOfViewAcksNothing is the smallest reproduction of the lost
 // writes that the FreezeHead and PartitionHead scenarios find: a head whose
 // ZooKeeper session expired learns, from its new session, a view without

@@ -192,12 +192,13 @@ func (c *Cluster) Nodes() []*Node {
 // View returns the chain as the cluster's own ZooKeeper watch last saw it.
 func (c *Cluster) View() zkwatch.View { return c.watcher.View() }
 
-// Add starts a new node on a free port and waits until it is registered;
-// it joins the chain as its tail.
-func (c *Cluster) Add() *Node {
+// Add starts a new node on a free port, with table_server flags of its
+// own if any, and waits until it is registered; it joins the chain as its
+// tail.
+func (c *Cluster) Add(flags ...string) *Node {
 	c.tb.Helper()
 	c.mu.Lock()
-	n := &Node{c: c, ID: len(c.nodes)}
+	n := &Node{c: c, ID: len(c.nodes), flags: flags}
 	n.logPath = filepath.Join(c.dir, fmt.Sprintf("node%d.log", n.ID))
 	c.nodes = append(c.nodes, n)
 	c.mu.Unlock()
@@ -404,6 +405,7 @@ type Node struct {
 	Addr    string
 	port    int
 	logPath string
+	flags   []string // table_server flags of its own
 
 	zkProxies []*Proxy // the node's ways to ZooKeeper, one per server
 	srvProxy  *Proxy   // in front of the node's port, with Options.NodeProxies
@@ -697,6 +699,7 @@ func (n *Node) start() error {
 	if !c.opts.Quiet {
 		args = append(args, "-v")
 	}
+	args = append(args, n.flags...)
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = sysProcAttr()
@@ -813,7 +816,14 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 // table_client does, closed when the test ends.
 func (c *Cluster) Client() *cli.Client {
 	c.tb.Helper()
-	cl, closeClient, err := dialClient(c.ZKAddr(), cli.Options{RetryFor: 20 * time.Second, AttemptTimeout: time.Second})
+	return c.ClientWith(cli.Options{RetryFor: 20 * time.Second, AttemptTimeout: time.Second})
+}
+
+// ClientWith returns a client of the chain with the given options, closed
+// when the test ends.
+func (c *Cluster) ClientWith(opts cli.Options) *cli.Client {
+	c.tb.Helper()
+	cl, closeClient, err := dialClient(c.ZKAddr(), opts)
 	if err != nil {
 		c.tb.Fatalf("cluster: client: %v", err)
 	}

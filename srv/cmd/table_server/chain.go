@@ -199,9 +199,10 @@ func (f *follower) sync() bool {
 }
 
 // forceStart empties the holders record if none of its nodes is
-// registered, so that this node may lead with what it has.
+// registered, so that the first node of the chain may lead with what it
+// has.
 func (f *follower) forceStart(hs chain.Holders, version int32, view []chain.Member) (chain.Holders, int32) {
-	if len(hs) == 0 || len(view) == 0 || view[0].Name != f.name {
+	if len(hs) == 0 {
 		return hs, version
 	}
 	for _, h := range hs {
