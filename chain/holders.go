@@ -19,20 +19,22 @@ import (
 // members' sessions, and it keeps one invariant: every node it lists holds
 // every committed write. Hence:
 //
-//   - A node is listed only while it is a member (ZooKeeper checks its
+//   - A node lists itself only while it is a member (ZooKeeper checks its
 //     member node in the same transaction) and live: it holds every
-//     committed write and receives every new one before it commits.
+//     committed write and receives every new one before it commits. When
+//     it registers again under a new name it renames its entry, which only
+//     a node with an entry and an intact table does.
 //   - Before a live node installs a view that lacks a listed node, and so
 //     may commit writes that node will never see, it deletes that node
 //     from the record (Machine.SetView refuses the view otherwise).
 //   - A node that is not live, or whose table a snapshot began to
 //     replace, never leads the chain with its own table unless the record
 //     lists it (by its process identity: its member name changes when it
-//     registers again) or lists no one: a new chain, or one every node
-//     left gracefully.
+//     registers again) or lists no other node: a new chain, or one
+//     every other node left gracefully.
 //
 // A node that registered first but may not lead waits, and moves to the
-// end of the chain (Node.Yield) as soon as a listed node registers after
+// end of the chain (see ShouldYield) as soon as a listed node registers after
 // it. If every listed node is gone for good, their writes are lost and
 // the chain waits until an operator says so (table_server -force-start).
 
@@ -106,8 +108,8 @@ func (m *Machine) SetHolders(hs Holders) { m.holders = hs }
 // mayLead reports whether the node, first in its view but not live, may
 // lead the chain with its own table.
 func (m *Machine) mayLead() bool {
-	if m.holderID == "" || len(m.holders) == 0 {
-		return true
+	if m.holderID == "" || !slices.ContainsFunc(m.holders, func(h Holder) bool { return h.ID != m.holderID }) {
+		return true // no other node claims the latest writes
 	}
 	_, listed := m.holders.byID(m.holderID)
 	return listed && m.whole

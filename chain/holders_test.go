@@ -269,3 +269,26 @@ func TestMachineStaleRejoinerYields(t *testing.T) {
 		t.Errorf("f's k = %q, want the acknowledged v2", fst["k"])
 	}
 }
+
+// The first node of a new chain has lost nothing; a node that rejoins
+// while a snapshot was replacing its table and then leads has.
+func TestDataLost(t *testing.T) {
+	m, _ := holderNode(t, "A", "")
+	m.Rejoin("a")
+	install(t, m, nil, member("a"))
+	if m.DataLost() {
+		t.Errorf("the first node of a new chain reports lost data (%s)", m)
+	}
+
+	s, _ := holderNode(t, "S", "")
+	s.Rejoin("s")
+	install(t, s, nil, member("b"), member("s"))
+	if err := s.Snapshot("b", "s", true, nil, nil, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Rejoin("s2")
+	install(t, s, nil, member("s2"))
+	if !s.DataLost() {
+		t.Errorf("a node that leads with half a snapshot does not report lost data (%s)", s)
+	}
+}

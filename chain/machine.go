@@ -127,7 +127,7 @@ type Machine struct {
 	sendLive  bool      // the next message to the successor carries the live marker
 	dataLost  bool      // became head before it finished catching up
 	draining  bool      // shutting down: takes no new client writes
-	partial   bool      // rejoined with a table it had not finished catching up
+	partial   bool      // rejoined while a snapshot was replacing its table
 	whole     bool      // no snapshot began to replace the table since the node was last live
 
 	holderID string  // the process's entry in the holders record; "" if not tracked
@@ -335,7 +335,7 @@ func (m *Machine) Rejoin(self string) {
 	m2.failed, m2.zkLease, m2.linkGen, m2.now, m2.grantUntil = failed, old.zkLease, old.linkGen+1, old.now, old.granted()
 	m2.applied, m2.committed, m2.dedup = old.applied, old.committed, old.dedup
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
-	m2.partial = !old.live
+	m2.partial = !old.whole
 	*m = *m2
 }
 
