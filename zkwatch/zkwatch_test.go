@@ -16,6 +16,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"go.uber.org/goleak"
 
+	"github.com/chaintable/chaintable/internal/netfault"
 	"github.com/chaintable/chaintable/internal/zktest"
 )
 
@@ -325,7 +326,7 @@ func TestMemberNodeGoesWithKilledProcess(t *testing.T) {
 // the registration makes a new one as soon as it can.
 func TestRegisterAgainAfterSessionExpiry(t *testing.T) {
 	srv := zktest.Start(t)
-	proxy := zktest.NewProxy(t, srv.Addr())
+	proxy := netfault.NewProxy(t, "127.0.0.1:0", srv.Addr())
 	w := watch(t, dial(t, srv.Addr(), 2*time.Second))
 	c := dial(t, proxy.Addr(), time.Second)
 	r := register(t, c, ":9001")
@@ -352,7 +353,7 @@ func TestRegisterAgainAfterSessionExpiry(t *testing.T) {
 		t.Errorf("while partitioned the session is %+v, want disconnected from session %v", s, sessionID(before.ID))
 	}
 
-	proxy.Unblock()
+	proxy.Heal()
 	after := waitStatus(t, r, "registered again", func(s Status) bool { return s.State == Connected && s.Name != "" })
 	if after.ID == before.ID {
 		t.Errorf("session id still %v after expiry", sessionID(after.ID))

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chaintable/chaintable/cli"
+	"github.com/chaintable/chaintable/internal/netfault"
 	"github.com/chaintable/chaintable/internal/zktest"
 	"github.com/chaintable/chaintable/zkwatch"
 )
@@ -205,7 +206,7 @@ func (c *Cluster) Add(flags ...string) *Node {
 	// One proxy per ZooKeeper server, so that the node's own client goes
 	// from member to member as it would without them.
 	for _, s := range c.zk {
-		n.zkProxies = append(n.zkProxies, NewProxy(c.tb, "127.0.0.1:0", s.Addr()))
+		n.zkProxies = append(n.zkProxies, netfault.NewProxy(c.tb, "127.0.0.1:0", s.Addr()))
 	}
 	// A port found free may be taken before the server binds it: try
 	// another one then.
@@ -240,7 +241,7 @@ func (n *Node) listen() error {
 		return fmt.Errorf("%s: port %d on %s: %w", n, port, NodeHost, err)
 	}
 	l.Close()
-	p, err := newProxy(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), net.JoinHostPort(NodeHost, strconv.Itoa(port)))
+	p, err := netfault.Listen(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), net.JoinHostPort(NodeHost, strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("%s: proxy on port %d: %w", n, port, err)
 	}
@@ -407,8 +408,8 @@ type Node struct {
 	logPath string
 	flags   []string // table_server flags of its own
 
-	zkProxies []*Proxy // the node's ways to ZooKeeper, one per server
-	srvProxy  *Proxy   // in front of the node's port, with Options.NodeProxies
+	zkProxies []*netfault.Proxy // the node's ways to ZooKeeper, one per server
+	srvProxy  *netfault.Proxy   // in front of the node's port, with Options.NodeProxies
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -597,7 +598,7 @@ func (n *Node) Heal() {
 
 // Proxy returns the proxy in front of the node's port. It fails the test
 // unless the cluster was started with Options.NodeProxies.
-func (n *Node) Proxy() *Proxy {
+func (n *Node) Proxy() *netfault.Proxy {
 	n.c.tb.Helper()
 	if n.srvProxy == nil {
 		n.c.tb.Fatalf("cluster: %s has no proxy in front of it; start the cluster with Options.NodeProxies", n)

@@ -2,7 +2,7 @@
 // or ensemble (through zktest) and table_server processes on loopback,
 // which a test can kill, terminate, freeze, resume, restart, add to and
 // partition while clients use the chain. Each node reaches ZooKeeper
-// through fault-injecting TCP Proxies of its own (Node.CutZK), and with
+// through fault-injecting netfault Proxies of its own (Node.CutZK), and with
 // Options.NodeProxies clients and its predecessor reach it through another
 // (Node.Partition), which resets or silently stalls connections.
 //

@@ -1,8 +1,6 @@
 package zktest
 
 import (
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -135,66 +133,5 @@ func TestEnsembleServesWithOneMemberDown(t *testing.T) {
 	}
 	if ok, _, err := connect(t, leader.Addr()).Exists("/written-without-the-old-leader"); !ok || err != nil {
 		t.Fatalf("restarted member: exists %v, %v", ok, err)
-	}
-}
-
-func TestProxyBlock(t *testing.T) {
-	s := Start(t)
-	p := NewProxy(t, s.Addr())
-	roundTrip := func() error {
-		c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write([]byte("ruok")); err != nil {
-			return err
-		}
-		reply, err := io.ReadAll(c)
-		if err == nil && string(reply) != "imok" {
-			err = io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if err := roundTrip(); err != nil {
-		t.Fatalf("through the proxy: %v", err)
-	}
-
-	conn, events, err := zk.Connect([]string{p.Addr()}, 2*time.Second, zk.WithLogger(quiet{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		conn.Close()
-		for range events {
-		}
-	}()
-	// Disconnected lasts only until the next attempt to connect, so wait
-	// for the event rather than the state.
-	waitState := func(want zk.State) {
-		t.Helper()
-		deadline := time.After(15 * time.Second)
-		for {
-			select {
-			case ev := <-events:
-				if ev.State == want {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("state %v, want %v", conn.State(), want)
-			}
-		}
-	}
-	waitState(zk.StateHasSession)
-	p.Block()
-	waitState(zk.StateDisconnected)
-	if err := roundTrip(); err == nil {
-		t.Fatal("blocked proxy let ruok through")
-	}
-	p.Unblock()
-	waitState(zk.StateHasSession)
-	if err := roundTrip(); err != nil {
-		t.Fatalf("after Unblock: %v", err)
 	}
 }

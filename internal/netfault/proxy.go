@@ -1,4 +1,9 @@
-package cluster
+// Package netfault injects network faults between processes on loopback:
+// a TCP Proxy that forwards connections to one of its upstreams and can
+// reset them, refuse new ones, or silently stall them, as a partition
+// would. Tests put one between a node and ZooKeeper, or in front of a
+// node's port.
+package netfault
 
 import (
 	"errors"
@@ -15,9 +20,7 @@ const proxyDialTimeout = time.Second
 // Proxy forwards TCP connections from a loopback address to one of its
 // upstreams, and injects network faults into them: Block resets every
 // connection and refuses new ones, Pause silently stops the bytes, and Heal
-// undoes either. The cluster puts one between each node and each
-// ZooKeeper server and, with Options.NodeProxies, one in front of each
-// node's server port.
+// undoes either.
 //
 // Its methods are safe for concurrent use.
 type Proxy struct {
@@ -47,17 +50,19 @@ type ProxyCounts struct {
 // members of an ensemble. It is closed when the test ends.
 func NewProxy(tb testing.TB, listen string, upstreams ...string) *Proxy {
 	tb.Helper()
-	p, err := newProxy(listen, upstreams...)
+	p, err := Listen(listen, upstreams...)
 	if err != nil {
-		tb.Fatalf("cluster: proxy: %v", err)
+		tb.Fatalf("netfault: %v", err)
 	}
 	tb.Cleanup(p.Close)
 	return p
 }
 
-func newProxy(listen string, upstreams ...string) (*Proxy, error) {
+// Listen is NewProxy for callers that handle the error and the Close
+// themselves, such as a harness that retries on another port.
+func Listen(listen string, upstreams ...string) (*Proxy, error) {
 	if len(upstreams) == 0 {
-		return nil, errors.New("no upstream")
+		return nil, fmt.Errorf("proxy on %s: no upstream", listen)
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
