@@ -83,11 +83,19 @@ func (s succState) String() string {
 // so how many writes a client may have in flight and still retry safely.
 const dedupWindow = 64
 
-// clientLog remembers the outcome of one client's recent writes.
+// clientLog remembers the outcome of one client's recent writes. The ring
+// holds outcomes by value: recording one costs no allocation.
 type clientLog struct {
 	highest uint64
 	lastSeq uint64 // sequence number of the client's latest write
-	ring    [dedupWindow]*codec.DedupT
+	ring    [dedupWindow]outcome
+}
+
+// outcome is the result of one client write. Sequence numbers start at 1,
+// so seq 0 marks an empty slot.
+type outcome struct {
+	requestID, seq uint64
+	found          bool
 }
 
 // A client's outcomes are forgotten once dedupHorizon writes followed its
@@ -353,9 +361,9 @@ func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err er
 		// several in flight: a slot holding an older request means this
 		// one is new; a newer one means this one's outcome is forgotten.
 		switch rec := log.ring[req.RequestId%dedupWindow]; {
-		case rec != nil && rec.RequestId == req.RequestId:
-			return rec.Seq, rec.Found, nil
-		case rec != nil && rec.RequestId > req.RequestId,
+		case rec.seq != 0 && rec.requestID == req.RequestId:
+			return rec.seq, rec.found, nil
+		case rec.seq != 0 && rec.requestID > req.RequestId,
 			req.RequestId+dedupWindow <= log.highest:
 			return 0, false, ErrTooOld
 		}
@@ -369,7 +377,7 @@ func (m *Machine) apply(w *codec.WriteT) bool {
 	found := m.store.Apply(w.Op, w.Key, w.Value)
 	m.applied = w.Seq
 	if w.ClientId != 0 {
-		m.record(&codec.DedupT{ClientId: w.ClientId, RequestId: w.RequestId, Seq: w.Seq, Found: found})
+		m.record(w.ClientId, outcome{requestID: w.RequestId, seq: w.Seq, found: found})
 	}
 	if m.applied%dedupSweep == 0 {
 		m.forgetIdleClients()
@@ -383,15 +391,15 @@ func (m *Machine) apply(w *codec.WriteT) bool {
 	return found
 }
 
-func (m *Machine) record(rec *codec.DedupT) {
-	log := m.dedup[rec.ClientId]
+func (m *Machine) record(clientID uint64, o outcome) {
+	log := m.dedup[clientID]
 	if log == nil {
 		log = new(clientLog)
-		m.dedup[rec.ClientId] = log
+		m.dedup[clientID] = log
 	}
-	log.ring[rec.RequestId%dedupWindow] = rec
-	log.highest = max(log.highest, rec.RequestId)
-	log.lastSeq = max(log.lastSeq, rec.Seq)
+	log.ring[o.requestID%dedupWindow] = o
+	log.highest = max(log.highest, o.requestID)
+	log.lastSeq = max(log.lastSeq, o.seq)
 }
 
 // forgetIdleClients drops the outcomes of clients that wrote nothing in
@@ -512,7 +520,10 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		m.store.Apply(codec.OpPut, e.Key, e.Value)
 	}
 	for _, rec := range dedup {
-		m.record(rec)
+		if rec.GetSeq() == 0 {
+			continue // no write has sequence number 0: nothing to remember
+		}
+		m.record(rec.GetClientId(), outcome{requestID: rec.GetRequestId(), seq: rec.GetSeq(), found: rec.GetFound()})
 	}
 	if done {
 		m.applied, m.synced = seq, true
@@ -657,10 +668,10 @@ func (m *Machine) startSnapshot() uint64 {
 // DedupRecords returns the exactly-once records, for a snapshot.
 func (m *Machine) DedupRecords() []*codec.DedupT {
 	var recs []*codec.DedupT
-	for _, log := range m.dedup {
-		for _, rec := range log.ring {
-			if rec != nil {
-				recs = append(recs, rec)
+	for id, log := range m.dedup {
+		for _, o := range log.ring {
+			if o.seq != 0 {
+				recs = append(recs, &codec.DedupT{ClientId: id, RequestId: o.requestID, Seq: o.seq, Found: o.found})
 			}
 		}
 	}

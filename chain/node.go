@@ -608,7 +608,13 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 			continue
 		}
 		heartbeat = false
-		if err := send(&codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE, From: self, To: succ.Name, Writes: ws, Live: live, LeaseGrant: grant}); err != nil {
+		// Each batch goes out at once: under load the next one gathers
+		// while this one is written.
+		buf = codec.AppendReplicate(buf[:0], self, succ.Name, ws, live, grant)
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
 			return err
 		}
 		if len(ws) > 0 {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/chaintable/chaintable/codec"
 )
@@ -297,8 +296,7 @@ func (s *Server) serve(c *Conn, payload []byte) {
 		s.finish(c)
 		return
 	}
-	c.req.Reset()
-	if err := proto.Unmarshal(payload, &c.req); err != nil {
+	if err := codec.Unmarshal(payload, &c.req); err != nil {
 		s.log.Debug("unparsable request", "conn", c.id, "err", err)
 		c.answer(errorFrame)
 		return

@@ -1,0 +1,269 @@
+package codec
+
+import (
+	"unicode/utf8"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Replication frames carry every write of a chain once per hop, so the
+// chain encodes and decodes them by hand: protobuf's reflection and its
+// size pass cost more than the writes' own bytes. The bytes are the same
+// as proto's, and anything beyond the fields below goes through proto.
+
+// Field numbers of message_t's replication fields, and of write_t.
+const (
+	fieldFrom       = 13
+	fieldTo         = 14
+	fieldWrites     = 16
+	fieldLive       = 18
+	fieldLeaseGrant = 24
+
+	fieldWriteSeq       = 1
+	fieldWriteOp        = 2
+	fieldWriteKey       = 3
+	fieldWriteValue     = 4
+	fieldWriteClientID  = 5
+	fieldWriteRequestID = 6
+)
+
+// AppendReplicate appends to dst the framed bytes that AppendMessage makes
+// of MessageT{Opcode: OP_REPLICATE, From: from, To: to, Writes: writes,
+// Live: live, LeaseGrant: grant}, without reflection. Unknown fields of
+// the writes are not sent.
+func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, grant uint64) []byte {
+	size := 1 + protowire.SizeVarint(uint64(MessageT_OP_REPLICATE))
+	size += sizeString(fieldFrom, from) + sizeString(fieldTo, to)
+	for _, w := range writes {
+		size += protowire.SizeTag(fieldWrites) + protowire.SizeBytes(writeSize(w))
+	}
+	if live {
+		size += protowire.SizeTag(fieldLive) + 1
+	}
+	size += sizeVarint(fieldLeaseGrant, grant)
+
+	dst = AppendHeader(dst, size)
+	dst = appendVarint(dst, fieldOpcode, uint64(MessageT_OP_REPLICATE))
+	dst = appendString(dst, fieldFrom, from)
+	dst = appendString(dst, fieldTo, to)
+	for _, w := range writes {
+		dst = protowire.AppendTag(dst, fieldWrites, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(writeSize(w)))
+		dst = appendVarint(dst, fieldWriteSeq, w.Seq)
+		dst = appendVarint(dst, fieldWriteOp, uint64(int64(w.Op)))
+		dst = appendString(dst, fieldWriteKey, w.Key)
+		dst = appendString(dst, fieldWriteValue, string(w.Value))
+		dst = appendVarint(dst, fieldWriteClientID, w.ClientId)
+		dst = appendVarint(dst, fieldWriteRequestID, w.RequestId)
+	}
+	if live {
+		dst = protowire.AppendTag(dst, fieldLive, protowire.VarintType)
+		dst = append(dst, 1)
+	}
+	return appendVarint(dst, fieldLeaseGrant, grant)
+}
+
+func writeSize(w *WriteT) int {
+	return sizeVarint(fieldWriteSeq, w.Seq) + sizeVarint(fieldWriteOp, uint64(int64(w.Op))) +
+		sizeString(fieldWriteKey, w.Key) + sizeString(fieldWriteValue, string(w.Value)) +
+		sizeVarint(fieldWriteClientID, w.ClientId) + sizeVarint(fieldWriteRequestID, w.RequestId)
+}
+
+// sizeVarint and sizeString give the size of a proto3 field, which is
+// left out when it holds its zero value.
+func sizeVarint(num protowire.Number, v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeVarint(v)
+}
+
+func sizeString(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+}
+
+func appendVarint(dst []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return dst
+	}
+	dst = protowire.AppendTag(dst, num, protowire.VarintType)
+	return protowire.AppendVarint(dst, v)
+}
+
+func appendString(dst []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	dst = protowire.AppendTag(dst, num, protowire.BytesType)
+	return protowire.AppendString(dst, s)
+}
+
+// Unmarshal decodes payload into m, as proto.Unmarshal does. Replication
+// messages are decoded by hand; anything else, or anything unusual in
+// one, by proto.
+func Unmarshal(payload []byte, m *MessageT) error {
+	if unmarshalReplicate(payload, m) {
+		return nil
+	}
+	return proto.Unmarshal(payload, m)
+}
+
+// unmarshalReplicate decodes a REPLICATE message made only of the fields
+// that AppendReplicate writes into m, and reports whether it did. It
+// accepts nothing that proto would decode differently: on false, m is to
+// be decoded by proto.
+func unmarshalReplicate(payload []byte, m *MessageT) bool {
+	m.Reset()
+	// One allocation for the frame's writes, and their pointers, rather
+	// than one per write.
+	writes := make([]WriteT, countWrites(payload))
+	m.Writes = make([]*WriteT, 0, len(writes))
+	var op uint64
+	for b := payload; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && (num == fieldOpcode || num == fieldLive || num == fieldLeaseGrant):
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			switch num {
+			case fieldOpcode:
+				op = v
+			case fieldLive:
+				m.Live = v != 0
+			default:
+				m.LeaseGrant = v
+			}
+		case typ == protowire.BytesType && (num == fieldFrom || num == fieldTo || num == fieldWrites):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			switch num {
+			case fieldWrites:
+				i := len(m.Writes)
+				if i == len(writes) || !unmarshalWrite(v, &writes[i]) {
+					return false
+				}
+				m.Writes = append(m.Writes, &writes[i])
+			case fieldFrom, fieldTo:
+				if !utf8.Valid(v) {
+					return false
+				}
+				if num == fieldFrom {
+					m.From = string(v)
+				} else {
+					m.To = string(v)
+				}
+			}
+		default:
+			return false
+		}
+	}
+	// An opcode proto would truncate to the same int32 is left to proto.
+	if op != uint64(MessageT_OP_REPLICATE) {
+		m.Reset()
+		return false
+	}
+	if len(m.Writes) == 0 {
+		m.Writes = nil // as proto leaves it
+	}
+	m.Opcode = MessageT_OP_REPLICATE
+	return true
+}
+
+// countWrites returns how many writes fields payload holds, as far as it
+// can be parsed.
+func countWrites(payload []byte) int {
+	count := 0
+	for b := payload; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		if num == fieldWrites && typ == protowire.BytesType {
+			count++
+		}
+	}
+	return count
+}
+
+// unmarshalWrite decodes a write_t into w, as proto would, and reports
+// whether it could. Its key and value share one allocation: a table keeps
+// both, and drops both when the key is written again or deleted.
+func unmarshalWrite(b []byte, w *WriteT) bool {
+	var key, value []byte
+	haveKey := false
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && num >= fieldWriteSeq && num <= fieldWriteRequestID && num != fieldWriteKey && num != fieldWriteValue:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			switch num {
+			case fieldWriteSeq:
+				w.Seq = v
+			case fieldWriteOp:
+				w.Op = MessageT_Opcode(int32(v))
+			case fieldWriteClientID:
+				w.ClientId = v
+			default:
+				w.RequestId = v
+			}
+		case typ == protowire.BytesType && (num == fieldWriteKey || num == fieldWriteValue):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			if num == fieldWriteKey {
+				if !utf8.Valid(v) {
+					return false
+				}
+				key, haveKey = v, true
+			} else {
+				value = v
+			}
+		default:
+			return false
+		}
+	}
+	if !haveKey && value == nil {
+		return true
+	}
+	buf := make([]byte, len(key)+len(value))
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	// The key's bytes are never written again: buf is not shared, and the
+	// value's slice starts after them.
+	w.Key = unsafe.String(unsafe.SliceData(buf), len(key))
+	if value != nil {
+		w.Value = buf[len(key):len(buf):len(buf)]
+	}
+	return true
+}

@@ -1,0 +1,170 @@
+package codec
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// replicateCases are REPLICATE messages as the chain sends them: empty
+// heartbeats, zero fields left out, deletes, large batches and frames past
+// the 16-bit length.
+func replicateCases() []*MessageT {
+	big := bytes.Repeat([]byte{'v'}, 70000)
+	many := make([]*WriteT, 1024)
+	for i := range many {
+		many[i] = &WriteT{Seq: uint64(i + 1), Op: OpPut, Key: "key:" + strings.Repeat("k", i%40), Value: []byte("value"), ClientId: 7, RequestId: uint64(i)}
+	}
+	return []*MessageT{
+		{Opcode: MessageT_OP_REPLICATE},
+		{Opcode: MessageT_OP_REPLICATE, From: "node0000000001", To: "node0000000002", LeaseGrant: 3},
+		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Live: true, Writes: []*WriteT{{Seq: 1, Op: OpDel, Key: "gone"}}},
+		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{{}, {Seq: 1 << 40, Op: OpPut, Key: "k", Value: []byte{}}}},
+		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{{Seq: 9, Op: OpPut, Key: "big", Value: big}}},
+		{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: many, Live: true, LeaseGrant: 1<<64 - 1},
+		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Seq: 2, Op: MessageT_Opcode(-5), Key: "négatif"}}},
+	}
+}
+
+func TestAppendReplicateMatchesProto(t *testing.T) {
+	for i, m := range replicateCases() {
+		want, err := AppendMessage([]byte("prefix"), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := AppendReplicate([]byte("prefix"), m.From, m.To, m.Writes, m.Live, m.LeaseGrant)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d: AppendReplicate made %d bytes, AppendMessage %d; first at %d differ", i, len(got), len(want), firstDiff(got, want))
+		}
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func TestUnmarshal(t *testing.T) {
+	marshal := func(m *MessageT) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rep := marshal(&MessageT{Opcode: MessageT_OP_REPLICATE, From: "a", Writes: []*WriteT{{Seq: 1, Op: OpPut, Key: "k", Value: []byte("v")}}})
+	tests := []struct {
+		name string
+		b    []byte
+		fast bool // decoded without proto
+		err  bool
+	}{
+		{"replicate", rep, true, false},
+		{"replicate, a field twice", append(append([]byte(nil), rep...), 0x6a, 1, 'z'), true, false}, // from again: the last counts
+		{"replicate with a hello's field", marshal(&MessageT{Opcode: MessageT_OP_REPLICATE, Synced: true}), false, false},
+		{"write with an unknown field", append(append([]byte(nil), rep...), 0x82, 1, 2, 0x38, 1), false, false},
+		{"invalid UTF-8 in from", []byte{0x08, 120, 0x6a, 1, 0xff}, false, true},
+		{"invalid UTF-8 key in a write", []byte{0x08, 120, 0x82, 1, 3, 0x1a, 1, 0xff}, false, true},
+		{"truncated write", rep[:len(rep)-1], false, true},
+		{"put", marshal(PutRequest("k", []byte("v"))), false, false},
+		{"empty", nil, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var fast MessageT
+			if got := unmarshalReplicate(tt.b, &fast); got != tt.fast {
+				t.Errorf("decoded by hand: %v, want %v", got, tt.fast)
+			}
+			var got, want MessageT
+			err := Unmarshal(tt.b, &got)
+			wantErr := proto.Unmarshal(tt.b, &want)
+			if (err != nil) != tt.err || (wantErr != nil) != tt.err {
+				t.Fatalf("Unmarshal: %v, proto.Unmarshal: %v; want an error: %v", err, wantErr, tt.err)
+			}
+			if err == nil && !proto.Equal(&got, &want) {
+				t.Fatalf("Unmarshal = %v, proto.Unmarshal = %v", &got, &want)
+			}
+		})
+	}
+}
+
+// FuzzUnmarshal checks that whatever the hand decoder accepts, proto
+// decodes to the same message.
+func FuzzUnmarshal(f *testing.F) {
+	for _, m := range replicateCases()[:4] {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got MessageT
+		if !unmarshalReplicate(b, &got) {
+			return
+		}
+		var want MessageT
+		if err := proto.Unmarshal(b, &want); err != nil {
+			t.Fatalf("decoded by hand what proto refuses: %v", err)
+		}
+		if !proto.Equal(&got, &want) || len(want.ProtoReflect().GetUnknown()) != 0 {
+			t.Fatalf("decoded by hand %v, proto decodes %v", &got, &want)
+		}
+	})
+}
+
+// FuzzAppendReplicate checks that the hand encoder writes proto's bytes
+// for writes made of any field values.
+func FuzzAppendReplicate(f *testing.F) {
+	f.Add("node1", "node2", uint64(1), int32(10), "key", []byte("value"), uint64(3), uint64(4), true, uint64(5))
+	f.Add("", "", uint64(0), int32(-1), "", []byte{}, uint64(0), uint64(0), false, uint64(0))
+	f.Fuzz(func(t *testing.T, from, to string, seq uint64, op int32, key string, value []byte, client, request uint64, live bool, grant uint64) {
+		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request}
+		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: grant}
+		want, err := AppendMessage(nil, m)
+		if err != nil {
+			return // invalid UTF-8: the chain never sends it
+		}
+		if got := AppendReplicate(nil, from, to, m.Writes, live, grant); !bytes.Equal(got, want) {
+			t.Fatalf("AppendReplicate made %x, AppendMessage %x", got, want)
+		}
+	})
+}
+
+func BenchmarkReplicate(b *testing.B) {
+	writes := make([]*WriteT, 256)
+	for i := range writes {
+		writes[i] = &WriteT{Seq: uint64(i + 1), Op: OpPut, Key: "key:12345", Value: bytes.Repeat([]byte{'v'}, 32), ClientId: 7, RequestId: uint64(i)}
+	}
+	m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: writes, LeaseGrant: 2}
+	frame, _ := AppendMessage(nil, m)
+	payload := frame[HeaderLen(len(frame)-2):]
+	b.Run("encode/proto", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf, _ = AppendMessage(buf[:0], m)
+		}
+	})
+	b.Run("encode/hand", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf = AppendReplicate(buf[:0], m.From, m.To, m.Writes, m.Live, m.LeaseGrant)
+		}
+	})
+	b.Run("decode/proto", func(b *testing.B) {
+		var got MessageT
+		for b.Loop() {
+			got.Reset()
+			_ = proto.Unmarshal(payload, &got)
+		}
+	})
+	b.Run("decode/hand", func(b *testing.B) {
+		var got MessageT
+		for b.Loop() {
+			_ = Unmarshal(payload, &got)
+		}
+	})
+}
