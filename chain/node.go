@@ -2,7 +2,6 @@ package chain
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -392,10 +391,12 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 
 // ServeWrite takes a plain put or del: Node is a srv.WriteServer.
 func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
-	w := &codec.WriteT{Op: req.Op, Key: string(req.Key), ClientId: req.ClientID, RequestId: req.RequestID}
+	w := &codec.WriteT{Op: req.Op, ClientId: req.ClientID, RequestId: req.RequestID}
+	var value []byte
 	if req.Op == codec.OpPut {
-		w.Value = bytes.Clone(req.Value)
+		value = req.Value
 	}
+	w.Key, w.Value = codec.CloneEntry(req.Key, value)
 	n.clientWrite(c, w)
 }
 

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -196,4 +197,20 @@ func scanEntry(b []byte, w *WriteRequest) bool {
 		b = b[n:]
 	}
 	return true
+}
+
+// CloneEntry copies key and value into one allocation and returns the
+// copies: what a table keeps of a write, one object instead of two for the
+// allocator and the garbage collector. A nil value stays nil. The table
+// drops both together when the key is written again or deleted.
+func CloneEntry(key, value []byte) (string, []byte) {
+	if value == nil {
+		return string(key), nil
+	}
+	buf := make([]byte, len(key)+len(value))
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	// The key's bytes are never written again: buf is not shared, and the
+	// value's slice starts after them with no room to grow into them.
+	return unsafe.String(unsafe.SliceData(buf), len(key)), buf[len(key):len(buf):len(buf)]
 }

@@ -166,3 +166,36 @@ func FuzzScanWrite(f *testing.F) {
 		}
 	})
 }
+
+func TestCloneEntry(t *testing.T) {
+	tests := []struct {
+		name       string
+		key, value []byte
+	}{
+		{"put", []byte("key:1"), []byte("value")},
+		{"empty value", []byte("k"), []byte{}},
+		{"del", []byte("k"), nil},
+		{"empty key", nil, []byte("v")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantKey, wantValue := string(tt.key), string(tt.value)
+			key, value := CloneEntry(tt.key, tt.value)
+			if key != wantKey || string(value) != wantValue || (value == nil) != (tt.value == nil) {
+				t.Fatalf("CloneEntry = %q, %q; want %q, %q", key, value, wantKey, wantValue)
+			}
+			// The copies share nothing with the arguments, and growing the
+			// value leaves the key alone.
+			for i := range tt.key {
+				tt.key[i] = '!'
+			}
+			for i := range tt.value {
+				tt.value[i] = '!'
+			}
+			_ = append(value, "grown"...)
+			if key != wantKey || string(value) != wantValue {
+				t.Fatalf("after writing to the arguments and growing the value: %q, %q; want %q, %q", key, value, wantKey, wantValue)
+			}
+		})
+	}
+}

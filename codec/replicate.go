@@ -2,7 +2,6 @@ package codec
 
 import (
 	"unicode/utf8"
-	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -207,8 +206,7 @@ func countWrites(payload []byte) int {
 }
 
 // unmarshalWrite decodes a write_t into w, as proto would, and reports
-// whether it could. Its key and value share one allocation: a table keeps
-// both, and drops both when the key is written again or deleted.
+// whether it could.
 func unmarshalWrite(b []byte, w *WriteT) bool {
 	var key, value []byte
 	haveKey := false
@@ -253,17 +251,8 @@ func unmarshalWrite(b []byte, w *WriteT) bool {
 			return false
 		}
 	}
-	if !haveKey && value == nil {
-		return true
-	}
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, key)
-	copy(buf[len(key):], value)
-	// The key's bytes are never written again: buf is not shared, and the
-	// value's slice starts after them.
-	w.Key = unsafe.String(unsafe.SliceData(buf), len(key))
-	if value != nil {
-		w.Value = buf[len(key):len(buf):len(buf)]
+	if haveKey || value != nil {
+		w.Key, w.Value = CloneEntry(key, value)
 	}
 	return true
 }

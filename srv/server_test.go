@@ -273,18 +273,28 @@ func TestServerDeferredRepliesKeepRequestOrder(t *testing.T) {
 	h.wg.Wait()
 }
 
+// BenchmarkServerGet and BenchmarkServerPut measure the server's path for
+// pipelined requests; -benchmem shows its allocations per request.
 func BenchmarkServerGet(b *testing.B) {
+	benchmarkServer(b, codec.GetRequest("key"), codec.AppendValueReply(nil, make([]byte, 32)))
+}
+
+func BenchmarkServerPut(b *testing.B) {
+	benchmarkServer(b, codec.PutRequest("key", make([]byte, 32)), WrittenFrame(codec.OpPut))
+}
+
+func benchmarkServer(b *testing.B, req *codec.MessageT, reply []byte) {
 	s, store := startStore(b, Config{})
 	store.Table.Put("key", make([]byte, 32))
 	w := dial(b, s.Addr())
 	const depth = 16
 	var batch []byte
 	for range depth {
-		batch = append(batch, mustFrame(codec.GetRequest("key"))...)
+		batch = append(batch, mustFrame(req)...)
 	}
 	// Replies are read into one reused buffer, so that allocations counted
 	// are the server's.
-	replies := make([]byte, depth*len(codec.AppendValueReply(nil, make([]byte, 32))))
+	replies := make([]byte, depth*len(reply))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += depth {

@@ -1,7 +1,6 @@
 package srv
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -172,9 +171,10 @@ func (s *Store) ServeGet(dst, key []byte) []byte { return s.AppendGet(dst, key) 
 func (s *Store) ServeWrite(c *Conn, w *codec.WriteRequest) {
 	var value []byte
 	if w.Op == codec.OpPut {
-		value = bytes.Clone(w.Value)
+		value = w.Value
 	}
-	if !s.Apply(w.Op, string(w.Key), value) {
+	key, value := codec.CloneEntry(w.Key, value)
+	if !s.Apply(w.Op, key, value) {
 		c.AnswerFrame(ErrorFrame(codec.Status_STATUS_NOT_FOUND))
 		return
 	}
