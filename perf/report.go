@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
@@ -300,15 +299,7 @@ func digitsAfter(v float64) int {
 func WriteTable(w io.Writer, reports []*Report) error {
 	rows := [][]string{{"workload", "chaintable ops/s", "redis ops/s", "ratio", "chaintable p99", "redis p99", "errors"}}
 	for _, r := range reports {
-		var ct, rd *Result
-		for i := range r.Results {
-			res := &r.Results[i]
-			if res.System == "redis" && rd == nil {
-				rd = res
-			} else if res.System == "chaintable" && ct == nil {
-				ct = res
-			}
-		}
+		ct, rd := r.pair()
 		ops := func(res *Result) string {
 			if res == nil {
 				return "-"
@@ -331,24 +322,8 @@ func WriteTable(w io.Writer, reports []*Report) error {
 		}
 		rows = append(rows, []string{r.RowLabel(), ops(ct), ops(rd), ratio, p99(ct), p99(rd), strconv.FormatInt(errs, 10)})
 	}
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
 	var b strings.Builder
-	for _, row := range rows {
-		for i, c := range row {
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			if i == 0 {
-				b.WriteString(c + pad)
-			} else {
-				b.WriteString("  " + pad + c)
-			}
-		}
-		b.WriteString("\n")
-	}
+	writeColumns(&b, rows, 1)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

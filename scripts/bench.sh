@@ -2,8 +2,9 @@
 # Benchmarks chaintable against Redis on this machine, over loopback, with
 # table_perf, and prints comparison tables.
 #
-#   scripts/bench.sh [all]    the standard comparison, then the chain part
-#   scripts/bench.sh compare  the standard comparison only
+#   scripts/bench.sh [all]    the standard comparison, the chain part, and
+#                             which performance targets held
+#   scripts/bench.sh compare  the standard comparison only, and its targets
 #   scripts/bench.sh chain    the chain part only
 #   scripts/bench.sh memory   RSS of table_server and Redis holding
 #                             MEMORY_KEYS 32-byte values
@@ -322,6 +323,14 @@ chain() {
 	table "$results"/chain-put-P16.json
 }
 
+# targets judges the project's performance targets on the run's reports.
+targets() {
+	echo
+	echo "== targets (table_perf --targets $results/*.json)"
+	echo
+	./table_perf --targets "$results"/*.json
+}
+
 memory() {
 	local ts ts_pid rs rs_pid
 	start_table_server
@@ -389,8 +398,12 @@ case $mode in
 all)
 	compare
 	chain
+	targets
 	;;
-compare) compare ;;
+compare)
+	compare
+	targets
+	;;
 chain) chain ;;
 memory) memory ;;
 esac

@@ -5,6 +5,7 @@
 //	table_perf [flags] --direct <host:port>  one table_server
 //	table_perf [flags] --redis <host:port>   one Redis
 //	table_perf --table <report.json>...      a comparison table of --json reports
+//	table_perf --targets <report.json>...    which performance targets they meet
 //
 // Add --vs-redis <host:port> to a chain or direct run to run the same load
 // against Redis afterwards and print both with their ratio. Exit status: 0
@@ -35,6 +36,7 @@ const usage = `Usage:
   table_perf [flags] --redis <host:port>   load one Redis (SET/GET/DEL)
   table_perf --table <report.json>...      print a comparison table of --json reports
   table_perf --plot <report.json>... > f.svg   draw their latency percentiles as SVG
+  table_perf --targets <report.json>...    judge the project's performance targets on them
 
 Closed-loop load: -c connections, each sending batches of -P requests in one
 write and reading their replies before the next batch. The run ends after -n
@@ -55,9 +57,10 @@ type options struct {
 	json    bool
 	quiet   bool
 	label   string
-	table   []string // report files for --table or --plot; nil unless one is given
-	plot    bool     // --plot: an SVG chart of the reports instead of a table
-	cpuprof string   // file for a CPU profile of table_perf itself
+	table   []string // report files for --table, --plot or --targets; nil unless one is given
+	// show writes what the report files say: a table, a chart or targets.
+	show    func(io.Writer, []*perf.Report) error
+	cpuprof string // file for a CPU profile of table_perf itself
 }
 
 // configs returns the runs to make, in order.
@@ -87,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if o.table != nil {
-		return printReports(o.table, o.plot, stdout, stderr)
+		return printReports(o.table, o.show, stdout, stderr)
 	}
 
 	if o.cpuprof != "" {
@@ -164,7 +167,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		redisWait, members    int
 		requests              int64
 		conns, pipeline, keys int
-		table                 bool
+		table, plot, judge    bool
 	)
 	fs := flag.NewFlagSet("table_perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -189,7 +192,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.label, "label", "", "row `label` of this run in comparison tables")
 	fs.BoolVar(&o.quiet, "q", false, "no progress line")
 	fs.BoolVar(&table, "table", false, "print a comparison table of the --json reports named as arguments")
-	fs.BoolVar(&o.plot, "plot", false, "print an SVG chart of the latency percentiles of the --json reports named as arguments")
+	fs.BoolVar(&plot, "plot", false, "print an SVG chart of the latency percentiles of the --json reports named as arguments")
+	fs.BoolVar(&judge, "targets", false, "print which of the project's performance targets the --json reports named as arguments meet")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of table_perf itself to `file` (is the load generator the bottleneck?)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usage, perf.DefaultRequests)
@@ -199,9 +203,19 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if err != nil {
 		return o, err
 	}
-	if table || o.plot {
+	switch {
+	case table && plot, table && judge, plot && judge:
+		return o, errors.New("give one of --table, --plot and --targets")
+	case table:
+		o.show = perf.WriteTable
+	case plot:
+		o.show = perf.WritePlot
+	case judge:
+		o.show = perf.WriteTargets
+	}
+	if o.show != nil {
 		if len(pos) == 0 {
-			return o, errors.New("--table and --plot need at least one report file")
+			return o, errors.New("--table, --plot and --targets need at least one report file")
 		}
 		o.table = pos
 		return o, nil
@@ -276,9 +290,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// printReports prints the comparison table of the report files, or with
-// plot their latency chart.
-func printReports(files []string, plot bool, stdout, stderr io.Writer) int {
+// printReports reads the report files and shows them to stdout.
+func printReports(files []string, show func(io.Writer, []*perf.Report) error, stdout, stderr io.Writer) int {
 	var reports []*perf.Report
 	for _, name := range files {
 		f, err := os.Open(name)
@@ -294,11 +307,7 @@ func printReports(files []string, plot bool, stdout, stderr io.Writer) int {
 		}
 		reports = append(reports, r)
 	}
-	write := perf.WriteTable
-	if plot {
-		write = perf.WritePlot
-	}
-	if err := write(stdout, reports); err != nil {
+	if err := show(stdout, reports); err != nil {
 		fmt.Fprintf(stderr, "table_perf: %v\n", err)
 		return 1
 	}

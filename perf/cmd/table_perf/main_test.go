@@ -77,6 +77,11 @@ func TestParseArgs(t *testing.T) {
 				t.Errorf("table %v", o.table)
 			}
 		}},
+		{name: "targets", args: []string{"--targets", "a.json"}, check: func(t *testing.T, o options) {
+			if len(o.table) != 1 || o.show == nil {
+				t.Errorf("reports %v, show %v", o.table, o.show != nil)
+			}
+		}},
 
 		{name: "no target", args: nil, wantErr: "no target"},
 		{name: "two targets", args: []string{"--direct", "h:1", "--redis", "h:2"}, wantErr: "only one of"},
@@ -96,6 +101,8 @@ func TestParseArgs(t *testing.T) {
 		{name: "vs redis with redis", args: []string{"--redis", "h:1", "--vs-redis", "h:2"}, wantErr: "without --redis"},
 		{name: "members without chain", args: []string{"--direct", "h:1", "--chain-members", "3"}, wantErr: "needs a chain target"},
 		{name: "table without files", args: []string{"--table"}, wantErr: "at least one report"},
+		{name: "targets without files", args: []string{"--targets"}, wantErr: "at least one report"},
+		{name: "table and targets", args: []string{"--table", "--targets", "a.json"}, wantErr: "one of --table, --plot and --targets"},
 		{name: "unknown flag", args: []string{"--direct", "h:1", "--bogus"}, wantErr: "not defined"},
 		{name: "bad number", args: []string{"--direct", "h:1", "-c", "many"}, wantErr: "invalid value"},
 	}
