@@ -51,6 +51,35 @@ type Result struct {
 	Hist *hdrhistogram.Histogram `json:"-"`
 }
 
+// Add folds o, another round of the same load against the same target,
+// into r: counts and measured time add up, throughput is over both, and
+// latencies are those of every request of both. r keeps its own preload.
+func (r *Result) Add(o *Result) {
+	r.Requests += o.Requests
+	r.OK += o.OK
+	r.Misses += o.Misses
+	r.Errors += o.Errors
+	for reason, n := range o.ErrorReasons {
+		if r.ErrorReasons == nil {
+			r.ErrorReasons = make(map[string]int64)
+		}
+		r.ErrorReasons[reason] += n
+	}
+	r.Elapsed += o.Elapsed
+	r.ElapsedSec = r.Elapsed.Seconds()
+	if r.Elapsed > 0 {
+		r.OpsPerSec = float64(r.Requests) / r.ElapsedSec
+	}
+	switch {
+	case r.Hist == nil:
+		r.Hist = o.Hist
+	case o.Hist != nil:
+		r.Hist.Merge(o.Hist)
+	}
+	r.Latency = latencyOf(r.Hist)
+	r.Interrupted = r.Interrupted || o.Interrupted
+}
+
 // Latency summarises a latency histogram, in microseconds.
 type Latency struct {
 	// P50 to P999 are percentiles (P999 is the 99.9th); Max and Mean
@@ -104,6 +133,9 @@ type Params struct {
 	Preload      bool    `json:"preload"`
 	Seed         uint64  `json:"seed"`
 	TimeoutSec   float64 `json:"timeout_s"`
+	// Rounds is how many times each target was measured, in turns;
+	// Requests and DurationSec are per round. Zero means one.
+	Rounds int `json:"rounds,omitempty"`
 	// GoMaxProcs is the load generator's GOMAXPROCS.
 	GoMaxProcs int `json:"gomaxprocs"`
 }
@@ -228,6 +260,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if p.Preload {
 		b.WriteString(", preloaded")
+	}
+	if p.Rounds > 1 {
+		fmt.Fprintf(&b, ", %d rounds in turns", p.Rounds)
 	}
 	b.WriteString("\n")
 	for i := range r.Results {

@@ -112,3 +112,35 @@ func TestWriteTable(t *testing.T) {
 		}
 	}
 }
+
+func TestResultAdd(t *testing.T) {
+	round := func(requests int64, elapsed time.Duration, latency time.Duration, reason string) *Result {
+		h := newHist(&Config{Timeout: time.Second})
+		for range requests {
+			if err := h.RecordValue(latency.Nanoseconds()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := &Result{Requests: requests, OK: requests - 1, Errors: 1, ErrorReasons: map[string]int64{reason: 1},
+			Elapsed: elapsed, ElapsedSec: elapsed.Seconds(), OpsPerSec: float64(requests) / elapsed.Seconds(),
+			Hist: h, Latency: latencyOf(h), Preload: &Preload{Keys: 7}}
+		return r
+	}
+	r := round(100, time.Second, time.Millisecond, "timeout")
+	r.Add(round(300, time.Second, 3*time.Millisecond, "timeout"))
+	r.Add(round(100, 2*time.Second, 10*time.Millisecond, "refused"))
+	if r.Requests != 500 || r.OK != 497 || r.Errors != 3 || r.ErrorReasons["timeout"] != 2 || r.ErrorReasons["refused"] != 1 {
+		t.Errorf("counts: %+v", r)
+	}
+	if r.ElapsedSec != 4 || r.OpsPerSec != 125 {
+		t.Errorf("throughput over 4s: %v ops/s in %vs, want 125 in 4", r.OpsPerSec, r.ElapsedSec)
+	}
+	// 100 requests at 1ms, 300 at 3ms, 100 at 10ms: the median is 3ms and
+	// the 99th percentile 10ms, as if all had been one run.
+	if p50, p99 := r.Latency.P50, r.Latency.P99; p50 < 2990 || p50 > 3010 || p99 < 9990 || p99 > 10010 {
+		t.Errorf("latency p50 %vµs, p99 %vµs; want about 3000 and 10000", p50, p99)
+	}
+	if r.Hist.TotalCount() != 500 || r.Preload == nil || r.Preload.Keys != 7 {
+		t.Errorf("histogram of %d requests, preload %+v", r.Hist.TotalCount(), r.Preload)
+	}
+}

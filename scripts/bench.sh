@@ -17,7 +17,9 @@
 # WAIT 2 0 after every SET.
 #
 # Environment (defaults in brackets):
-#   BENCH_TIME   length of each measured run [5s]
+#   BENCH_TIME   length of each measured round [2s]
+#   BENCH_ROUNDS rounds per row: table_server and Redis measured in turns, so
+#                that the shared machine's changes of speed fall on both [3]
 #   BENCH_CONNS  connections [50]
 #   BENCH_KEYS   key space [100000]
 #   BENCH_VALUE  value size in bytes [32]
@@ -46,7 +48,8 @@ all | compare | chain | memory) ;;
 	;;
 esac
 
-time_per_run=${BENCH_TIME:-5s}
+time_per_run=${BENCH_TIME:-2s}
+rounds=${BENCH_ROUNDS:-3}
 conns=${BENCH_CONNS:-50}
 keys=${BENCH_KEYS:-100000}
 value=${BENCH_VALUE:-32}
@@ -232,7 +235,7 @@ perf_run() {
 	local name=$1 status=0
 	shift
 	echo "bench: $name: table_perf $*" >&2
-	./table_perf --json -T "$time_per_run" -c "$conns" -d "$value" -r "$keys" --preload "$@" \
+	./table_perf --json -T "$time_per_run" -rounds "$rounds" -c "$conns" -d "$value" -r "$keys" --preload "$@" \
 		>"$results/$name.json" || status=$?
 	if ((status != 0)); then
 		failed=1
@@ -266,7 +269,7 @@ plotted=()
 header() {
 	echo
 	echo "== $1"
-	echo "   $(nproc) cores, loopback, $conns connections, $value-byte values, $keys keys preloaded, $time_per_run per run"
+	echo "   $(nproc) cores, loopback, $conns connections, $value-byte values, $keys keys preloaded, $rounds rounds of $time_per_run each, in turns"
 	echo "   $(redis-server --version | awk '{print $1, $2, $3}'), reports in $results/"
 	echo "   load average before the runs: $load_before (other processes share the cores)"
 	echo
@@ -391,7 +394,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "loadavg=$load_before"
 	echo "go=$(go env GOVERSION)"
 	echo "redis=$(redis-server --version)"
-	echo "bench_time=$time_per_run conns=$conns keys=$keys value=$value lists=$lists"
+	echo "bench_time=$time_per_run rounds=$rounds conns=$conns keys=$keys value=$value lists=$lists"
 } >"$results/meta.txt"
 
 case $mode in

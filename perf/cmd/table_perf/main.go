@@ -42,7 +42,8 @@ Closed-loop load: -c connections, each sending batches of -P requests in one
 write and reading their replies before the next batch. The run ends after -n
 requests or -T time, whichever comes first (default -n %d).
 --vs-redis <host:port> runs the same load against Redis afterwards and prints
-the ratio. A request's latency is the time from its batch's send to its reply.
+the ratio; -rounds N measures both N times in turns, so that a shared
+machine's changes of speed fall on both alike. A request's latency is the time from its batch's send to its reply.
 
 Exit status: 0 all requests succeeded, 1 a run failed or some requests
 failed (misses are not failures), 2 bad command line.
@@ -54,6 +55,7 @@ Flags:
 type options struct {
 	cfg     perf.Config // the first (or only) run
 	vsRedis string      // Redis address for a second run, or ""
+	rounds  int         // times each target is measured, in turns
 	json    bool
 	quiet   bool
 	label   string
@@ -114,23 +116,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Params:  perf.ParamsOf(o.cfg),
 		Started: time.Now().UTC().Format(time.RFC3339),
 	}
+	report.Params.Rounds = o.rounds
 	status := 0
-	for _, cfg := range o.configs() {
-		if !o.quiet && isTerminal(stderr) {
-			cfg.Progress = stderr
+	cfgs := o.configs()
+	results := make([]*perf.Result, len(cfgs))
+rounds:
+	for round := range o.rounds {
+		for i, cfg := range cfgs {
+			if !o.quiet && isTerminal(stderr) {
+				cfg.Progress = stderr
+			}
+			if o.rounds > 1 && !o.quiet {
+				fmt.Fprintf(stderr, "table_perf: round %d of %d: %s\n", round+1, o.rounds, cfg.Target.System())
+			}
+			res, err := perf.Run(ctx, cfg)
+			if err != nil {
+				fmt.Fprintf(stderr, "table_perf: %v\n", err)
+				status = 1
+				break rounds
+			}
+			if results[i] == nil {
+				results[i] = res
+			} else {
+				results[i].Add(res)
+			}
+			if res.Errors > 0 || res.Interrupted {
+				status = 1
+			}
+			if res.Interrupted {
+				break rounds
+			}
 		}
-		res, err := perf.Run(ctx, cfg)
-		if err != nil {
-			fmt.Fprintf(stderr, "table_perf: %v\n", err)
-			status = 1
-			break
-		}
-		report.Results = append(report.Results, *res)
-		if res.Errors > 0 || res.Interrupted {
-			status = 1
-		}
-		if res.Interrupted {
-			break
+	}
+	for _, res := range results {
+		if res != nil {
+			report.Results = append(report.Results, *res)
 		}
 	}
 	if len(report.Results) == 2 {
@@ -184,6 +204,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&direct, "direct", "", "load the one table_server at `host:port`")
 	fs.StringVar(&redis, "redis", "", "load the Redis at `host:port`")
 	fs.StringVar(&o.vsRedis, "vs-redis", "", "then run the same load against the Redis at `host:port` and compare")
+	fs.IntVar(&o.rounds, "rounds", 1, "measure each target `N` times, in turns with --vs-redis, and report the rounds together; -n and -T are per round")
 	fs.IntVar(&redisWait, "redis-wait", 0, "send WAIT `N` 0 after every Redis write and require N replicas")
 	fs.IntVar(&members, "chain-members", 0, "wait until the chain has at least `N` members")
 	fs.DurationVar(&o.cfg.Timeout, "timeout", perf.DefaultTimeout, "bound on connecting and on waiting for one batch's replies")
@@ -227,6 +248,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-c: connections must be at least 1, got %d", conns)
 	case pipeline < 1:
 		return o, fmt.Errorf("-P: pipeline depth must be at least 1, got %d", pipeline)
+	case o.rounds < 1:
+		return o, fmt.Errorf("-rounds: must be at least 1, got %d", o.rounds)
 	case keys < 1:
 		return o, fmt.Errorf("-r: key space must hold at least 1 key, got %d", keys)
 	}

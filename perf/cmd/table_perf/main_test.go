@@ -93,6 +93,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "zipf s", args: []string{"--direct", "h:1", "-dist", "zipf", "-zipf-s", "0.9"}, wantErr: "greater than 1"},
 		{name: "zero conns", args: []string{"--direct", "h:1", "-c", "0"}, wantErr: "connections"},
 		{name: "zero pipeline", args: []string{"--direct", "h:1", "-P", "0"}, wantErr: "pipeline"},
+		{name: "zero rounds", args: []string{"--direct", "h:1", "-rounds", "0"}, wantErr: "-rounds"},
 		{name: "negative n", args: []string{"--direct", "h:1", "-n", "-1"}, wantErr: "requests"},
 		{name: "bad address", args: []string{"--direct", "localhost"}, wantErr: `"localhost" is not host:port`},
 		{name: "port 0", args: []string{"--direct", "h:0"}, wantErr: "port 0"},
@@ -187,6 +188,15 @@ func TestRunAndTable(t *testing.T) {
 	stdout.Reset()
 	if code := run([]string{"--table", file}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "get test") {
 		t.Errorf("--table exits %d:\n%s%s", code, stdout.String(), stderr.String())
+	}
+
+	// Rounds add up: three rounds of 500 requests are reported as one
+	// result of 1500.
+	stdout.Reset()
+	code = run([]string{"--direct", s.Addr(), "-n", "500", "-c", "2", "-w", "get", "--preload", "-r", "300", "-rounds", "3", "--json", "-q"}, &stdout, &stderr)
+	if r, err := perf.ReadReport(bytes.NewReader(stdout.Bytes())); code != 0 || err != nil ||
+		len(r.Results) != 1 || r.Results[0].Requests != 1500 || r.Results[0].OK != 1500 || r.Params.Rounds != 3 {
+		t.Errorf("-rounds 3 exits %d, %v:\n%s%s", code, err, stdout.String(), stderr.String())
 	}
 
 	stdout.Reset()
