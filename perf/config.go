@@ -244,6 +244,10 @@ type Config struct {
 	// Preload puts every key of the key space once, before the run and
 	// outside its measurements.
 	Preload bool
+	// Filled says that an earlier run's preload filled the key space and
+	// nothing deleted from it since: a miss is then an error, as after a
+	// Preload.
+	Filled bool
 	// Seed seeds the generators of operations and keys: runs with the
 	// same seed and Conns send the same requests per connection.
 	Seed uint64
@@ -335,5 +339,5 @@ func (c Config) Validate() error {
 }
 
 // strictMisses reports whether a miss is an error: every key was put by
-// the preload and nothing deletes keys.
-func (c Config) strictMisses() bool { return c.Preload && !c.Workload.Deletes() }
+// a preload and nothing deletes keys.
+func (c Config) strictMisses() bool { return (c.Preload || c.Filled) && !c.Workload.Deletes() }

@@ -115,6 +115,14 @@ func TestRunStandalone(t *testing.T) {
 	if res.Misses != 2000 {
 		t.Errorf("get of a deleted key without preload: %d misses, want 2000", res.Misses)
 	}
+
+	// Without a preload of its own, a run whose key space an earlier run
+	// filled (Filled) counts a miss as an error too.
+	cfg.Filled = true
+	res = mustRun(t, cfg)
+	if res.Misses != 0 || res.Errors != 2000 {
+		t.Errorf("get of a deleted key in a filled key space: %d misses, %d errors; want 0 and 2000", res.Misses, res.Errors)
+	}
 }
 
 func TestRunDuration(t *testing.T) {

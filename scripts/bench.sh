@@ -8,6 +8,8 @@
 #   scripts/bench.sh chain    the chain part only
 #   scripts/bench.sh memory   RSS of table_server and Redis holding
 #                             MEMORY_KEYS 32-byte values
+#   scripts/bench.sh keys     gets at -P 16 over key spaces of KEYS_SWEEP
+#                             keys: how throughput changes with table size
 #
 # Standard comparison: one standalone table_server and one Redis (no
 # persistence); put and get at -P 1 and -P 16, each row a run of the same
@@ -27,6 +29,7 @@
 #   BENCH_SERVER_FLAGS  more flags for every table_server (e.g. -loops 1)
 #   BENCH_DIR    the --json reports go to BENCH_DIR/<date-time>/ [bench-results]
 #   MEMORY_KEYS  values stored by the memory comparison [1000000]
+#   KEYS_SWEEP   key spaces of the keys sweep ["10000 100000 1000000 10000000"]
 #
 # Builds with make, installs redis-server when it is missing (and ZooKeeper
 # via scripts/install-deps.sh for the chain part). Every server runs on
@@ -37,13 +40,13 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-all}
 case $mode in
-all | compare | chain | memory) ;;
+all | compare | chain | memory | keys) ;;
 -h | --help | help)
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 	exit 0
 	;;
 *)
-	echo "usage: $0 [all|compare|chain|memory]" >&2
+	echo "usage: $0 [all|compare|chain|memory|keys]" >&2
 	exit 2
 	;;
 esac
@@ -55,6 +58,7 @@ keys=${BENCH_KEYS:-100000}
 value=${BENCH_VALUE:-32}
 lists=${BENCH_LISTS:-1024}
 memory_keys=${MEMORY_KEYS:-1000000}
+keys_sweep=${KEYS_SWEEP:-10000 100000 1000000 10000000}
 results=${BENCH_DIR:-bench-results}/$(date +%Y%m%d-%H%M%S)
 
 # --- processes -------------------------------------------------------------
@@ -326,6 +330,34 @@ chain() {
 	table "$results"/chain-put-P16.json
 }
 
+# keys_sweep_run measures gets at -P 16 on fresh servers for each key space
+# of keys_sweep, in rounds like every row.
+keys_sweep_run() {
+	local n ts ts_pid rs rs_pid files=()
+	for n in $keys_sweep; do
+		start_table_server
+		ts=$REPLY ts_pid=$REPLY_PID
+		start_redis
+		rs=$REPLY rs_pid=$REPLY_PID
+		echo "bench: keys: $n keys: table_perf --direct ... -r $n" >&2
+		if ./table_perf --json -T "$time_per_run" -rounds "$rounds" -c "$conns" -d "$value" -r "$n" --preload -q \
+			--direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -w get -P 16 -label "get -P 16, $n keys" \
+			>"$results/keys-$n.json"; then
+			files+=("$results/keys-$n.json")
+		else
+			failed=1
+			echo "bench: keys: $n keys failed; see $results/keys-$n.json" >&2
+		fi
+		stop_server "$ts_pid"
+		stop_server "$rs_pid"
+	done
+	echo
+	echo "== gets at -P 16 by key space, one table_server vs one Redis"
+	echo "   $(nproc) cores, loopback, $conns connections, $value-byte values, each key space preloaded, $rounds rounds of $time_per_run each, in turns"
+	echo
+	table "${files[@]}"
+}
+
 # targets judges the project's performance targets on the run's reports.
 targets() {
 	echo
@@ -409,6 +441,7 @@ compare)
 	;;
 chain) chain ;;
 memory) memory ;;
+keys) keys_sweep_run ;;
 esac
 echo
 if ((failed)); then

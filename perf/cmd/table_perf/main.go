@@ -126,6 +126,12 @@ rounds:
 			if !o.quiet && isTerminal(stderr) {
 				cfg.Progress = stderr
 			}
+			if round > 0 && cfg.Preload && !cfg.Workload.Deletes() {
+				// The first round filled the key space for good; filling
+				// it again would leave the next round to measure the
+				// garbage collection of the values it replaced.
+				cfg.Preload, cfg.Filled = false, true
+			}
 			if o.rounds > 1 && !o.quiet {
 				fmt.Fprintf(stderr, "table_perf: round %d of %d: %s\n", round+1, o.rounds, cfg.Target.System())
 			}
