@@ -59,12 +59,7 @@ func (r *Result) Add(o *Result) {
 	r.OK += o.OK
 	r.Misses += o.Misses
 	r.Errors += o.Errors
-	for reason, n := range o.ErrorReasons {
-		if r.ErrorReasons == nil {
-			r.ErrorReasons = make(map[string]int64)
-		}
-		r.ErrorReasons[reason] += n
-	}
+	r.ErrorReasons = addReasons(r.ErrorReasons, o.ErrorReasons)
 	r.Elapsed += o.Elapsed
 	r.ElapsedSec = r.Elapsed.Seconds()
 	if r.Elapsed > 0 {
@@ -78,6 +73,18 @@ func (r *Result) Add(o *Result) {
 	}
 	r.Latency = latencyOf(r.Hist)
 	r.Interrupted = r.Interrupted || o.Interrupted
+}
+
+// addReasons adds the error counts of src to dst, made when needed, and
+// returns dst.
+func addReasons(dst, src map[string]int64) map[string]int64 {
+	for reason, n := range src {
+		if dst == nil {
+			dst = make(map[string]int64)
+		}
+		dst[reason] += n
+	}
+	return dst
 }
 
 // Latency summarises a latency histogram, in microseconds.

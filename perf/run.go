@@ -471,12 +471,7 @@ func collect(workers []*worker) stats {
 		st.ok += w.ok
 		st.misses += w.misses
 		st.errs += w.errs
-		for r, n := range w.reasons {
-			if st.reasons == nil {
-				st.reasons = make(map[string]int64)
-			}
-			st.reasons[r] += n
-		}
+		st.reasons = addReasons(st.reasons, w.reasons)
 		if st.hist == nil {
 			st.hist = newHist(w.cfg)
 		}
