@@ -200,9 +200,9 @@ func scanEntry(b []byte, w *WriteRequest) bool {
 }
 
 // CloneEntry copies key and value into one allocation and returns the
-// copies: what a table keeps of a write, one object instead of two for the
-// allocator and the garbage collector. A nil value stays nil. The table
-// drops both together when the key is written again or deleted.
+// copies: what a chain node keeps of a write until its successors have it,
+// one object instead of two for the allocator and the garbage collector.
+// A nil value stays nil.
 func CloneEntry(key, value []byte) (string, []byte) {
 	if value == nil {
 		return string(key), nil

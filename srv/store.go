@@ -169,12 +169,7 @@ func (s *Store) ServeGet(dst, key []byte) []byte { return s.AppendGet(dst, key) 
 // ServeWrite executes a plain put or del at once: a Store is a
 // WriteServer.
 func (s *Store) ServeWrite(c *Conn, w *codec.WriteRequest) {
-	var value []byte
-	if w.Op == codec.OpPut {
-		value = w.Value
-	}
-	key, value := codec.CloneEntry(w.Key, value)
-	if !s.Apply(w.Op, key, value) {
+	if !s.Apply(w.Op, string(w.Key), w.Value) {
 		c.AnswerFrame(ErrorFrame(codec.Status_STATUS_NOT_FOUND))
 		return
 	}
@@ -182,16 +177,15 @@ func (s *Store) ServeWrite(c *Conn, w *codec.WriteRequest) {
 }
 
 // Apply executes a put or del and reports whether a deleted key was
-// present. The table takes value over (see Table.PutOwned): it must be
-// memory the caller will never modify, such as a decoded message's. It
-// counts as an operation in the statistics.
+// present. The table copies key and value. It counts as an operation in
+// the statistics.
 func (s *Store) Apply(op codec.MessageT_Opcode, key string, value []byte) (found bool) {
 	start := time.Now()
 	found = true
 	if op == codec.OpDel {
 		found = s.Table.Del(key)
 	} else {
-		s.Table.PutOwned(key, value)
+		s.Table.Put(key, value)
 	}
 	s.Stats.recordOp(start)
 	return found

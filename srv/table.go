@@ -2,11 +2,13 @@ package srv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // MaxLists is the largest number of stripes a Table may have.
@@ -15,18 +17,37 @@ const MaxLists = 65536
 // Table is a hash table split into independently locked stripes, so that
 // operations on different keys rarely contend. Values are copied on the way
 // in; callers never share memory with the table.
+//
+// A stripe keeps its entries, key and value side by side, in one byte
+// slice, and finds them through a map from the key's 64-bit hash to the
+// entry's offset. Neither holds a pointer, so the garbage collector has
+// nothing to trace in a table of any size, a put allocates nothing once
+// the stripe has grown, and a key and its value share a cache line.
+// Replaced and deleted entries leave garbage in the slice, which is
+// compacted once it is half of it.
 type Table struct {
 	seed    maphash.Seed
+	mask    uint64 // applied to every hash: all ones, but tests force collisions
 	stripes []stripe
 }
 
-type stripe struct {
-	mu sync.RWMutex
-	m  map[string][]byte
-	// Stripes sit next to each other in one slice; keep each lock on its
-	// own cache line so stripes do not contend through false sharing.
-	_ [64 - 32]byte
+type stripeState struct {
+	mu    sync.RWMutex
+	index map[uint64]int    // hash of a key -> offset of its entry in data
+	spill map[string][]byte // keys whose hash another key holds in index: rare
+	data  []byte            // entries (see appendEntry)
+	dead  int               // bytes of data taken by entries replaced or deleted
 }
+
+type stripe struct {
+	stripeState
+	// Stripes sit next to each other in one slice; keep each lock on its
+	// own cache lines so stripes do not contend through false sharing.
+	_ [(64 - unsafe.Sizeof(stripeState{})%64) % 64]byte
+}
+
+// compactMin is the least garbage, in bytes, worth compacting a stripe for.
+const compactMin = 4 << 10
 
 // Entry is one key and its value.
 type Entry struct {
@@ -39,36 +60,90 @@ func NewTable(n int) (*Table, error) {
 	if n < 1 || n > MaxLists {
 		return nil, fmt.Errorf("srv: number of lists must be between 1 and %d, got %d", MaxLists, n)
 	}
-	t := &Table{seed: maphash.MakeSeed(), stripes: make([]stripe, n)}
+	t := &Table{seed: maphash.MakeSeed(), mask: ^uint64(0), stripes: make([]stripe, n)}
 	for i := range t.stripes {
-		t.stripes[i].m = make(map[string][]byte)
+		t.stripes[i].index = make(map[uint64]int)
 	}
 	return t, nil
 }
 
-func (t *Table) stripe(key string) *stripe {
-	if len(t.stripes) == 1 {
-		return &t.stripes[0]
+// hashOf returns the hash of key.
+func (t *Table) hashOf(key string) uint64 { return maphash.String(t.seed, key) & t.mask }
+
+// locate returns the hash of key and its stripe.
+func (t *Table) locate(key string) (uint64, *stripe) {
+	h := t.hashOf(key)
+	return h, &t.stripes[h%uint64(len(t.stripes))]
+}
+
+// appendEntry appends an entry to data: the key's length and the value's
+// as uvarints, then the key, then the value.
+func appendEntry[K string | []byte](data []byte, key K, value []byte) []byte {
+	data = binary.AppendUvarint(data, uint64(len(key)))
+	data = binary.AppendUvarint(data, uint64(len(value)))
+	data = append(data, key...)
+	return append(data, value...)
+}
+
+// entryAt decodes the entry at off in data: its key, its value (data's
+// own memory, with no room to grow) and its size in bytes.
+func entryAt(data []byte, off int) (key, value []byte, size int) {
+	b := data[off:]
+	klen, n1 := binary.Uvarint(b)
+	vlen, n2 := binary.Uvarint(b[n1:])
+	start := n1 + n2
+	size = start + int(klen) + int(vlen)
+	return b[start : start+int(klen)], b[start+int(klen) : size : size], size
+}
+
+func (s *stripe) entry(off int) (key, value []byte, size int) { return entryAt(s.data, off) }
+
+// add appends an entry and returns its offset.
+func (s *stripe) add(key string, value []byte) int {
+	off := len(s.data)
+	s.data = appendEntry(s.data, key, value)
+	return off
+}
+
+// find returns the value stored under key, whose hash is h.
+func (s *stripe) find(h uint64, key string) ([]byte, bool) {
+	off, ok := s.index[h]
+	if !ok {
+		return nil, false
 	}
-	return &t.stripes[maphash.String(t.seed, key)%uint64(len(t.stripes))]
+	if k, v, _ := s.entry(off); string(k) == key {
+		return v, true
+	}
+	v, ok := s.spill[key]
+	return v, ok
 }
 
 // Put stores a copy of value under key, replacing any previous value.
 func (t *Table) Put(key string, value []byte) {
-	t.PutOwned(key, bytes.Clone(value))
-}
-
-// PutOwned stores value itself under key: the table takes it over, and
-// the caller must never modify it again. It saves a copy when the value
-// was made for the table anyway, as protobuf decoding makes it.
-func (t *Table) PutOwned(key string, value []byte) {
-	if value == nil {
-		value = []byte{} // present and empty, not missing
-	}
-	s := t.stripe(key)
+	h, s := t.locate(key)
 	s.mu.Lock()
-	s.m[key] = value
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	off, ok := s.index[h]
+	if !ok {
+		s.index[h] = s.add(key, value)
+		return
+	}
+	k, v, size := s.entry(off)
+	switch {
+	case string(k) != key:
+		if s.spill == nil {
+			s.spill = make(map[string][]byte)
+		}
+		// The key is copied only here, so that callers may keep theirs
+		// on the stack.
+		s.spill[strings.Clone(key)] = append(make([]byte, 0, len(value)), value...)
+	case len(v) == len(value):
+		copy(v, value) // readers copy under the lock: none sees it change
+	default:
+		s.dead += size
+		s.index[h] = s.add(key, value)
+		s.compactIfWasteful()
+	}
 }
 
 // Get returns a copy of the value stored under key.
@@ -79,9 +154,9 @@ func (t *Table) Get(key string) ([]byte, bool) {
 // AppendValue appends the value stored under key to dst. It lets a caller
 // copy a value straight into an output buffer without an allocation.
 func (t *Table) AppendValue(dst []byte, key string) ([]byte, bool) {
-	s := t.stripe(key)
+	h, s := t.locate(key)
 	s.mu.RLock()
-	v, ok := s.m[key]
+	v, ok := s.find(h, key)
 	if ok {
 		if dst == nil {
 			dst = make([]byte, 0, len(v))
@@ -99,9 +174,11 @@ func (t *Table) AppendValue(dst []byte, key string) ([]byte, bool) {
 // handing the value straight to an encoder, serves a get without an
 // allocation.
 func (t *Table) AppendEncoded(dst, key []byte, enc func(dst, value []byte) []byte) ([]byte, bool) {
-	s := t.stripe(string(key))
+	// The string is only looked up with, never kept.
+	k := unsafe.String(unsafe.SliceData(key), len(key))
+	h, s := t.locate(k)
 	s.mu.RLock()
-	v, ok := s.m[string(key)]
+	v, ok := s.find(h, k)
 	if ok {
 		dst = enc(dst, v)
 	}
@@ -111,12 +188,47 @@ func (t *Table) AppendEncoded(dst, key []byte, enc func(dst, value []byte) []byt
 
 // Del removes key and reports whether it was present.
 func (t *Table) Del(key string) bool {
-	s := t.stripe(key)
+	h, s := t.locate(key)
 	s.mu.Lock()
-	_, ok := s.m[key]
-	delete(s.m, key)
-	s.mu.Unlock()
-	return ok
+	defer s.mu.Unlock()
+	off, ok := s.index[h]
+	if !ok {
+		return false
+	}
+	k, _, size := s.entry(off)
+	if string(k) != key {
+		_, ok := s.spill[key]
+		delete(s.spill, key)
+		return ok
+	}
+	s.dead += size
+	delete(s.index, h)
+	// A spilled key with the same hash takes the freed place in the index.
+	for sk, sv := range s.spill {
+		if t.hashOf(sk) == h {
+			s.index[h] = s.add(sk, sv)
+			delete(s.spill, sk)
+			break
+		}
+	}
+	s.compactIfWasteful()
+	return true
+}
+
+// compactIfWasteful rewrites the stripe's entries without their garbage
+// once the garbage is half of the stripe.
+func (s *stripe) compactIfWasteful() {
+	if s.dead < compactMin || s.dead < len(s.data)/2 {
+		return
+	}
+	old := s.data
+	s.data = make([]byte, 0, len(old)-s.dead)
+	for h, off := range s.index {
+		k, v, _ := entryAt(old, off)
+		s.index[h] = len(s.data)
+		s.data = appendEntry(s.data, k, v)
+	}
+	s.dead = 0
 }
 
 // Size returns the number of keys. Under concurrent writes it is the sum
@@ -126,7 +238,7 @@ func (t *Table) Size() int {
 	for i := range t.stripes {
 		s := &t.stripes[i]
 		s.mu.RLock()
-		n += len(s.m)
+		n += len(s.index) + len(s.spill)
 		s.mu.RUnlock()
 	}
 	return n
@@ -138,7 +250,11 @@ func (t *Table) Keys() []string {
 	for i := range t.stripes {
 		s := &t.stripes[i]
 		s.mu.RLock()
-		for k := range s.m {
+		for _, off := range s.index {
+			k, _, _ := s.entry(off)
+			keys = append(keys, string(k))
+		}
+		for k := range s.spill {
 			keys = append(keys, k)
 		}
 		s.mu.RUnlock()
@@ -166,8 +282,12 @@ func (t *Table) Stripes() int { return len(t.stripes) }
 func (t *Table) AppendStripe(dst []Entry, i int) []Entry {
 	s := &t.stripes[i]
 	s.mu.RLock()
-	for k, v := range s.m {
-		dst = append(dst, Entry{Key: k, Value: slices.Clone(v)})
+	for _, off := range s.index {
+		k, v, _ := s.entry(off)
+		dst = append(dst, Entry{Key: string(k), Value: bytes.Clone(v)})
+	}
+	for k, v := range s.spill {
+		dst = append(dst, Entry{Key: k, Value: bytes.Clone(v)})
 	}
 	s.mu.RUnlock()
 	return dst
@@ -178,7 +298,7 @@ func (t *Table) Clear() {
 	for i := range t.stripes {
 		s := &t.stripes[i]
 		s.mu.Lock()
-		s.m = make(map[string][]byte)
+		s.index, s.spill, s.data, s.dead = make(map[uint64]int), nil, nil, 0
 		s.mu.Unlock()
 	}
 }

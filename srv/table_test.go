@@ -2,7 +2,9 @@ package srv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -117,4 +119,83 @@ func BenchmarkTablePutParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestTableMatchesMap runs random puts, deletes and reads against a table
+// and a plain map, with a hash that makes many keys collide so that the
+// spill and its promotion back into the index are exercised, and with
+// values of changing sizes so that stripes fill with garbage and compact.
+func TestTableMatchesMap(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		stripes int
+		mask    uint64
+	}{
+		{"full hashes", 4, ^uint64(0)},
+		{"colliding", 2, 0b111}, // 8 hashes for 300 keys
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tb, _ := NewTable(tt.stripes)
+			tb.mask = tt.mask
+			model := make(map[string]string)
+			rng := rand.New(rand.NewPCG(1, 2))
+			spilled := 0
+			for i := range 20000 {
+				key := fmt.Sprintf("k%d", rng.IntN(300))
+				switch op := rng.IntN(10); {
+				case op < 5:
+					value := strings.Repeat(string(rune('a'+i%26)), rng.IntN(3)*100+rng.IntN(2))
+					tb.Put(key, []byte(value))
+					model[key] = value
+				case op < 7:
+					_, want := model[key]
+					if got := tb.Del(key); got != want {
+						t.Fatalf("step %d: Del(%s) = %v, want %v", i, key, got, want)
+					}
+					delete(model, key)
+				default:
+					want, wantOK := model[key]
+					got, ok := tb.Get(key)
+					if ok != wantOK || string(got) != want {
+						t.Fatalf("step %d: Get(%s) = %q, %v; want %q, %v", i, key, got, ok, want, wantOK)
+					}
+					var enc []byte
+					enc, ok = tb.AppendEncoded(nil, []byte(key), func(dst, v []byte) []byte { return append(dst, v...) })
+					if ok != wantOK || string(enc) != want {
+						t.Fatalf("step %d: AppendEncoded(%s) = %q, %v; want %q, %v", i, key, enc, ok, want, wantOK)
+					}
+				}
+				if i%1000 == 0 {
+					checkTableEquals(t, tb, model)
+					for i := range tb.stripes {
+						spilled = max(spilled, len(tb.stripes[i].spill))
+					}
+				}
+			}
+			if collide := tt.mask != ^uint64(0); collide != (spilled > 0) {
+				t.Errorf("at most %d keys spilled; want some only when hashes collide", spilled)
+			}
+			checkTableEquals(t, tb, model)
+			for i := range tb.stripes {
+				if s := &tb.stripes[i]; s.dead > max(compactMin, len(s.data)/2) {
+					t.Errorf("stripe %d: %d bytes of garbage in %d, never compacted", i, s.dead, len(s.data))
+				}
+			}
+			tb.Clear()
+			checkTableEquals(t, tb, nil)
+		})
+	}
+}
+
+func checkTableEquals(t *testing.T, tb *Table, model map[string]string) {
+	t.Helper()
+	entries := tb.Entries()
+	if tb.Size() != len(model) || len(entries) != len(model) || len(tb.Keys()) != len(model) {
+		t.Fatalf("Size %d, %d entries, %d keys; want %d", tb.Size(), len(entries), len(tb.Keys()), len(model))
+	}
+	for _, e := range entries {
+		if want, ok := model[e.Key]; !ok || string(e.Value) != want {
+			t.Fatalf("entry %q = %q; want %q (present %v)", e.Key, e.Value, want, ok)
+		}
+	}
 }
