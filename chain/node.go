@@ -392,11 +392,7 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 // ServeWrite takes a plain put or del: Node is a srv.WriteServer.
 func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
 	w := &codec.WriteT{Op: req.Op, ClientId: req.ClientID, RequestId: req.RequestID}
-	var value []byte
-	if req.Op == codec.OpPut {
-		value = req.Value
-	}
-	w.Key, w.Value = codec.CloneEntry(req.Key, value)
+	w.Key, w.Value = codec.CloneEntry(req.Key, req.Value) // a del has no value
 	n.clientWrite(c, w)
 }
 

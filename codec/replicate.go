@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -53,7 +54,7 @@ func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, g
 		dst = appendVarint(dst, fieldWriteSeq, w.Seq)
 		dst = appendVarint(dst, fieldWriteOp, uint64(int64(w.Op)))
 		dst = appendString(dst, fieldWriteKey, w.Key)
-		dst = appendString(dst, fieldWriteValue, string(w.Value))
+		dst = appendString(dst, fieldWriteValue, w.Value)
 		dst = appendVarint(dst, fieldWriteClientID, w.ClientId)
 		dst = appendVarint(dst, fieldWriteRequestID, w.RequestId)
 	}
@@ -66,12 +67,14 @@ func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, g
 
 func writeSize(w *WriteT) int {
 	return sizeVarint(fieldWriteSeq, w.Seq) + sizeVarint(fieldWriteOp, uint64(int64(w.Op))) +
-		sizeString(fieldWriteKey, w.Key) + sizeString(fieldWriteValue, string(w.Value)) +
+		sizeString(fieldWriteKey, w.Key) + sizeString(fieldWriteValue, w.Value) +
 		sizeVarint(fieldWriteClientID, w.ClientId) + sizeVarint(fieldWriteRequestID, w.RequestId)
 }
 
 // sizeVarint and sizeString give the size of a proto3 field, which is
-// left out when it holds its zero value.
+// left out when it holds its zero value. String and bytes fields share
+// sizeString and appendString, which take either without converting: a
+// conversion would copy every value.
 func sizeVarint(num protowire.Number, v uint64) int {
 	if v == 0 {
 		return 0
@@ -79,8 +82,8 @@ func sizeVarint(num protowire.Number, v uint64) int {
 	return protowire.SizeTag(num) + protowire.SizeVarint(v)
 }
 
-func sizeString(num protowire.Number, s string) int {
-	if s == "" {
+func sizeString[S string | []byte](num protowire.Number, s S) int {
+	if len(s) == 0 {
 		return 0
 	}
 	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
@@ -94,13 +97,17 @@ func appendVarint(dst []byte, num protowire.Number, v uint64) []byte {
 	return protowire.AppendVarint(dst, v)
 }
 
-func appendString(dst []byte, num protowire.Number, s string) []byte {
-	if s == "" {
+func appendString[S string | []byte](dst []byte, num protowire.Number, s S) []byte {
+	if len(s) == 0 {
 		return dst
 	}
 	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	return protowire.AppendString(dst, s)
+	dst = protowire.AppendVarint(dst, uint64(len(s)))
+	return append(dst, s...)
 }
+
+// replicatePrefix is the opcode field of a REPLICATE message.
+var replicatePrefix = protowire.AppendVarint(protowire.AppendTag(nil, fieldOpcode, protowire.VarintType), uint64(MessageT_OP_REPLICATE))
 
 // Unmarshal decodes payload into m, as proto.Unmarshal does. Replication
 // messages are decoded by hand; anything else, or anything unusual in
@@ -117,6 +124,11 @@ func Unmarshal(payload []byte, m *MessageT) error {
 // accepts nothing that proto would decode differently: on false, m is to
 // be decoded by proto.
 func unmarshalReplicate(payload []byte, m *MessageT) bool {
+	// Every encoder of REPLICATE, this one and proto's, writes the opcode
+	// first; anything else goes to proto without a second scan.
+	if !bytes.HasPrefix(payload, replicatePrefix) {
+		return false
+	}
 	m.Reset()
 	// One allocation for the frame's writes, and their pointers, rather
 	// than one per write.

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -72,6 +73,7 @@ func TestUnmarshal(t *testing.T) {
 		{"invalid UTF-8 in from", []byte{0x08, 120, 0x6a, 1, 0xff}, false, true},
 		{"invalid UTF-8 key in a write", []byte{0x08, 120, 0x82, 1, 3, 0x1a, 1, 0xff}, false, true},
 		{"truncated write", rep[:len(rep)-1], false, true},
+		{"replicate, opcode last", append(append([]byte(nil), rep[2:]...), rep[:2]...), false, false},
 		{"put", marshal(PutRequest("k", []byte("v"))), false, false},
 		{"empty", nil, false, false},
 	}
@@ -134,37 +136,42 @@ func FuzzAppendReplicate(f *testing.F) {
 	})
 }
 
+// BenchmarkReplicate compares the hand codec with proto on a frame of 256
+// writes, with small values and with values past the size a string
+// conversion would copy on the stack.
 func BenchmarkReplicate(b *testing.B) {
-	writes := make([]*WriteT, 256)
-	for i := range writes {
-		writes[i] = &WriteT{Seq: uint64(i + 1), Op: OpPut, Key: "key:12345", Value: bytes.Repeat([]byte{'v'}, 32), ClientId: 7, RequestId: uint64(i)}
+	for _, size := range []int{32, 1024} {
+		writes := make([]*WriteT, 256)
+		for i := range writes {
+			writes[i] = &WriteT{Seq: uint64(i + 1), Op: OpPut, Key: "key:12345", Value: bytes.Repeat([]byte{'v'}, size), ClientId: 7, RequestId: uint64(i)}
+		}
+		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: writes, LeaseGrant: 2}
+		frame, _ := AppendMessage(nil, m)
+		payload := frame[HeaderLen(len(frame)-2):]
+		b.Run(fmt.Sprintf("value=%d/encode/proto", size), func(b *testing.B) {
+			var buf []byte
+			for b.Loop() {
+				buf, _ = AppendMessage(buf[:0], m)
+			}
+		})
+		b.Run(fmt.Sprintf("value=%d/encode/hand", size), func(b *testing.B) {
+			var buf []byte
+			for b.Loop() {
+				buf = AppendReplicate(buf[:0], m.From, m.To, m.Writes, m.Live, m.LeaseGrant)
+			}
+		})
+		b.Run(fmt.Sprintf("value=%d/decode/proto", size), func(b *testing.B) {
+			var got MessageT
+			for b.Loop() {
+				got.Reset()
+				_ = proto.Unmarshal(payload, &got)
+			}
+		})
+		b.Run(fmt.Sprintf("value=%d/decode/hand", size), func(b *testing.B) {
+			var got MessageT
+			for b.Loop() {
+				_ = Unmarshal(payload, &got)
+			}
+		})
 	}
-	m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: writes, LeaseGrant: 2}
-	frame, _ := AppendMessage(nil, m)
-	payload := frame[HeaderLen(len(frame)-2):]
-	b.Run("encode/proto", func(b *testing.B) {
-		var buf []byte
-		for b.Loop() {
-			buf, _ = AppendMessage(buf[:0], m)
-		}
-	})
-	b.Run("encode/hand", func(b *testing.B) {
-		var buf []byte
-		for b.Loop() {
-			buf = AppendReplicate(buf[:0], m.From, m.To, m.Writes, m.Live, m.LeaseGrant)
-		}
-	})
-	b.Run("decode/proto", func(b *testing.B) {
-		var got MessageT
-		for b.Loop() {
-			got.Reset()
-			_ = proto.Unmarshal(payload, &got)
-		}
-	})
-	b.Run("decode/hand", func(b *testing.B) {
-		var got MessageT
-		for b.Loop() {
-			_ = Unmarshal(payload, &got)
-		}
-	})
 }

@@ -365,7 +365,7 @@ func WriteTable(w io.Writer, reports []*Report) error {
 		rows = append(rows, []string{r.RowLabel(), ops(ct), ops(rd), ratio, p99(ct), p99(rd), strconv.FormatInt(errs, 10)})
 	}
 	var b strings.Builder
-	writeColumns(&b, rows, 1)
+	writeColumns(&b, rows)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -118,15 +118,15 @@ func WriteTargets(w io.Writer, reports []*Report) error {
 		rows = append(rows, []string{c.Target, c.Required, strconv.FormatFloat(c.Ratio, 'f', 2, 64) + "x", verdict, c.Detail})
 	}
 	var b strings.Builder
-	writeColumns(&b, rows, 1)
+	writeColumns(&b, rows)
 	fmt.Fprintf(&b, "%d of %d targets hold\n", held, len(checks))
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// writeColumns writes rows as aligned columns: the first leftAligned
-// columns padded on the right, the others on the left.
-func writeColumns(b *strings.Builder, rows [][]string, leftAligned int) {
+// writeColumns writes rows as aligned columns: the first padded on the
+// right, the others on the left.
+func writeColumns(b *strings.Builder, rows [][]string) {
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, c := range row {
@@ -136,12 +136,9 @@ func writeColumns(b *strings.Builder, rows [][]string, leftAligned int) {
 	for _, row := range rows {
 		for i, c := range row {
 			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			switch {
-			case i == 0:
+			if i == 0 {
 				b.WriteString(c + pad)
-			case i < leftAligned:
-				b.WriteString("  " + c + pad)
-			default:
+			} else {
 				b.WriteString("  " + pad + c)
 			}
 		}

@@ -43,7 +43,8 @@ write and reading their replies before the next batch. The run ends after -n
 requests or -T time, whichever comes first (default -n %d).
 --vs-redis <host:port> runs the same load against Redis afterwards and prints
 the ratio; -rounds N measures both N times in turns, so that a shared
-machine's changes of speed fall on both alike. A request's latency is the time from its batch's send to its reply.
+machine's changes of speed fall on both alike. A request's latency is the
+time from its batch's send to its reply.
 
 Exit status: 0 all requests succeeded, 1 a run failed or some requests
 failed (misses are not failures), 2 bad command line.
