@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -19,24 +20,26 @@ const MaxLists = 65536
 // in; callers never share memory with the table.
 //
 // A stripe keeps its entries, key and value side by side, in one byte
-// slice, and finds them through a map from the key's 64-bit hash to the
-// entry's offset. Neither holds a pointer, so the garbage collector has
+// slice, and finds them through an open-addressed index of 8-byte slots
+// (see slot). Neither holds a pointer, so the garbage collector has
 // nothing to trace in a table of any size, a put allocates nothing once
-// the stripe has grown, and a key and its value share a cache line.
-// Replaced and deleted entries leave garbage in the slice, which is
-// compacted once it is half of it.
+// the stripe has grown, a lookup costs one cache line of index and one of
+// entry, and a key and its value share a cache line. Replaced and deleted
+// entries leave garbage in the slice, which is compacted once it is half
+// of it.
 type Table struct {
 	seed    maphash.Seed
 	mask    uint64 // applied to every hash: all ones, but tests force collisions
+	tagHome int    // tagBits, but tests lower it to make index growth rehash keys
 	stripes []stripe
 }
 
 type stripeState struct {
 	mu    sync.RWMutex
-	index map[uint64]int    // hash of a key -> offset of its entry in data
-	spill map[string][]byte // keys whose hash another key holds in index: rare
-	data  []byte            // entries (see appendEntry)
-	dead  int               // bytes of data taken by entries replaced or deleted
+	slots []uint64 // the index, a power of two long (or empty); see slot
+	keys  int      // slots in use
+	data  []byte   // entries (see appendEntry)
+	dead  int      // bytes of data taken by entries replaced or deleted
 }
 
 type stripe struct {
@@ -45,6 +48,21 @@ type stripe struct {
 	// own cache lines so stripes do not contend through false sharing.
 	_ [(64 - unsafe.Sizeof(stripeState{})%64) % 64]byte
 }
+
+// An index slot holds, for one key, the top tagBits bits of its hash (the
+// tag) and one more than the offset of its entry in data; 0 is an empty
+// slot. A key's probe starts at the top bits of its hash and goes forward
+// (linear probing); the tag tells, mostly without reading the entry,
+// which slots are not the key. While the index has at most 2^tagBits
+// slots, the tag alone gives a slot's home, and growing or deleting
+// never rereads a key. The stripe is chosen by the low 32 bits of the
+// hash, so tag and home are spread evenly within a stripe.
+const (
+	tagBits  = 24
+	offBits  = 64 - tagBits
+	offMask  = 1<<offBits - 1
+	minSlots = 8
+)
 
 // compactMin is the least garbage, in bytes, worth compacting a stripe for.
 const compactMin = 4 << 10
@@ -60,11 +78,7 @@ func NewTable(n int) (*Table, error) {
 	if n < 1 || n > MaxLists {
 		return nil, fmt.Errorf("srv: number of lists must be between 1 and %d, got %d", MaxLists, n)
 	}
-	t := &Table{seed: maphash.MakeSeed(), mask: ^uint64(0), stripes: make([]stripe, n)}
-	for i := range t.stripes {
-		t.stripes[i].index = make(map[uint64]int)
-	}
-	return t, nil
+	return &Table{seed: maphash.MakeSeed(), mask: ^uint64(0), tagHome: tagBits, stripes: make([]stripe, n)}, nil
 }
 
 // hashOf returns the hash of key.
@@ -73,7 +87,7 @@ func (t *Table) hashOf(key string) uint64 { return maphash.String(t.seed, key) &
 // locate returns the hash of key and its stripe.
 func (t *Table) locate(key string) (uint64, *stripe) {
 	h := t.hashOf(key)
-	return h, &t.stripes[h%uint64(len(t.stripes))]
+	return h, &t.stripes[uint64(uint32(h))*uint64(len(t.stripes))>>32]
 }
 
 // appendEntry appends an entry to data: the key's length and the value's
@@ -98,24 +112,92 @@ func entryAt(data []byte, off int) (key, value []byte, size int) {
 
 func (s *stripe) entry(off int) (key, value []byte, size int) { return entryAt(s.data, off) }
 
-// add appends an entry and returns its offset.
-func (s *stripe) add(key string, value []byte) int {
-	off := len(s.data)
-	s.data = appendEntry(s.data, key, value)
-	return off
+// slotOf packs the slot of an entry at off whose key hashes to h.
+func slotOf(h uint64, off int) uint64 { return h>>offBits<<offBits | uint64(off+1) }
+
+// offsetOf returns the offset of the entry of a used slot.
+func offsetOf(slot uint64) int { return int(slot&offMask) - 1 }
+
+// homeOf returns where the probe for a key with hash h starts.
+func (s *stripe) homeOf(h uint64) int {
+	return int(h >> (64 - bits.TrailingZeros(uint(len(s.slots)))))
 }
 
-// find returns the value stored under key, whose hash is h.
-func (s *stripe) find(h uint64, key string) ([]byte, bool) {
-	off, ok := s.index[h]
-	if !ok {
-		return nil, false
+// homeOfSlot returns where the probe for the key of a used slot starts:
+// from its tag while that has enough bits, else from its key's hash.
+func (t *Table) homeOfSlot(s *stripe, slot uint64) int {
+	if bits.TrailingZeros(uint(len(s.slots))) <= t.tagHome {
+		return s.homeOf(slot)
 	}
-	if k, v, _ := s.entry(off); string(k) == key {
-		return v, true
+	k, _, _ := s.entry(offsetOf(slot))
+	return s.homeOf(t.hashOf(string(k)))
+}
+
+// lookup returns the slot of key, whose hash is h, and the offset of its
+// entry; or, when key is absent, -1 and the empty slot where it would go
+// (-1 too when the index is empty).
+func (s *stripe) lookup(h uint64, key string) (i, off int) {
+	if len(s.slots) == 0 {
+		return -1, -1
 	}
-	v, ok := s.spill[key]
-	return v, ok
+	mask := len(s.slots) - 1
+	tag := h >> offBits
+	for i = s.homeOf(h); ; i = (i + 1) & mask {
+		slot := s.slots[i]
+		if slot == 0 {
+			return i, -1
+		}
+		if slot>>offBits == tag {
+			if k, _, _ := s.entry(offsetOf(slot)); string(k) == key {
+				return i, offsetOf(slot)
+			}
+		}
+	}
+}
+
+// insert indexes a new entry at off for a key with hash h that lookup
+// placed at slot i, growing the index when it is three quarters full.
+func (t *Table) insert(s *stripe, i int, h uint64, off int) {
+	if i < 0 || 4*(s.keys+1) > 3*len(s.slots) {
+		t.grow(s)
+		i = s.free(s.homeOf(h))
+	}
+	s.slots[i] = slotOf(h, off)
+	s.keys++
+}
+
+// free returns the first empty slot from i on.
+func (s *stripe) free(i int) int {
+	for mask := len(s.slots) - 1; s.slots[i] != 0; i = (i + 1) & mask {
+	}
+	return i
+}
+
+// grow doubles the index.
+func (t *Table) grow(s *stripe) {
+	old := s.slots
+	s.slots = make([]uint64, max(minSlots, 2*len(old)))
+	for _, slot := range old {
+		if slot != 0 {
+			s.slots[s.free(t.homeOfSlot(s, slot))] = slot
+		}
+	}
+}
+
+// remove empties slot i, moving back the slots after it that would no
+// longer be found past the hole (backward-shift deletion: no tombstones).
+func (t *Table) remove(s *stripe, i int) {
+	mask := len(s.slots) - 1
+	for j := (i + 1) & mask; s.slots[j] != 0; j = (j + 1) & mask {
+		// The slot at j may fill the hole at i if its home is not in
+		// (i, j], cyclically.
+		if home := t.homeOfSlot(s, s.slots[j]); (j-home)&mask >= (j-i)&mask {
+			s.slots[i] = s.slots[j]
+			i = j
+		}
+	}
+	s.slots[i] = 0
+	s.keys--
 }
 
 // Put stores a copy of value under key, replacing any previous value.
@@ -123,27 +205,38 @@ func (t *Table) Put(key string, value []byte) {
 	h, s := t.locate(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	off, ok := s.index[h]
-	if !ok {
-		s.index[h] = s.add(key, value)
+	i, off := s.lookup(h, key)
+	if off < 0 {
+		t.insert(s, i, h, s.add(key, value))
 		return
 	}
-	k, v, size := s.entry(off)
-	switch {
-	case string(k) != key:
-		if s.spill == nil {
-			s.spill = make(map[string][]byte)
-		}
-		// The key is copied only here, so that callers may keep theirs
-		// on the stack.
-		s.spill[strings.Clone(key)] = append(make([]byte, 0, len(value)), value...)
-	case len(v) == len(value):
+	if _, v, size := s.entry(off); len(v) == len(value) {
 		copy(v, value) // readers copy under the lock: none sees it change
-	default:
+	} else {
 		s.dead += size
-		s.index[h] = s.add(key, value)
+		s.slots[i] = slotOf(h, s.add(key, value))
 		s.compactIfWasteful()
 	}
+}
+
+// add appends an entry and returns its offset.
+func (s *stripe) add(key string, value []byte) int {
+	off := len(s.data)
+	if off >= offMask {
+		panic(fmt.Sprintf("srv: a stripe of the table holds %d bytes, more than %d: use more lists", off, offMask-1))
+	}
+	s.data = appendEntry(s.data, key, value)
+	return off
+}
+
+// find returns the value stored under key, whose hash is h.
+func (s *stripe) find(h uint64, key string) ([]byte, bool) {
+	_, off := s.lookup(h, key)
+	if off < 0 {
+		return nil, false
+	}
+	_, v, _ := s.entry(off)
+	return v, true
 }
 
 // Get returns a copy of the value stored under key.
@@ -191,26 +284,13 @@ func (t *Table) Del(key string) bool {
 	h, s := t.locate(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	off, ok := s.index[h]
-	if !ok {
+	i, off := s.lookup(h, key)
+	if off < 0 {
 		return false
 	}
-	k, _, size := s.entry(off)
-	if string(k) != key {
-		_, ok := s.spill[key]
-		delete(s.spill, key)
-		return ok
-	}
+	_, _, size := s.entry(off)
 	s.dead += size
-	delete(s.index, h)
-	// A spilled key with the same hash takes the freed place in the index.
-	for sk, sv := range s.spill {
-		if t.hashOf(sk) == h {
-			s.index[h] = s.add(sk, sv)
-			delete(s.spill, sk)
-			break
-		}
-	}
+	t.remove(s, i)
 	s.compactIfWasteful()
 	return true
 }
@@ -223,10 +303,12 @@ func (s *stripe) compactIfWasteful() {
 	}
 	old := s.data
 	s.data = make([]byte, 0, len(old)-s.dead)
-	for h, off := range s.index {
-		k, v, _ := entryAt(old, off)
-		s.index[h] = len(s.data)
-		s.data = appendEntry(s.data, k, v)
+	for i, slot := range s.slots {
+		if slot != 0 {
+			k, v, _ := entryAt(old, offsetOf(slot))
+			s.slots[i] = slot&^offMask | uint64(len(s.data)+1)
+			s.data = appendEntry(s.data, k, v)
+		}
 	}
 	s.dead = 0
 }
@@ -238,7 +320,7 @@ func (t *Table) Size() int {
 	for i := range t.stripes {
 		s := &t.stripes[i]
 		s.mu.RLock()
-		n += len(s.index) + len(s.spill)
+		n += s.keys
 		s.mu.RUnlock()
 	}
 	return n
@@ -250,12 +332,11 @@ func (t *Table) Keys() []string {
 	for i := range t.stripes {
 		s := &t.stripes[i]
 		s.mu.RLock()
-		for _, off := range s.index {
-			k, _, _ := s.entry(off)
-			keys = append(keys, string(k))
-		}
-		for k := range s.spill {
-			keys = append(keys, k)
+		for _, slot := range s.slots {
+			if slot != 0 {
+				k, _, _ := s.entry(offsetOf(slot))
+				keys = append(keys, string(k))
+			}
 		}
 		s.mu.RUnlock()
 	}
@@ -282,12 +363,11 @@ func (t *Table) Stripes() int { return len(t.stripes) }
 func (t *Table) AppendStripe(dst []Entry, i int) []Entry {
 	s := &t.stripes[i]
 	s.mu.RLock()
-	for _, off := range s.index {
-		k, v, _ := s.entry(off)
-		dst = append(dst, Entry{Key: string(k), Value: bytes.Clone(v)})
-	}
-	for k, v := range s.spill {
-		dst = append(dst, Entry{Key: k, Value: bytes.Clone(v)})
+	for _, slot := range s.slots {
+		if slot != 0 {
+			k, v, _ := s.entry(offsetOf(slot))
+			dst = append(dst, Entry{Key: string(k), Value: bytes.Clone(v)})
+		}
 	}
 	s.mu.RUnlock()
 	return dst
@@ -298,7 +378,7 @@ func (t *Table) Clear() {
 	for i := range t.stripes {
 		s := &t.stripes[i]
 		s.mu.Lock()
-		s.index, s.spill, s.data, s.dead = make(map[uint64]int), nil, nil, 0
+		s.slots, s.keys, s.data, s.dead = nil, 0, nil, 0
 		s.mu.Unlock()
 	}
 }

@@ -122,24 +122,27 @@ func BenchmarkTablePutParallel(b *testing.B) {
 }
 
 // TestTableMatchesMap runs random puts, deletes and reads against a table
-// and a plain map, with a hash that makes many keys collide so that the
-// spill and its promotion back into the index are exercised, and with
-// values of changing sizes so that stripes fill with garbage and compact.
+// and a plain map: with a hash that makes many keys collide, so that long
+// probes and deletions from their middle are exercised; with an index that
+// rereads keys to place them, as one past 2^tagBits slots does; and with
+// values of changing sizes, so that stripes fill with garbage and compact.
 func TestTableMatchesMap(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		stripes int
 		mask    uint64
+		tagHome int
 	}{
-		{"full hashes", 4, ^uint64(0)},
-		{"colliding", 2, 0b111}, // 8 hashes for 300 keys
+		{"full hashes", 4, ^uint64(0), tagBits},
+		{"colliding", 2, 0b111, tagBits}, // 8 hashes for 300 keys
+		{"homes from keys", 3, ^uint64(0), 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tb, _ := NewTable(tt.stripes)
-			tb.mask = tt.mask
+			tb.mask, tb.tagHome = tt.mask, tt.tagHome
 			model := make(map[string]string)
 			rng := rand.New(rand.NewPCG(1, 2))
-			spilled := 0
+			longest := 0 // the longest probe seen
 			for i := range 20000 {
 				key := fmt.Sprintf("k%d", rng.IntN(300))
 				switch op := rng.IntN(10); {
@@ -168,12 +171,12 @@ func TestTableMatchesMap(t *testing.T) {
 				if i%1000 == 0 {
 					checkTableEquals(t, tb, model)
 					for i := range tb.stripes {
-						spilled = max(spilled, len(tb.stripes[i].spill))
+						longest = max(longest, checkIndex(t, tb, &tb.stripes[i]))
 					}
 				}
 			}
-			if collide := tt.mask != ^uint64(0); collide != (spilled > 0) {
-				t.Errorf("at most %d keys spilled; want some only when hashes collide", spilled)
+			if collide := tt.mask != ^uint64(0); collide != (longest > 100) {
+				t.Errorf("longest probe %d slots; want over 100 only when hashes collide", longest)
 			}
 			checkTableEquals(t, tb, model)
 			for i := range tb.stripes {
@@ -187,6 +190,33 @@ func TestTableMatchesMap(t *testing.T) {
 	}
 }
 
+// checkIndex checks that a stripe's index counts its keys, is at most
+// three quarters full, and finds every key from its home without crossing
+// an empty slot; it returns the longest probe.
+func checkIndex(t *testing.T, tb *Table, s *stripe) (longest int) {
+	t.Helper()
+	used := 0
+	mask := len(s.slots) - 1
+	for i, slot := range s.slots {
+		if slot == 0 {
+			continue
+		}
+		used++
+		k, _, _ := s.entry(offsetOf(slot))
+		home := s.homeOf(tb.hashOf(string(k)))
+		for j := home; j != i; j = (j + 1) & mask {
+			if s.slots[j] == 0 {
+				t.Fatalf("key %q in slot %d is past the empty slot %d after its home %d", k, i, j, home)
+			}
+		}
+		longest = max(longest, (i-home)&mask)
+	}
+	if used != s.keys || 4*used > 3*len(s.slots) {
+		t.Fatalf("index of %d slots has %d in use, counts %d", len(s.slots), used, s.keys)
+	}
+	return longest
+}
+
 func checkTableEquals(t *testing.T, tb *Table, model map[string]string) {
 	t.Helper()
 	entries := tb.Entries()
@@ -198,4 +228,33 @@ func checkTableEquals(t *testing.T, tb *Table, model map[string]string) {
 			t.Fatalf("entry %q = %q; want %q (present %v)", e.Key, e.Value, want, ok)
 		}
 	}
+}
+
+// BenchmarkTableLarge puts and gets over a million keys in 1024 stripes,
+// in an order unrelated to the one they were stored in, so that most
+// operations miss the CPU caches, as they do in a server under load. The
+// benchmark's own keys are read in sequence: the misses are the table's.
+func BenchmarkTableLarge(b *testing.B) {
+	tb, _ := NewTable(1024)
+	for i := range 1 << 20 {
+		tb.Put(fmt.Sprintf("key:%012d", i), make([]byte, 32))
+	}
+	keys := make([]string, 1<<20)
+	for i, k := range rand.Perm(len(keys)) {
+		keys[i] = fmt.Sprintf("key:%012d", k)
+	}
+	val := make([]byte, 32)
+	b.Run("put", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			tb.Put(keys[i%len(keys)], val)
+		}
+	})
+	b.Run("get", func(b *testing.B) {
+		var buf []byte
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			buf, _ = tb.AppendValue(buf[:0], keys[i%len(keys)])
+		}
+	})
 }
