@@ -46,10 +46,11 @@ type Node struct {
 	log   *slog.Logger
 	store *srv.Store
 
-	// mu guards m. Reads take it shared so that a read is never executed
+	// mu guards m and blocks. Reads take it shared so that a read is never executed
 	// while the node stops being the tail.
-	mu sync.RWMutex
-	m  *Machine
+	mu     sync.RWMutex
+	m      *Machine
+	blocks blocks
 
 	// The successor connection and its generation, guarded by mu, so that
 	// a change of successor closes it even while the link is blocked.
@@ -271,7 +272,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return true
 	}
 	if codec.IsWrite(req.GetOpcode()) {
-		return n.clientWrite(c, codec.WriteOf(req))
+		return n.clientWrite(c, nil, codec.WriteOf(req))
 	}
 	n.mu.RLock()
 	err := n.m.CanRead(time.Now())
@@ -391,29 +392,79 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 
 // ServeWrite takes a plain put or del: Node is a srv.WriteServer.
 func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
-	w := &codec.WriteT{Op: req.Op, ClientId: req.ClientID, RequestId: req.RequestID}
-	w.Key, w.Value = codec.CloneEntry(req.Key, req.Value) // a del has no value
-	n.clientWrite(c, w)
+	n.clientWrite(c, req, nil)
 }
 
-// clientWrite takes a put or del at the head, and answers it now or when
-// it commits.
-func (n *Node) clientWrite(c *srv.Conn, w *codec.WriteT) bool {
+// clientWrite takes a put or del at the head, req or w, and answers it now
+// or when it commits.
+func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT) bool {
 	var found bool
 	var cw *clientWaiter
 	var err error
 	n.step(func(m *Machine) {
+		if w == nil {
+			w = n.blocks.write(req)
+		}
 		var seq uint64
 		if seq, found, err = m.ClientWrite(w); err != nil || seq <= m.Committed() {
 			return // answered now: refused, or committed at once (no successor)
 		}
-		cw = &clientWaiter{p: c.Defer(), op: w.Op, found: found}
+		cw = n.blocks.waiter()
+		*cw = clientWaiter{p: c.Defer(), op: w.Op, found: found}
 		m.Await(seq, cw)
 	})
 	if cw == nil {
 		c.AnswerFrame(writeReplyFrame(w.Op, found, err))
 	}
 	return false
+}
+
+// blocks hands out what the head keeps of each client write, from
+// blocks shared by many writes: one allocation per blockWrites writes
+// rather than three per write. A block is garbage once none of its writes
+// is referenced, soon after they commit. Guarded by Node.mu.
+type blocks struct {
+	writes  []codec.WriteT
+	waiters []clientWaiter
+	bytes   []byte
+}
+
+const (
+	blockWrites = 256
+	blockBytes  = 32 << 10
+)
+
+// write returns a copy of req.
+func (b *blocks) write(req *codec.WriteRequest) *codec.WriteT {
+	if len(b.writes) == 0 {
+		b.writes = make([]codec.WriteT, blockWrites)
+	}
+	w := &b.writes[0]
+	b.writes = b.writes[1:]
+	w.Op, w.ClientId, w.RequestId = req.Op, req.ClientID, req.RequestID
+	size := len(req.Key) + len(req.Value)
+	var dst []byte
+	switch {
+	case size > blockBytes/16:
+		dst = make([]byte, size) // large entries get their own
+	case size > len(b.bytes):
+		b.bytes = make([]byte, blockBytes)
+		fallthrough
+	default:
+		dst, b.bytes = b.bytes[:size:size], b.bytes[size:]
+	}
+	w.Key, w.Value = codec.CopyEntry(dst, req.Key, req.Value) // a del has no value
+	return w
+}
+
+// waiter returns a zero clientWaiter.
+func (b *blocks) waiter() *clientWaiter {
+	if len(b.waiters) == 0 {
+		b.waiters = make([]clientWaiter, blockWrites)
+	}
+	w := &b.waiters[0]
+	b.waiters = b.waiters[1:]
+	return w
 }
 
 // clientWaiter answers a client's write once it is committed.

@@ -199,18 +199,18 @@ func scanEntry(b []byte, w *WriteRequest) bool {
 	return true
 }
 
-// CloneEntry copies key and value into one allocation and returns the
-// copies: what a chain node keeps of a write until its successors have it,
-// one object instead of two for the allocator and the garbage collector.
-// A nil value stays nil.
-func CloneEntry(key, value []byte) (string, []byte) {
+// CopyEntry copies key and value into dst, which must hold both, and
+// returns the copies: what a chain node keeps of a write until its
+// successors have it, in memory the caller hands out from larger blocks.
+// dst is never to be written again. A nil value stays nil.
+func CopyEntry(dst, key, value []byte) (string, []byte) {
+	dst = dst[:len(key)+len(value)]
+	copy(dst, key)
+	copy(dst[len(key):], value)
+	k := unsafe.String(unsafe.SliceData(dst), len(key))
 	if value == nil {
-		return string(key), nil
+		return k, nil
 	}
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, key)
-	copy(buf[len(key):], value)
-	// The key's bytes are never written again: buf is not shared, and the
-	// value's slice starts after them with no room to grow into them.
-	return unsafe.String(unsafe.SliceData(buf), len(key)), buf[len(key):len(buf):len(buf)]
+	// The value's slice has no room to grow into whatever follows it.
+	return k, dst[len(key):len(dst):len(dst)]
 }

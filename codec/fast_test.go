@@ -167,7 +167,7 @@ func FuzzScanWrite(f *testing.F) {
 	})
 }
 
-func TestCloneEntry(t *testing.T) {
+func TestCopyEntry(t *testing.T) {
 	tests := []struct {
 		name       string
 		key, value []byte
@@ -180,12 +180,16 @@ func TestCloneEntry(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			wantKey, wantValue := string(tt.key), string(tt.value)
-			key, value := CloneEntry(tt.key, tt.value)
+			// Room for more than the entry: what follows it in dst is
+			// another entry's.
+			dst := make([]byte, len(tt.key)+len(tt.value)+8)
+			key, value := CopyEntry(dst, tt.key, tt.value)
 			if key != wantKey || string(value) != wantValue || (value == nil) != (tt.value == nil) {
-				t.Fatalf("CloneEntry = %q, %q; want %q, %q", key, value, wantKey, wantValue)
+				t.Fatalf("CopyEntry = %q, %q; want %q, %q", key, value, wantKey, wantValue)
 			}
+			next := string(dst[len(tt.key)+len(tt.value):])
 			// The copies share nothing with the arguments, and growing the
-			// value leaves the key alone.
+			// value leaves the key and the rest of dst alone.
 			for i := range tt.key {
 				tt.key[i] = '!'
 			}
@@ -193,7 +197,7 @@ func TestCloneEntry(t *testing.T) {
 				tt.value[i] = '!'
 			}
 			_ = append(value, "grown"...)
-			if key != wantKey || string(value) != wantValue {
+			if key != wantKey || string(value) != wantValue || string(dst[len(dst)-8:]) != next {
 				t.Fatalf("after writing to the arguments and growing the value: %q, %q; want %q, %q", key, value, wantKey, wantValue)
 			}
 		})

@@ -3,6 +3,7 @@ package codec
 import (
 	"bytes"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -130,8 +131,11 @@ func unmarshalReplicate(payload []byte, m *MessageT) bool {
 		return false
 	}
 	m.Reset()
-	// One allocation for the frame's writes, and their pointers, rather
-	// than one per write.
+	// One allocation for the frame's writes, one for their pointers, and
+	// one for their keys and values, which point into a copy of the
+	// payload (payload itself belongs to the caller), rather than one per
+	// write.
+	payload = bytes.Clone(payload)
 	writes := make([]WriteT, countWrites(payload))
 	m.Writes = make([]*WriteT, 0, len(writes))
 	var op uint64
@@ -218,7 +222,7 @@ func countWrites(payload []byte) int {
 }
 
 // unmarshalWrite decodes a write_t into w, as proto would, and reports
-// whether it could.
+// whether it could. w's key and value are b's memory.
 func unmarshalWrite(b []byte, w *WriteT) bool {
 	var key, value []byte
 	haveKey := false
@@ -263,8 +267,11 @@ func unmarshalWrite(b []byte, w *WriteT) bool {
 			return false
 		}
 	}
-	if haveKey || value != nil {
-		w.Key, w.Value = CloneEntry(key, value)
+	if haveKey {
+		w.Key = unsafe.String(unsafe.SliceData(key), len(key))
+	}
+	if value != nil {
+		w.Value = value[:len(value):len(value)]
 	}
 	return true
 }

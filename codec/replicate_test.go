@@ -84,13 +84,22 @@ func TestUnmarshal(t *testing.T) {
 				t.Errorf("decoded by hand: %v, want %v", got, tt.fast)
 			}
 			var got, want MessageT
-			err := Unmarshal(tt.b, &got)
+			b := append([]byte(nil), tt.b...)
+			err := Unmarshal(b, &got)
 			wantErr := proto.Unmarshal(tt.b, &want)
 			if (err != nil) != tt.err || (wantErr != nil) != tt.err {
 				t.Fatalf("Unmarshal: %v, proto.Unmarshal: %v; want an error: %v", err, wantErr, tt.err)
 			}
 			if err == nil && !proto.Equal(&got, &want) {
 				t.Fatalf("Unmarshal = %v, proto.Unmarshal = %v", &got, &want)
+			}
+			// The message shares no memory with the payload, which the
+			// caller reuses.
+			for i := range b {
+				b[i] = 0
+			}
+			if err == nil && !proto.Equal(&got, &want) {
+				t.Fatalf("after the payload was overwritten: Unmarshal = %v, proto.Unmarshal = %v", &got, &want)
 			}
 		})
 	}

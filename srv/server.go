@@ -350,6 +350,7 @@ type Conn struct {
 	out        []byte     // replies to write at the end of this pass
 	queue      []*Pending // replies not yet written, oldest first, once any was deferred
 	deferred   *Pending   // taken by the Handler during Serve
+	pendings   []Pending  // the rest of the block newPending hands out from
 	answered   bool       // the Handler answered with AnswerFrame during Serve
 
 	wakeQueued atomic.Bool
@@ -367,8 +368,24 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // Defer lets the Handler answer the current request later. Call it at most
 // once per request, from Serve.
 func (c *Conn) Defer() *Pending {
-	c.deferred = &Pending{c: c}
+	c.deferred = c.newPending()
 	return c.deferred
+}
+
+// pendingBlock is how many Pendings a connection allocates at once.
+const pendingBlock = 64
+
+// newPending hands out a Pending from the connection's current block: one
+// allocation per pendingBlock deferred replies rather than one each. A
+// block is garbage once all its replies are written.
+func (c *Conn) newPending() *Pending {
+	if len(c.pendings) == 0 {
+		c.pendings = make([]Pending, pendingBlock)
+	}
+	p := &c.pendings[0]
+	c.pendings = c.pendings[1:]
+	p.c = c
+	return p
 }
 
 // AnswerFrame answers the current request with a framed reply, which the
@@ -385,7 +402,8 @@ func (c *Conn) answer(frame []byte) {
 		c.out = append(c.out, frame...)
 		return
 	}
-	p := &Pending{c: c, frame: append([]byte(nil), frame...)}
+	p := c.newPending()
+	p.frame = append([]byte(nil), frame...)
 	p.ready.Store(true)
 	c.queue = append(c.queue, p)
 }
