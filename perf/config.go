@@ -180,6 +180,10 @@ type Target struct {
 	// least RedisWait, so that every write is acknowledged only once that
 	// many replicas have it.
 	RedisWait int
+	// PIDs are local processes that serve the target, whose CPU time Run
+	// measures over the load (Result.ServerCPU); Linux only. For a chain,
+	// list them in chain order, head first, to read the result by role.
+	PIDs []int
 }
 
 // System returns "redis" for a Redis target and "chaintable" otherwise.
@@ -318,6 +322,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("chain member count must not be negative, got %d", c.Target.ChainMembers)
 	case c.Target.ChainMembers > 0 && c.Target.Kind != Chain:
 		return errors.New("waiting for chain members applies to a chain target only")
+	}
+	for _, pid := range c.Target.PIDs {
+		if pid < 1 {
+			return fmt.Errorf("process ID must be positive, got %d", pid)
+		}
 	}
 	if c.Target.Kind == Chain {
 		for _, a := range strings.Split(c.Target.Addr, ",") {

@@ -44,6 +44,9 @@ type Result struct {
 	Preload *Preload `json:"preload,omitempty"`
 	// Interrupted says that the run was cut short (Run's context ended).
 	Interrupted bool `json:"interrupted,omitempty"`
+	// ServerCPU is what the target's processes (Target.PIDs) spent on
+	// the measured load, when they were named.
+	ServerCPU *ServerCPU `json:"server_cpu,omitempty"`
 
 	// Elapsed is ElapsedSec as a Duration.
 	Elapsed time.Duration `json:"-"`
@@ -73,6 +76,13 @@ func (r *Result) Add(o *Result) {
 	}
 	r.Latency = latencyOf(r.Hist)
 	r.Interrupted = r.Interrupted || o.Interrupted
+	switch {
+	case r.ServerCPU != nil && o.ServerCPU != nil:
+		r.ServerCPU.add(o.ServerCPU, r.Requests)
+	case r.ServerCPU != nil:
+		// A round without the measurement: the sum would be wrong.
+		r.ServerCPU = nil
+	}
 }
 
 // addReasons adds the error counts of src to dst, made when needed, and
@@ -310,6 +320,26 @@ func writeResult(b *strings.Builder, res *Result) {
 	l := res.Latency
 	fmt.Fprintf(b, "  latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s)\n",
 		FormatMicros(l.P50), FormatMicros(l.P90), FormatMicros(l.P99), FormatMicros(l.P999), FormatMicros(l.Max), FormatMicros(l.Mean))
+	if c := res.ServerCPU; c != nil {
+		fmt.Fprintf(b, "  server CPU %s per request", FormatMicros(c.PerRequestUs))
+		if len(c.Processes) > 1 {
+			fmt.Fprintf(b, " (%s)", processList(c))
+		}
+		b.WriteString("\n")
+	}
+}
+
+// processList says what each process of c spent per request:
+// "pid 12: 3.41µs, pid 13: 1.90µs".
+func processList(c *ServerCPU) string {
+	var b strings.Builder
+	for i, p := range c.Processes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "pid %d: %s", p.PID, FormatMicros(p.PerRequestUs))
+	}
+	return b.String()
 }
 
 // FormatMicros formats a latency in microseconds with three significant
@@ -336,10 +366,20 @@ func digitsAfter(v float64) int {
 
 // WriteTable writes one comparison row per report: its label, the
 // throughput of chaintable and of Redis, their ratio, the p99 latency of
-// each, and the errors of both. A report without a Redis (or without a
+// each, the errors of both, and, when any report measured it, the
+// servers' CPU time per request. A report without a Redis (or without a
 // chaintable) result shows "-" in those columns.
 func WriteTable(w io.Writer, reports []*Report) error {
 	rows := [][]string{{"workload", "chaintable ops/s", "redis ops/s", "ratio", "chaintable p99", "redis p99", "errors"}}
+	withCPU := false
+	for _, r := range reports {
+		for _, res := range r.Results {
+			withCPU = withCPU || res.ServerCPU != nil
+		}
+	}
+	if withCPU {
+		rows[0] = append(rows[0], "chaintable CPU/op", "redis CPU/op")
+	}
 	for _, r := range reports {
 		ct, rd := r.pair()
 		ops := func(res *Result) string {
@@ -362,10 +402,29 @@ func WriteTable(w io.Writer, reports []*Report) error {
 		for _, res := range r.Results {
 			errs += res.Errors
 		}
-		rows = append(rows, []string{r.RowLabel(), ops(ct), ops(rd), ratio, p99(ct), p99(rd), strconv.FormatInt(errs, 10)})
+		row := []string{r.RowLabel(), ops(ct), ops(rd), ratio, p99(ct), p99(rd), strconv.FormatInt(errs, 10)}
+		if withCPU {
+			cpu := func(res *Result) string {
+				if res == nil || res.ServerCPU == nil {
+					return "-"
+				}
+				return FormatMicros(res.ServerCPU.PerRequestUs)
+			}
+			row = append(row, cpu(ct), cpu(rd))
+		}
+		rows = append(rows, row)
 	}
 	var b strings.Builder
 	writeColumns(&b, rows)
+	// A target served by several processes, a chain or Redis with its
+	// replicas, gets what each spent, in the order they were named.
+	for _, r := range reports {
+		for _, res := range r.Results {
+			if c := res.ServerCPU; c != nil && len(c.Processes) > 1 {
+				fmt.Fprintf(&b, "%s, %s CPU per request by process: %s\n", r.RowLabel(), res.System, processList(c))
+			}
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -30,6 +30,7 @@ func sampleReport() *Report {
 	rd := Result{System: "redis", Target: "redis", Addr: "127.0.0.1:2", Requests: 900, OK: 899, Errors: 1,
 		ErrorReasons: map[string]int64{"put: redis error OOM": 1}, OpsPerSec: 100000, RedisWait: 2,
 		Latency: Latency{P50: 50, P90: 60, P99: 3000, P999: 4000, Max: 5000, Mean: 55}}
+	ct.ServerCPU = newServerCPU([]int{11, 12}, make([]time.Duration, 2), []time.Duration{3 * time.Millisecond, time.Millisecond}, 1000)
 	r := &Report{Tool: "table_perf", Params: ParamsOf(cfg), Results: []Result{ct, rd}}
 	r.Ratio = Compare(&r.Results[0], &r.Results[1])
 	return r
@@ -41,7 +42,7 @@ func TestReportJSONRoundTrip(t *testing.T) {
 	if err := r.WriteJSON(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"workload": "put"`, `"pipeline": 16`, `"duration_s": 5`, `"p99_9": 3000`, `"throughput": 2`, `"redis_wait": 2`} {
+	for _, want := range []string{`"workload": "put"`, `"pipeline": 16`, `"duration_s": 5`, `"p99_9": 3000`, `"throughput": 2`, `"redis_wait": 2`, `"per_request_us": 4`} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("JSON lacks %s:\n%s", want, buf.String())
 		}
@@ -73,6 +74,7 @@ func TestWriteText(t *testing.T) {
 		"errors     put: redis error OOM (1)",
 		"p50 100µs  p90 200µs  p99 1.50ms  p99.9 3.00ms  max 9.00ms",
 		"chaintable / redis: throughput 2.00x, p50 latency 2.00x, p99 latency 0.50x",
+		"server CPU 4.00µs per request (pid 11: 3.00µs, pid 12: 1.00µs)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text lacks %q:\n%s", want, out)
@@ -90,13 +92,24 @@ func TestWriteTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
-	if len(lines) != 3 {
+	if len(lines) != 5 {
 		t.Fatalf("table:\n%s", buf.String())
 	}
+	// The chaintable targets have two processes each: their shares follow
+	// the table.
+	for i, want := range []string{
+		"put -P 16 WAIT 2, chaintable CPU per request by process: pid 11: 3.00µs, pid 12: 1.00µs",
+		"chain x3 put -P 16, chaintable CPU per request by process: pid 11: 3.00µs, pid 12: 1.00µs",
+	} {
+		if lines[3+i] != want {
+			t.Errorf("line %d = %q, want %q", 3+i, lines[3+i], want)
+		}
+	}
+	lines = lines[:3]
 	for i, want := range [][]string{
-		{"workload", "chaintable ops/s", "redis ops/s", "ratio", "chaintable p99", "redis p99", "errors"},
-		{"put -P 16 WAIT 2", "200000", "100000", "2.00x", "1.50ms", "3.00ms", "1"},
-		{"chain x3 put -P 16", "200000", "-", "-", "1.50ms", "-", "0"},
+		{"workload", "chaintable ops/s", "redis ops/s", "ratio", "chaintable p99", "redis p99", "errors", "chaintable CPU/op", "redis CPU/op"},
+		{"put -P 16 WAIT 2", "200000", "100000", "2.00x", "1.50ms", "3.00ms", "1", "4.00µs", "-"},
+		{"chain x3 put -P 16", "200000", "-", "-", "1.50ms", "-", "0", "4.00µs", "-"},
 	} {
 		for _, cell := range want {
 			if !strings.Contains(lines[i], cell) {
@@ -142,5 +155,44 @@ func TestResultAdd(t *testing.T) {
 	}
 	if r.Hist.TotalCount() != 500 || r.Preload == nil || r.Preload.Keys != 7 {
 		t.Errorf("histogram of %d requests, preload %+v", r.Hist.TotalCount(), r.Preload)
+	}
+}
+
+func TestResultAddServerCPU(t *testing.T) {
+	round := func(requests int64, head, tail time.Duration) *Result {
+		return &Result{Requests: requests, ServerCPU: newServerCPU([]int{7, 8}, make([]time.Duration, 2), []time.Duration{head, tail}, requests)}
+	}
+	r := round(1000, 4*time.Millisecond, time.Millisecond)
+	r.Add(round(3000, 8*time.Millisecond, 3*time.Millisecond))
+	c := r.ServerCPU
+	// 12ms and 4ms over 4000 requests.
+	if len(c.Processes) != 2 || c.Processes[0].PerRequestUs != 3 || c.Processes[1].PerRequestUs != 1 || c.PerRequestUs != 4 || c.Seconds != 0.016 {
+		t.Errorf("merged server CPU %+v", c)
+	}
+	r.Add(&Result{Requests: 10})
+	if r.ServerCPU != nil {
+		t.Errorf("a round without the measurement kept a partial sum: %+v", r.ServerCPU)
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	tail := " S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 2000 300"
+	for _, tt := range []struct {
+		name, stat string
+		want       time.Duration
+		err        bool
+	}{
+		{"plain", "42 (table_server)" + tail, 3 * time.Second, false},
+		{"name with spaces and parentheses", "42 (a) (b c)" + tail, 3 * time.Second, false},
+		{"no name", "42 table_server" + tail, 0, true},
+		{"too short", "42 (x) S 1 2 3", 0, true},
+		{"not a number", "42 (x) S 1 2 3 4 5 6 7 8 9 10 x 50 0", 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU([]byte(tt.stat))
+			if (err != nil) != tt.err || got != tt.want {
+				t.Errorf("parseStatCPU = %v, %v; want %v, error %v", got, err, tt.want, tt.err)
+			}
+		})
 	}
 }

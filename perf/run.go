@@ -88,8 +88,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	ph := &phase{name: res.System + " " + cfg.Workload.String(), limit: cfg.Requests, duration: cfg.Duration}
 	proto := newProtocol(cfg.Target.Kind, cfg.ValueSize, cfg.Target.RedisWait)
+	cpuBefore, err := sampleCPU(cfg.Target.PIDs)
+	if err != nil {
+		return nil, err
+	}
 	elapsed := runPhase(ctx, cfg, workers, ph, proto, true)
 	st := collect(workers)
+	if len(cfg.Target.PIDs) > 0 {
+		cpuAfter, err := sampleCPU(cfg.Target.PIDs)
+		if err != nil {
+			return nil, err
+		}
+		res.ServerCPU = newServerCPU(cfg.Target.PIDs, cpuBefore, cpuAfter, st.requests())
+	}
 
 	res.Requests, res.OK, res.Misses, res.Errors = st.requests(), st.ok, st.misses, st.errs
 	if len(st.reasons) > 0 {

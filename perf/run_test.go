@@ -125,6 +125,33 @@ func TestRunStandalone(t *testing.T) {
 	}
 }
 
+// TestRunServerCPU measures the CPU time of this process, which runs the
+// server, and refuses a process that does not exist.
+func TestRunServerCPU(t *testing.T) {
+	addr, _ := startServer(t)
+	cfg := Config{Target: Target{Kind: Direct, Addr: addr, PIDs: []int{os.Getpid()}}, Conns: 4, Pipeline: 8,
+		Requests: 20000, Workload: Workload{Op: OpPut}, Progress: io.Discard}
+	res := mustRun(t, cfg)
+	c := res.ServerCPU
+	if c == nil || len(c.Processes) != 1 || c.Processes[0].PID != os.Getpid() {
+		t.Fatalf("server CPU %+v", c)
+	}
+	// Server and load generator share the process: the time counts both,
+	// so it is at least the server's share, and far below a second.
+	if c.Seconds <= 0 || c.Seconds > 20 || c.PerRequestUs != c.Seconds*1e6/20000 {
+		t.Errorf("%v s of CPU, %v µs per request, over 20000 requests", c.Seconds, c.PerRequestUs)
+	}
+
+	cfg.Target.PIDs = []int{1 << 30}
+	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), strconv.Itoa(1<<30)) {
+		t.Errorf("Run with a missing process: %v", err)
+	}
+	cfg.Target.PIDs = []int{0}
+	if err := cfg.Validate(); err == nil {
+		t.Error("Validate accepted process ID 0")
+	}
+}
+
 func TestRunDuration(t *testing.T) {
 	addr, _ := startServer(t)
 	start := time.Now()

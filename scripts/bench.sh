@@ -207,6 +207,25 @@ start_redis() {
 	REPLY_PID=$pid
 }
 
+# pid_list prints its arguments joined by commas.
+pid_list() {
+	local IFS=,
+	echo "$*"
+}
+
+# wait_members waits until our ZooKeeper lists n chain members (its "dump"
+# of ephemeral nodes).
+wait_members() {
+	local n=$1 i have
+	for ((i = 0; i < 200; i++)); do
+		have=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf dump >&3 && cat <&3' _ "$zk_port" 2>/dev/null |
+			grep -c '^[[:space:]]*/chain/.*node[0-9]*$' || true)
+		((have >= n)) && return 0
+		sleep 0.1
+	done
+	die "ZooKeeper lists ${have:-0} chain members after 20s, want $n (logs in $tmp)"
+}
+
 # rss_kb prints the resident set size of a process in kB.
 rss_kb() {
 	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
@@ -290,7 +309,7 @@ compare() {
 	local p w
 	for p in 1 16; do
 		for w in put get; do
-			perf_run "std-$w-P$p" --direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" \
+			perf_run "std-$w-P$p" --direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -pids "$ts_pid" -redis-pids "$rs_pid" \
 				-w "$w" -P "$p" -label "1 node $w -P $p"
 		done
 	done
@@ -307,16 +326,22 @@ chain() {
 	free_port
 	zk_port=$REPLY
 	scripts/zk.sh up --port "$zk_port" --dir "$tmp/zk" >/dev/null
-	local zk=127.0.0.1:$zk_port i
+	local zk=127.0.0.1:$zk_port i chain_pids=()
 	for i in 1 2 3; do
 		start_table_server "$zk"
+		chain_pids+=("$REPLY_PID")
+		# The next one joins behind this one: chain_pids is in chain
+		# order, head first, for table_perf's CPU per member.
+		wait_members "$i"
 	done
 
-	local primary
+	local primary redis_pids=()
 	start_redis
 	primary=$REPLY
+	redis_pids+=("$REPLY_PID")
 	for i in 1 2; do
 		start_redis --replicaof 127.0.0.1 "$primary"
+		redis_pids+=("$REPLY_PID")
 	done
 	for ((i = 0; i < 200; i++)); do
 		[[ $(redis-cli -h 127.0.0.1 -p "$primary" info replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online') -ge 2 ]] && break
@@ -325,6 +350,7 @@ chain() {
 	((i < 200)) || die "Redis replicas not online after 20s"
 
 	perf_run "chain-put-P16" "$zk" --chain-members 3 --vs-redis "127.0.0.1:$primary" --redis-wait 2 \
+		-pids "$(pid_list "${chain_pids[@]}")" -redis-pids "$(pid_list "${redis_pids[@]}")" \
 		-w put -P 16 -label "chain of 3 put -P 16 / redis + 2 replicas, WAIT 2"
 	header "chain of three table_servers vs Redis with two replicas and WAIT 2 0 after every SET"
 	table "$results"/chain-put-P16.json
@@ -341,7 +367,7 @@ keys_sweep_run() {
 		rs=$REPLY rs_pid=$REPLY_PID
 		echo "bench: keys: $n keys: table_perf --direct ... -r $n" >&2
 		if ./table_perf --json -T "$time_per_run" -rounds "$rounds" -c "$conns" -d "$value" -r "$n" --preload -q \
-			--direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -w get -P 16 -label "get -P 16, $n keys" \
+			--direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -pids "$ts_pid" -redis-pids "$rs_pid" -w get -P 16 -label "get -P 16, $n keys" \
 			>"$results/keys-$n.json"; then
 			files+=("$results/keys-$n.json")
 		else

@@ -104,7 +104,7 @@ up() {
 		clientPort=$port
 		clientPortAddress=127.0.0.1
 		admin.enableServer=false
-		4lw.commands.whitelist=ruok,srvr,stat,mntr,cons
+		4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,dump
 	EOF
 	cat >"$dir/log4j.properties" <<-EOF
 		log4j.rootLogger=INFO, FILE

@@ -23,6 +23,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,13 +56,14 @@ Flags:
 
 // options is everything the command line says.
 type options struct {
-	cfg     perf.Config // the first (or only) run
-	vsRedis string      // Redis address for a second run, or ""
-	rounds  int         // times each target is measured, in turns
-	json    bool
-	quiet   bool
-	label   string
-	table   []string // report files for --table, --plot or --targets; nil unless one is given
+	cfg       perf.Config // the first (or only) run
+	vsRedis   string      // Redis address for a second run, or ""
+	redisPIDs []int       // the processes of the Redis run's server, for its CPU time
+	rounds    int         // times each target is measured, in turns
+	json      bool
+	quiet     bool
+	label     string
+	table     []string // report files for --table, --plot or --targets; nil unless one is given
 	// show writes what the report files say: a table, a chart or targets.
 	show    func(io.Writer, []*perf.Report) error
 	cpuprof string // file for a CPU profile of table_perf itself
@@ -71,7 +74,7 @@ func (o options) configs() []perf.Config {
 	cfgs := []perf.Config{o.cfg}
 	if o.vsRedis != "" {
 		r := o.cfg
-		r.Target = perf.Target{Kind: perf.Redis, Addr: o.vsRedis, RedisWait: o.cfg.Target.RedisWait}
+		r.Target = perf.Target{Kind: perf.Redis, Addr: o.vsRedis, RedisWait: o.cfg.Target.RedisWait, PIDs: o.redisPIDs}
 		cfgs[0].Target.RedisWait = 0
 		cfgs = append(cfgs, r)
 	}
@@ -195,6 +198,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		requests              int64
 		conns, pipeline, keys int
 		table, plot, judge    bool
+		pids, redisPIDs       string
 	)
 	fs := flag.NewFlagSet("table_perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -214,6 +218,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "measure each target `N` times, in turns with --vs-redis, and report the rounds together; -n and -T are per round")
 	fs.IntVar(&redisWait, "redis-wait", 0, "send WAIT `N` 0 after every Redis write and require N replicas")
 	fs.IntVar(&members, "chain-members", 0, "wait until the chain has at least `N` members")
+	fs.StringVar(&pids, "pids", "", "measure the CPU time per request of these local server `processes` (comma-separated PIDs; for a chain, head first); Linux")
+	fs.StringVar(&redisPIDs, "redis-pids", "", "the same for the --vs-redis server's `processes`")
 	fs.DurationVar(&o.cfg.Timeout, "timeout", perf.DefaultTimeout, "bound on connecting and on waiting for one batch's replies")
 	fs.Uint64Var(&o.cfg.Seed, "seed", 1, "`seed` of the operation and key generators")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with all parameters and results")
@@ -304,6 +310,15 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	// The Redis run gets the WAIT; configs moves it off a chaintable run.
 	o.cfg.Target.RedisWait = redisWait
+	if o.cfg.Target.PIDs, err = parsePIDs("-pids", pids); err != nil {
+		return o, err
+	}
+	if o.redisPIDs, err = parsePIDs("-redis-pids", redisPIDs); err != nil {
+		return o, err
+	}
+	if o.redisPIDs != nil && o.vsRedis == "" {
+		return o, errors.New("-redis-pids needs --vs-redis; name a lone target's processes with -pids")
+	}
 	if o.cfg.Requests == 0 && o.cfg.Duration == 0 {
 		o.cfg.Requests = perf.DefaultRequests
 	}
@@ -318,6 +333,22 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// parsePIDs parses a comma-separated list of process IDs given to flag.
+func parsePIDs(flag, list string) ([]int, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var pids []int
+	for _, f := range strings.Split(list, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid < 1 {
+			return nil, fmt.Errorf("%s: %q is not a process ID", flag, f)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // printReports reads the report files and shows them to stdout.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func TestParseArgs(t *testing.T) {
 	}{
 		{name: "defaults", args: []string{"--direct", "127.0.0.1:7000"}, check: func(t *testing.T, o options) {
 			c := o.cfg
-			if c.Target != direct || c.Conns != 50 || c.Pipeline != 1 || c.Requests != perf.DefaultRequests || c.Duration != 0 ||
+			if !reflect.DeepEqual(c.Target, direct) || c.Conns != 50 || c.Pipeline != 1 || c.Requests != perf.DefaultRequests || c.Duration != 0 ||
 				c.ValueSize != 32 || c.Keys != 100000 || c.Workload != (perf.Workload{Op: perf.OpPut}) || c.Dist != perf.Uniform ||
 				c.Preload || c.Seed != 1 || c.Timeout != 10*time.Second || o.json || o.vsRedis != "" {
 				t.Errorf("%+v", o)
@@ -51,7 +52,7 @@ func TestParseArgs(t *testing.T) {
 			}
 		}},
 		{name: "chain", args: []string{"127.0.0.1:2181", "-w", "get", "--chain-members", "3"}, check: func(t *testing.T, o options) {
-			if o.cfg.Target != (perf.Target{Kind: perf.Chain, Addr: "127.0.0.1:2181", ChainMembers: 3}) {
+			if !reflect.DeepEqual(o.cfg.Target, perf.Target{Kind: perf.Chain, Addr: "127.0.0.1:2181", ChainMembers: 3}) {
 				t.Errorf("target %+v", o.cfg.Target)
 			}
 		}},
@@ -61,14 +62,20 @@ func TestParseArgs(t *testing.T) {
 			}
 		}},
 		{name: "redis", args: []string{"--redis", "127.0.0.1:6379", "--redis-wait", "2"}, check: func(t *testing.T, o options) {
-			if o.cfg.Target != (perf.Target{Kind: perf.Redis, Addr: "127.0.0.1:6379", RedisWait: 2}) {
+			if !reflect.DeepEqual(o.cfg.Target, perf.Target{Kind: perf.Redis, Addr: "127.0.0.1:6379", RedisWait: 2}) {
 				t.Errorf("target %+v", o.cfg.Target)
 			}
 		}},
 		{name: "vs redis", args: []string{"127.0.0.1:2181", "--vs-redis", "127.0.0.1:6379", "--redis-wait", "2"}, check: func(t *testing.T, o options) {
 			cfgs := o.configs()
-			if len(cfgs) != 2 || cfgs[0].Target != (perf.Target{Kind: perf.Chain, Addr: "127.0.0.1:2181"}) ||
-				cfgs[1].Target != (perf.Target{Kind: perf.Redis, Addr: "127.0.0.1:6379", RedisWait: 2}) {
+			if len(cfgs) != 2 || !reflect.DeepEqual(cfgs[0].Target, perf.Target{Kind: perf.Chain, Addr: "127.0.0.1:2181"}) ||
+				!reflect.DeepEqual(cfgs[1].Target, perf.Target{Kind: perf.Redis, Addr: "127.0.0.1:6379", RedisWait: 2}) {
+				t.Errorf("configs %+v", cfgs)
+			}
+		}},
+		{name: "process IDs", args: []string{"127.0.0.1:2181", "--vs-redis", "127.0.0.1:6379", "-pids", "10,11, 12", "-redis-pids", "20"}, check: func(t *testing.T, o options) {
+			cfgs := o.configs()
+			if len(cfgs) != 2 || !reflect.DeepEqual(cfgs[0].Target.PIDs, []int{10, 11, 12}) || !reflect.DeepEqual(cfgs[1].Target.PIDs, []int{20}) {
 				t.Errorf("configs %+v", cfgs)
 			}
 		}},
@@ -84,6 +91,9 @@ func TestParseArgs(t *testing.T) {
 		}},
 
 		{name: "no target", args: nil, wantErr: "no target"},
+		{name: "bad process ID", args: []string{"--direct", "h:1", "-pids", "12,x"}, wantErr: `-pids: "x" is not a process ID`},
+		{name: "process ID 0", args: []string{"--direct", "h:1", "-pids", "0"}, wantErr: `-pids: "0" is not a process ID`},
+		{name: "redis pids without vs-redis", args: []string{"--direct", "h:1", "-redis-pids", "5"}, wantErr: "-redis-pids needs --vs-redis"},
 		{name: "two targets", args: []string{"--direct", "h:1", "--redis", "h:2"}, wantErr: "only one of"},
 		{name: "chain and direct", args: []string{"h:3", "--direct", "h:1"}, wantErr: "only one of"},
 		{name: "two positionals", args: []string{"h:1", "h:2"}, wantErr: "at most one argument"},
