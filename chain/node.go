@@ -46,8 +46,8 @@ type Node struct {
 	log   *slog.Logger
 	store *srv.Store
 
-	// mu guards m and blocks. Reads take it shared so that a read is never executed
-	// while the node stops being the tail.
+	// mu guards m and blocks. Reads take it shared so that a read is
+	// never executed while the node stops being the tail.
 	mu     sync.RWMutex
 	m      *Machine
 	blocks blocks

@@ -413,6 +413,9 @@ func (c *Conn) flushReady() {
 	i := 0
 	for ; i < len(c.queue) && c.queue[i].ready.Load(); i++ {
 		c.out = append(c.out, c.queue[i].frame...)
+		// The Pending's block outlives it; its frame, maybe a large
+		// reply, must not.
+		c.queue[i].frame = nil
 		c.queue[i] = nil
 	}
 	if i > 0 {

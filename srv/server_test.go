@@ -304,3 +304,23 @@ func benchmarkServer(b *testing.B, req *codec.MessageT, reply []byte) {
 		}
 	}
 }
+
+// TestWrittenPendingsDropTheirFrames checks that a reply, once written,
+// is no longer held by its Pending, whose block may live on much longer.
+func TestWrittenPendingsDropTheirFrames(t *testing.T) {
+	c := &Conn{}
+	p := c.Defer()
+	c.queue = append(c.queue, p)
+	c.deferred = nil
+	c.answer(make([]byte, 1<<20)) // queued behind p: copied into a Pending
+	queued := c.queue[1]
+	c.wakeQueued.Store(true) // no event loop here to wake
+	p.CompleteFrame([]byte("reply"))
+	c.flushReady()
+	if len(c.queue) != 0 || len(c.out) != len("reply")+1<<20 {
+		t.Fatalf("after the flush: %d queued, %d bytes out", len(c.queue), len(c.out))
+	}
+	if p.frame != nil || queued.frame != nil {
+		t.Errorf("written Pendings still hold %d and %d bytes", len(p.frame), len(queued.frame))
+	}
+}
