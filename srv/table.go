@@ -21,7 +21,7 @@ const MaxLists = 65536
 //
 // A stripe keeps its entries, key and value side by side, in one byte
 // slice, and finds them through an open-addressed index of 8-byte slots
-// (see slot). Neither holds a pointer, so the garbage collector has
+// (see tagBits). Neither holds a pointer, so the garbage collector has
 // nothing to trace in a table of any size, a put allocates nothing once
 // the stripe has grown, a lookup costs one cache line of index and one of
 // entry, and a key and its value share a cache line. Replaced and deleted
@@ -36,7 +36,7 @@ type Table struct {
 
 type stripeState struct {
 	mu    sync.RWMutex
-	slots []uint64 // the index, a power of two long (or empty); see slot
+	slots []uint64 // the index, a power of two long (or empty); see tagBits
 	keys  int      // slots in use
 	data  []byte   // entries (see appendEntry)
 	dead  int      // bytes of data taken by entries replaced or deleted
