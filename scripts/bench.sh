@@ -213,13 +213,11 @@ pid_list() {
 	echo "$*"
 }
 
-# wait_members waits until our ZooKeeper lists n chain members (its "dump"
-# of ephemeral nodes).
+# wait_members waits until our ZooKeeper lists n chain members.
 wait_members() {
 	local n=$1 i have
 	for ((i = 0; i < 200; i++)); do
-		have=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf dump >&3 && cat <&3' _ "$zk_port" 2>/dev/null |
-			grep -c '^[[:space:]]*/chain/.*node[0-9]*$' || true)
+		have=$(scripts/zk.sh members --port "$zk_port" --dir "$tmp/zk" | grep -c . || true)
 		((have >= n)) && return 0
 		sleep 0.1
 	done
@@ -365,15 +363,10 @@ keys_sweep_run() {
 		ts=$REPLY ts_pid=$REPLY_PID
 		start_redis
 		rs=$REPLY rs_pid=$REPLY_PID
-		echo "bench: keys: $n keys: table_perf --direct ... -r $n" >&2
-		if ./table_perf --json -T "$time_per_run" -rounds "$rounds" -c "$conns" -d "$value" -r "$n" --preload -q \
-			--direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -pids "$ts_pid" -redis-pids "$rs_pid" -w get -P 16 -label "get -P 16, $n keys" \
-			>"$results/keys-$n.json"; then
-			files+=("$results/keys-$n.json")
-		else
-			failed=1
-			echo "bench: keys: $n keys failed; see $results/keys-$n.json" >&2
-		fi
+		# The later -r overrides perf_run's key space.
+		perf_run "keys-$n" --direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -pids "$ts_pid" -redis-pids "$rs_pid" \
+			-r "$n" -w get -P 16 -label "get -P 16, $n keys"
+		files+=("$results/keys-$n.json") # table skips a run that left no report
 		stop_server "$ts_pid"
 		stop_server "$rs_pid"
 	done

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs a standalone ZooKeeper on 127.0.0.1 for local use.
 #
-#   scripts/zk.sh up|down|status [--port N] [--dir D]
+#   scripts/zk.sh up|down|status|members [--port N] [--dir D]
 #
 # up      starts it and waits until it serves clients; refuses if one is
 #         already running from D
 # down    stops it by its PID and waits until it has exited
 # status  tells whether it runs and what it answers
+# members prints the chain's member nodes it holds, one per line
 #
 # --port  client port (default 2181, or $ZK_PORT)
 # --dir   holds zoo.cfg, data/, zookeeper.log and zookeeper.pid
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 up|down|status [--port N] [--dir D]" >&2
+	echo "usage: $0 up|down|status|members [--port N] [--dir D]" >&2
 	exit 2
 }
 
@@ -183,9 +184,15 @@ status() {
 	echo "zk.sh: ruok: $(four ruok || echo 'no answer'); mode: ${mode:-not serving}"
 }
 
+# members lists the ephemeral nodes under /chain, from the server's dump.
+members() {
+	four dump | sed -n 's|^[[:space:]]*\(/chain/.*node[0-9]*\)$|\1|p'
+}
+
 case $cmd in
 up) up ;;
 down) down ;;
 status) status ;;
+members) members ;;
 *) usage ;;
 esac
