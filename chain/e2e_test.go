@@ -441,7 +441,7 @@ func TestMachineBackInViewServes(t *testing.T) {
 	if err := m.Snapshot("c", "x", true, nil, nil, true, 0); err != nil {
 		t.Fatalf("Snapshot from the predecessor: %v", err)
 	}
-	if _, _, err := m.Replicate("c", "x", nil, true, 0); err != nil {
+	if _, _, err := m.Replicate("c", "x", nil, true, codec.Grant{}); err != nil {
 		t.Fatalf("Replicate with the live marker: %v", err)
 	}
 	if err := m.CanRead(now); err != nil {

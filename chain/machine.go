@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"time"
 
@@ -43,6 +44,8 @@ var (
 	ErrNotHead     = errors.New("chain: this node is not the head")
 	ErrNotTail     = errors.New("chain: this node is not the tail")
 	ErrUnavailable = errors.New("chain: this node cannot serve now")
+	ErrCatchingUp  = errors.New("chain: this node is still catching up")
+	ErrLeaving     = errors.New("chain: this node is leaving the chain")
 	ErrStale       = errors.New("chain: message from a node that is not the predecessor")
 	ErrTooOld      = errors.New("chain: retried write too old to know its outcome")
 	ErrProtocol    = errors.New("chain: protocol violation")
@@ -143,6 +146,9 @@ type Machine struct {
 
 	applied     uint64
 	committed   uint64
+	dirty       map[uint64]uint64 // key hash -> last write to the key applied here and maybe not committed
+	dirtyUntil  uint64            // every key counts as dirty until this write commits (see becomeLive)
+	hashSeed    maphash.Seed
 	succAcked   uint64          // the successor's last report of what reached the tail
 	succApplied uint64          // the successor's last report of what it applied
 	sent        []*codec.WriteT // applied writes above succAcked, in order
@@ -165,6 +171,10 @@ type Machine struct {
 	grant      uint64    // the successor's latest ask, to grant in the next message
 	grantUntil time.Time // no commits as the tail on our own before then, for leases granted on earlier links
 	linkGrant  time.Time // the same for leases granted on the current link, which the successor may release
+	// bypassUntil holds back writes to a new successor that replaced one
+	// this node leased reads to: the old one may answer reads until then,
+	// so nothing may commit that it lacks.
+	bypassUntil time.Time
 }
 
 // leaseMargin covers the difference in clock rates between two nodes over
@@ -176,7 +186,8 @@ const leaseMargin = 100 * time.Millisecond
 // reads while its ZooKeeper session is not connected; zero disables that.
 func NewMachine(self string, store Applier, leaseTerm time.Duration) *Machine {
 	return &Machine{self: self, store: store, index: -1, leaseTerm: leaseTerm, whole: true,
-		dedup: make(map[uint64]*clientLog), asks: make(map[uint64]time.Time)}
+		dedup: make(map[uint64]*clientLog), asks: make(map[uint64]time.Time),
+		dirty: make(map[uint64]uint64), hashSeed: maphash.MakeSeed()}
 }
 
 // Self returns the node's member name.
@@ -220,19 +231,68 @@ func (m *Machine) CanWrite() error {
 	return nil
 }
 
-// CanRead reports whether the node may answer reads at time now: it must
-// be a live member acting as the tail, and hold a lease, either on its
-// ZooKeeper session or from its predecessor.
+// CanRead reports whether the node may answer reads from its own table
+// at time now, as every member does (CRAQ): it must be a live member and
+// hold a lease, on its ZooKeeper session or from its predecessor, which
+// proves that no write can commit without it. A read of a key that is
+// dirty here (see ReadNeed) must also wait until the write it sees
+// commits. ErrCatchingUp and ErrLeaving say that another member must
+// answer; ErrUnavailable that the node must wait.
 func (m *Machine) CanRead(now time.Time) error {
 	switch {
 	case m.index < 0 || !m.leased(now):
 		return ErrUnavailable
-	case !m.actingTail():
-		return ErrNotTail
-	case !m.live || m.draining || now.Before(m.granted()):
-		return ErrUnavailable
+	case !m.live:
+		return ErrCatchingUp
+	case m.draining:
+		return ErrLeaving
 	}
 	return nil
+}
+
+// ReadNeed returns the write that a read of key must see committed before
+// the node may answer it with what its table holds now: the last write to
+// key it applied without knowing it committed, or 0 when there is none
+// (the key is clean, and its value the latest committed one).
+func (m *Machine) ReadNeed(key []byte) uint64 {
+	if m.applied == m.committed {
+		return 0
+	}
+	need := m.dirty[maphash.Bytes(m.hashSeed, key)]
+	if m.dirtyUntil > need {
+		need = m.dirtyUntil
+	}
+	if need <= m.committed {
+		return 0
+	}
+	return need
+}
+
+// TableNeed is ReadNeed for a read of the whole table (size, getkeys,
+// gettable): the last write applied, unless all are committed.
+func (m *Machine) TableNeed() uint64 {
+	if m.applied == m.committed {
+		return 0
+	}
+	return m.applied
+}
+
+// markDirty remembers an applied write that is not known committed, so
+// that reads of its key wait for it (see ReadNeed).
+func (m *Machine) markDirty(w *codec.WriteT) {
+	if w.Seq <= m.committed {
+		return
+	}
+	m.dirty[maphash.String(m.hashSeed, w.Key)] = w.Seq
+	if n := len(m.dirty); n > 1024 && n > 2*int(m.applied-m.committed) {
+		// Mostly committed writes: drop them, at a cost spread over as
+		// many writes as there are entries.
+		for h, seq := range m.dirty {
+			if seq <= m.committed {
+				delete(m.dirty, h)
+			}
+		}
+	}
 }
 
 // Drain makes the node refuse new client writes and reads, so that what
@@ -256,12 +316,22 @@ func (m *Machine) SetSessionLease(until time.Time) {
 	}
 }
 
-// leased reports whether the node knows at time t that it is still in the
+// lease returns the time before which the node knows it is still in the
 // chain: its ZooKeeper session cannot have expired yet, or its
-// predecessor still leases it reads.
-func (m *Machine) leased(t time.Time) bool {
-	return t.Before(m.zkLease) || m.pred.Name != "" && t.Before(m.predLease)
+// predecessor still leases it reads. No lease it grants its successor
+// outlasts it (see Grant), so a node that ZooKeeper dropped stops
+// granting before anything commits without it, however many of the nodes
+// after it still talk to it.
+func (m *Machine) lease() time.Time {
+	if m.pred.Name == "" {
+		return m.zkLease
+	}
+	return maxTime(m.zkLease, m.predLease)
 }
+
+// leased reports whether the node knows at time t that it is still in the
+// chain (see lease).
+func (m *Machine) leased(t time.Time) bool { return t.Before(m.lease()) }
 
 // Tick advances the machine's clock. A node that waited for the lease it
 // granted its old successor to run out may now commit on its own.
@@ -307,8 +377,18 @@ func (m *Machine) SetView(members []Member) error {
 		m.synced = true
 		m.becomeLive()
 	}
+	if pred != m.pred {
+		// A lease from the old predecessor says nothing of the new one,
+		// which never promised to wait for this node.
+		m.predLease = time.Time{}
+	}
 	m.pred = pred
 	if succ != m.succ || succ.Name == "" && m.succState != succNone {
+		if m.succ.Name != "" && succ.Name != "" && succ.Name != m.succ.Name {
+			// The old successor is bypassed, and may answer reads on
+			// what this node granted it until then.
+			m.bypassUntil = maxTime(m.bypassUntil, m.granted())
+		}
 		m.succ = succ
 		m.newLink()
 		m.sendLive = false
@@ -388,6 +468,7 @@ func (m *Machine) apply(w *codec.WriteT) bool {
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}
+	m.markDirty(w)
 	return found
 }
 
@@ -449,6 +530,9 @@ func (m *Machine) advanceCommitted(seq uint64) {
 		return
 	}
 	m.committed = seq
+	if seq == m.applied {
+		clear(m.dirty)
+	}
 	i := 0
 	for ; i < len(m.waiters) && m.waiters[i].seq <= seq; i++ {
 	}
@@ -537,17 +621,19 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 // Replicate applies writes from the predecessor, in sequence order. Writes
 // already applied are skipped, so a resent write is never applied twice.
 // live says the predecessor hands the tail role to this node; grant, when
-// not zero, grants the lease this node asked for under that id. It
-// returns the sequence number of the last write in the batch, and the
-// lease ask to send with its acknowledgement.
-func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, grant uint64) (last, ask uint64, err error) {
+// not zero, grants the lease this node asked for under that id, for as
+// long from the ask as it says and at most the lease term. It returns the
+// sequence number of the last write in the batch, and the lease ask to
+// send with its acknowledgement.
+func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, grant codec.Grant) (last, ask uint64, err error) {
 	if err := m.checkPred(from, to); err != nil {
 		return 0, 0, err
 	}
-	if asked, ok := m.asks[grant]; ok {
-		m.predLease = maxTime(m.predLease, asked.Add(m.leaseTerm))
+	if asked, ok := m.asks[grant.ID]; ok {
+		term := min(m.leaseTerm, time.Duration(grant.TermUS)*time.Microsecond)
+		m.predLease = maxTime(m.predLease, asked.Add(term))
 		for id := range m.asks {
-			if id <= grant {
+			if id <= grant.ID {
 				delete(m.asks, id)
 			}
 		}
@@ -580,11 +666,16 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 }
 
 // becomeLive makes the node live: it holds every committed write, so it
-// may commit on its own if it is the tail, and hand the role on.
+// may commit on its own if it is the tail, and hand the role on. What it
+// got from a snapshot or from before a rejoin was never marked dirty, so
+// every key counts as dirty until what it applied commits.
 func (m *Machine) becomeLive() {
 	m.live, m.whole = true, true
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
+	}
+	if m.committed < m.applied {
+		m.dirtyUntil = m.applied
 	}
 	if m.succState == succSyncing {
 		m.maybeHandOff()
@@ -678,14 +769,22 @@ func (m *Machine) DedupRecords() []*codec.DedupT {
 	return recs
 }
 
-// Grant returns the successor's latest lease ask not yet granted, or 0,
-// to go with the next message on link gen.
-func (m *Machine) Grant(gen uint64) uint64 {
-	if gen != m.linkGen {
-		return 0
+// Grant returns the grant of the successor's latest lease ask, to go with
+// the next message on link gen, sent at time now: it holds for the lease
+// term, but never past the node's own lease, and a node without one
+// grants nothing (see lease). The zero Grant grants nothing.
+func (m *Machine) Grant(gen uint64, now time.Time) codec.Grant {
+	if gen != m.linkGen || m.grant == 0 {
+		return codec.Grant{}
 	}
-	g := m.grant
+	term := min(m.leaseTerm, m.lease().Sub(now)).Truncate(time.Microsecond)
+	if term <= 0 {
+		return codec.Grant{} // the successor asks again with its next acknowledgement
+	}
+	g := codec.Grant{ID: m.grant, TermUS: uint64(term / time.Microsecond)}
 	m.grant = 0
+	// The successor asked before now, so its lease ends before now+term.
+	m.linkGrant = maxTime(m.linkGrant, now.Add(term+leaseMargin))
 	return g
 }
 
@@ -695,6 +794,9 @@ func (m *Machine) Grant(gen uint64) uint64 {
 func (m *Machine) Writes(gen, next uint64, max int) ([]*codec.WriteT, bool, error) {
 	if gen != m.linkGen {
 		return nil, false, ErrStale
+	}
+	if m.now.Before(m.bypassUntil) {
+		return nil, false, nil // the successor this one replaced may still answer reads
 	}
 	if len(m.sent) > 0 && m.sent[0].Seq > next {
 		return nil, false, fmt.Errorf("%w: write %d is no longer kept (oldest %d)", ErrProtocol, next, m.sent[0].Seq)
@@ -726,10 +828,8 @@ func (m *Machine) SuccessorAck(gen uint64, pos Position, ask uint64, release boo
 	}
 	seq := pos.Committed
 	if ask > 0 && m.leaseTerm > 0 && m.succState == succLive {
-		// Only a live successor answers reads. From now on the successor may answer reads until the time it
-		// asked plus leaseTerm, which is before now plus leaseTerm.
+		// Only a live successor answers reads; Grant bounds the lease.
 		m.grant = max(m.grant, ask)
-		m.linkGrant = maxTime(m.linkGrant, m.now.Add(m.leaseTerm+leaseMargin))
 	}
 	if seq > m.applied || pos.Applied > m.applied {
 		return fmt.Errorf("%w: successor reports %+v, only %d applied here", ErrProtocol, pos, m.applied)

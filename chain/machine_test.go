@@ -28,6 +28,7 @@ type sim struct {
 
 	acked    map[string]ackedWrite // key -> the acknowledged write with the highest seq
 	valueSeq map[string]uint64     // value -> seq it was applied under
+	observed map[string]uint64     // key -> the highest seq of a value a read returned
 }
 
 type ackedWrite struct {
@@ -69,7 +70,7 @@ var forever = time.Now().Add(100 * 365 * 24 * time.Hour)
 
 func newSim(t *testing.T, seed uint64) *sim {
 	return &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed)), nodes: map[string]*simNode{}, pending: map[string][]Member{},
-		acked: map[string]ackedWrite{}, valueSeq: map[string]uint64{}}
+		acked: map[string]ackedWrite{}, valueSeq: map[string]uint64{}, observed: map[string]uint64{}}
 }
 
 func (s *sim) add() *simNode {
@@ -271,7 +272,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 		}
 		f := l.frames[0]
 		l.frames = l.frames[1:]
-		last, _, err := sn.m.Replicate(n.name, succ.Name, f.writes, f.live, 0)
+		last, _, err := sn.m.Replicate(n.name, succ.Name, f.writes, f.live, codec.Grant{})
 		if errors.Is(err, ErrStale) && s.lagViews {
 			s.breakLink(n)
 			return true
@@ -378,29 +379,62 @@ func (s *sim) rejoinExpired() {
 	s.setViews()
 }
 
-// read checks a read at the node that serves reads, if any.
+// read reads key at every node that serves reads, as a client would: a
+// clean key at once, a dirty one once the write it sees commits.
 func (s *sim) read(key string) {
 	for _, n := range s.nodes {
 		if n.m.CanRead(time.Time{}) != nil {
 			continue
 		}
 		v, found := n.store.Table.Get(key)
-		a, acked := s.acked[key]
-		if !acked {
+		r := &simRead{s: s, node: n.name, key: key, value: string(v), found: found, observed: s.observed[key]}
+		r.acked, r.wasAcked = s.acked[key]
+		if need := n.m.ReadNeed([]byte(key)); need != 0 {
+			n.m.Await(need, r)
 			continue
 		}
-		switch {
-		case a.value == "" && found && s.valueSeq[string(v)] < a.seq:
-			s.t.Fatalf("read %s at %s = %q, but a del at seq %d was acknowledged", key, n.name, v, a.seq)
-		case a.value != "" && !found:
-			// A later del, acknowledged or not, may have removed it.
-		case a.value != "" && s.valueSeq[string(v)] < a.seq:
-			for _, name := range s.order {
-				s.t.Log(s.nodes[name].m)
-			}
-			s.t.Fatalf("read %s at %s = %q (seq %d), but %q at seq %d was acknowledged",
-				key, n.name, v, s.valueSeq[string(v)], a.value, a.seq)
+		r.check()
+	}
+}
+
+// simRead is a read taken at a node, with what it must not be older than:
+// the acknowledged write and the newest value read when it was called.
+type simRead struct {
+	s         *sim
+	node, key string
+	value     string
+	found     bool
+	acked     ackedWrite
+	wasAcked  bool
+	observed  uint64
+}
+
+func (r *simRead) Done(_ Position, err error) {
+	if err == nil {
+		r.check()
+	}
+}
+
+// check fails the test if the read went back in time: older than a write
+// acknowledged, or than a value read, before it was called.
+func (r *simRead) check() {
+	s, a, seq := r.s, r.acked, r.s.valueSeq[r.value]
+	switch {
+	case r.found && seq < r.observed:
+		s.t.Fatalf("read %s at %s = %q (seq %d), but a read before it returned seq %d", r.key, r.node, r.value, seq, r.observed)
+	case !r.wasAcked:
+	case a.value == "" && r.found && seq < a.seq:
+		s.t.Fatalf("read %s at %s = %q, but a del at seq %d was acknowledged", r.key, r.node, r.value, a.seq)
+	case a.value != "" && !r.found:
+		// A later del, acknowledged or not, may have removed it.
+	case a.value != "" && seq < a.seq:
+		for _, name := range s.order {
+			s.t.Log(s.nodes[name].m)
 		}
+		s.t.Fatalf("read %s at %s = %q (seq %d), but %q at seq %d was acknowledged", r.key, r.node, r.value, seq, a.value, a.seq)
+	}
+	if r.found {
+		s.observed[r.key] = max(s.observed[r.key], seq)
 	}
 }
 
@@ -475,12 +509,27 @@ func TestMachineThreeNodesCommitOnlyAtTail(t *testing.T) {
 	if v, ok := s.tail().store.Table.Get("k"); !ok || len(s.acked) != 0 {
 		t.Fatalf("tail has %q %v; acked %v", v, ok, s.acked)
 	}
+	// Every member serves reads, but one of a key with a write that is
+	// not known committed must wait for it; other keys are clean.
+	for _, name := range s.order {
+		m := s.nodes[name].m
+		tail := name == s.order[len(s.order)-1]
+		if err := m.CanRead(time.Time{}); err != nil {
+			t.Fatalf("%s cannot serve reads: %v", name, err)
+		}
+		if need := m.ReadNeed([]byte("k")); tail && need != 0 || !tail && need != 1 {
+			t.Fatalf("read of the written key at %s needs write %d (%v)", name, need, m)
+		}
+		if need := m.ReadNeed([]byte("other")); need != 0 {
+			t.Fatalf("read of a clean key at %s needs write %d", name, need)
+		}
+	}
 	s.settle()
 	if len(s.acked) != 1 || a.m.Committed() != 1 {
 		t.Fatalf("after the acks: acked %v, head %v", s.acked, a.m)
 	}
-	if a.m.CanRead(time.Time{}) == nil {
-		t.Fatal("the head of a three-node chain serves reads")
+	if need := a.m.ReadNeed([]byte("k")); need != 0 {
+		t.Fatalf("the head still waits for write %d once it committed", need)
 	}
 	s.checkConverged()
 }
@@ -579,7 +628,7 @@ func TestMachineJoinCatchesUpBeforeServingReads(t *testing.T) {
 		t.Fatalf("after the hand-off the old tail commits alone: %v", old.m)
 	}
 	s.settle()
-	if n.m.CanRead(time.Time{}) != nil || old.m.CanRead(time.Time{}) == nil {
+	if n.m.CanRead(time.Time{}) != nil || old.m.CanRead(time.Time{}) != nil {
 		t.Fatalf("after the hand-off: new %v, old %v", n.m, old.m)
 	}
 	s.checkConverged()
@@ -591,7 +640,7 @@ func TestMachineStaleMessagesRefused(t *testing.T) {
 	b := s.add()
 	c := s.add()
 	s.settle()
-	if _, _, err := c.m.Replicate(a.name, c.name, nil, false, 0); !errors.Is(err, ErrStale) {
+	if _, _, err := c.m.Replicate(a.name, c.name, nil, false, codec.Grant{}); !errors.Is(err, ErrStale) {
 		t.Fatalf("replicate from a non-predecessor: %v", err)
 	}
 	if _, err := c.m.Hello(b.name, "someone-else"); !errors.Is(err, ErrStale) {
@@ -704,16 +753,16 @@ func TestMachineLeases(t *testing.T) {
 	}
 	// The live marker, then a lease ask and its grant.
 	ws, live, _ := a.Writes(gen, act.Next, 10)
-	_, ask, err := b.Replicate(a.Self(), b.Self(), ws, live, 0)
+	_, ask, err := b.Replicate(a.Self(), b.Self(), ws, live, codec.Grant{})
 	if err != nil || ask == 0 || !live {
 		t.Fatalf("replicate: ask %d, %v", ask, err)
 	}
 	if err := a.SuccessorAck(gen, b.Position(), ask, false); err != nil {
 		t.Fatal(err)
 	}
-	grant := a.Grant(gen)
-	if grant != ask {
-		t.Fatalf("grant %d for ask %d", grant, ask)
+	grant := a.Grant(gen, t0)
+	if grant.ID != ask || grant.TermUS != uint64(term/time.Microsecond) {
+		t.Fatalf("grant %+v for ask %d", grant, ask)
 	}
 	b.Tick(t0.Add(100 * time.Millisecond))
 	if _, _, err := b.Replicate(a.Self(), b.Self(), nil, false, grant); err != nil {
@@ -734,11 +783,11 @@ func TestMachineLeases(t *testing.T) {
 	if _, _, err := a.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("v")}); err != nil {
 		t.Fatal(err)
 	}
-	if a.Committed() != 0 || a.CanRead(t0.Add(term)) == nil {
+	if a.Committed() != 0 || a.ReadNeed([]byte("k")) != 1 {
 		t.Fatalf("committed alone during the lease it granted: %v", a)
 	}
 	a.Tick(t0.Add(term + leaseMargin))
-	if a.Committed() != 1 || a.CanRead(t0.Add(term+leaseMargin)) != nil {
+	if a.Committed() != 1 || a.CanRead(t0.Add(term+leaseMargin)) != nil || a.ReadNeed([]byte("k")) != 0 {
 		t.Fatalf("after the lease ran out: %v", a)
 	}
 }
@@ -764,7 +813,7 @@ func TestMachineLeaseRelease(t *testing.T) {
 	b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, act.Next-1)
 	a.SuccessorAck(gen, b.Position(), 0, false)
 	ws, live, _ := a.Writes(gen, act.Next, 10)
-	_, ask, _ := b.Replicate(a.Self(), b.Self(), ws, live, 0)
+	_, ask, _ := b.Replicate(a.Self(), b.Self(), ws, live, codec.Grant{})
 	a.SuccessorAck(gen, b.Position(), ask, false) // a grants b a lease
 	if err := b.CanRead(t0); err != nil {
 		t.Fatalf("tail: %v", err)
@@ -774,7 +823,7 @@ func TestMachineLeaseRelease(t *testing.T) {
 	if b.CanRead(t0) == nil {
 		t.Fatal("a draining tail answers reads")
 	}
-	_, ask, _ = b.Replicate(a.Self(), b.Self(), nil, false, a.Grant(gen))
+	_, ask, _ = b.Replicate(a.Self(), b.Self(), nil, false, a.Grant(gen, t0))
 	if ask != 0 {
 		t.Fatalf("a draining node asked for a lease (%d)", ask)
 	}

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/srv"
@@ -34,6 +37,13 @@ type NodeConfig struct {
 	// how long a node waits, after losing a successor it leased to,
 	// before it commits on its own. Zero means DefaultLeaseTerm.
 	LeaseTerm time.Duration
+	// HoldTimeout bounds how long the node holds a client request that it
+	// cannot answer correctly yet (it lost its place, or a lease ran out)
+	// before it gives up on it by closing that client's connection: a
+	// client of the course protocol takes any OP_ERROR for "not found",
+	// so it must never get one for a key that exists. Zero means
+	// DefaultHoldTimeout.
+	HoldTimeout time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -63,6 +73,8 @@ type Node struct {
 
 	released atomic.Bool // an acknowledgement released the read lease (see Drain)
 
+	fwd *forwarder // client requests this node passes on to other members
+
 	kick chan struct{} // wakes the link: new writes, or a new successor
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -70,6 +82,12 @@ type Node struct {
 
 // DefaultLeaseTerm is the lease term of the zero NodeConfig.
 const DefaultLeaseTerm = 2 * time.Second
+
+// DefaultHoldTimeout is the hold timeout of the zero NodeConfig.
+const DefaultHoldTimeout = 3 * time.Second
+
+// retryHeld is how often a held request is tried again.
+const retryHeld = 20 * time.Millisecond
 
 // linkBatch is the most writes one replication frame carries.
 const linkBatch = 1024
@@ -92,6 +110,9 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.LeaseTerm <= 0 {
 		cfg.LeaseTerm = DefaultLeaseTerm
 	}
+	if cfg.HoldTimeout <= 0 {
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
 	n := &Node{
 		cfg:   cfg,
 		log:   cfg.Logger,
@@ -99,6 +120,7 @@ func NewNode(cfg NodeConfig) *Node {
 		m:     NewMachine("", cfg.Store, cfg.LeaseTerm),
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
+		fwd:   newForwarder(cfg.DialTimeout),
 	}
 	n.wg.Add(2)
 	go n.runLink()
@@ -134,10 +156,12 @@ func (n *Node) runClock() {
 	}
 }
 
-// Close stops the link to the successor and waits for it.
+// Close stops the link to the successor and every forwarded request, and
+// waits for them.
 func (n *Node) Close() {
 	close(n.quit)
 	n.wg.Wait()
+	n.fwd.close()
 }
 
 // step runs f on the machine under the lock, then wakes whoever is done
@@ -251,6 +275,14 @@ func (n *Node) Drain(timeout time.Duration) bool {
 	}
 }
 
+// Live reports whether the node has caught up: it holds every committed
+// write and answers reads from its own table.
+func (n *Node) Live() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.m.Live()
+}
+
 // State describes the node for logs and tests.
 func (n *Node) State() string {
 	n.mu.RLock()
@@ -272,18 +304,133 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return true
 	}
 	if codec.IsWrite(req.GetOpcode()) {
-		return n.clientWrite(c, nil, codec.WriteOf(req))
+		n.clientWrite(c, nil, codec.WriteOf(req), req.GetForwarded())
+		return false
 	}
 	n.mu.RLock()
 	err := n.m.CanRead(time.Now())
-	if err == nil {
+	clean := err == nil && n.readNeed(req) == 0
+	if clean {
 		n.store.Execute(req, reply)
 	}
 	n.mu.RUnlock()
-	if err != nil {
-		srv.SetError(reply, Status(err))
+	if clean {
+		return true
 	}
-	return true
+	r := &heldRead{n: n, p: c.Defer(), req: proto.Clone(req).(*codec.MessageT), deadline: time.Now().Add(n.cfg.HoldTimeout)}
+	r.try()
+	return false
+}
+
+// readNeed returns the write that must commit before req, a read, may be
+// answered from the table as it is now (see Machine.ReadNeed). Called
+// with mu held.
+func (n *Node) readNeed(req *codec.MessageT) uint64 {
+	if req.GetOpcode() == codec.OpGet {
+		return n.m.ReadNeed(unsafe.Slice(unsafe.StringData(req.GetKey()), len(req.GetKey())))
+	}
+	return n.m.TableNeed()
+}
+
+// heldRead is a client's read that the node could not answer at once:
+// its key is dirty here (it waits for the write it sees to commit), the
+// node is catching up or leaving (it goes to a member that can answer), or
+// the node cannot know for now that it is still in the chain (it is tried
+// again until the hold timeout).
+type heldRead struct {
+	n        *Node
+	p        *srv.Pending
+	req      *codec.MessageT
+	deadline time.Time
+	frame    []byte // the answer as of the write it waits for
+}
+
+// try answers the read, or arranges for it to be answered.
+func (r *heldRead) try() {
+	n := r.n
+	var fwd Member
+	var err error
+	answered := false
+	n.step(func(m *Machine) {
+		err = m.CanRead(time.Now())
+		switch {
+		case err == nil:
+			need := n.readNeed(r.req)
+			reply := new(codec.MessageT)
+			n.store.Execute(r.req, reply)
+			if r.frame, err = codec.AppendMessage(nil, reply); err != nil {
+				r.frame, err = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST), nil
+			}
+			if need <= m.Committed() {
+				answered = true
+				return
+			}
+			m.Await(need, r)
+			// The commit may never come (the chain is stuck): the
+			// hold timeout bounds the wait as it bounds the others.
+			time.AfterFunc(time.Until(r.deadline), func() { r.giveUp(ErrUnavailable) })
+		case errors.Is(err, ErrCatchingUp) || errors.Is(err, ErrLeaving):
+			// Toward the head: a member ahead holds every committed write.
+			fwd = m.pred
+			if fwd.Name == "" && errors.Is(err, ErrLeaving) {
+				fwd = m.succ
+			}
+		}
+	})
+	switch {
+	case answered:
+		r.p.CompleteFrame(r.frame)
+	case err == nil:
+		// Waits for the commit (Done).
+	case fwd.Addr != "" && (!r.req.GetForwarded() || errors.Is(err, ErrCatchingUp)):
+		// A forwarded read goes on only toward the head, so it cannot
+		// come back.
+		n.fwd.forward(fwd.Addr, proto.Clone(r.req).(*codec.MessageT), time.Until(r.deadline), r.forwarded)
+	default:
+		r.later(err)
+	}
+}
+
+// Done takes the commit of the write the read waits for: the answer taken
+// then is now the latest committed one. If the node gave up on that
+// write instead (it lost its place), the read starts again.
+func (r *heldRead) Done(_ Position, err error) {
+	if err == nil {
+		r.p.CompleteFrame(r.frame)
+		return
+	}
+	r.later(err)
+}
+
+// forwarded takes the answer of the member the read went to.
+func (r *heldRead) forwarded(res forwardResult) {
+	if res.reply != nil && !res.refused() {
+		r.p.Complete(res.reply)
+		return
+	}
+	r.later(ErrUnavailable)
+}
+
+// later tries the read again soon, or gives up at the deadline.
+func (r *heldRead) later(err error) {
+	if r.req.GetForwarded() || time.Now().Add(retryHeld).After(r.deadline) {
+		r.giveUp(err)
+		return
+	}
+	time.AfterFunc(retryHeld, r.try)
+}
+
+// giveUp ends the read without an answer from the table: a forwarded read
+// is refused with the reason, so that the node it came from tries
+// elsewhere; a client's connection is closed, since a course client takes
+// any OP_ERROR for "not found". Only the first answer given counts.
+func (r *heldRead) giveUp(err error) {
+	if r.req.GetForwarded() {
+		r.p.CompleteFrame(srv.ErrorFrame(Status(err)))
+		return
+	}
+	r.n.log.Debug("gave up on a read", "op", r.req.GetOpcode(), "err", err)
+	r.p.Abandon()
 }
 
 // serveLink serves the replication messages of a predecessor's link.
@@ -327,7 +474,8 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		var err error
 		n.step(func(m *Machine) {
 			var last, ask uint64
-			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), req.GetLeaseGrant()); err == nil {
+			grant := codec.Grant{ID: req.GetLeaseGrant(), TermUS: req.GetLeaseTermUs()}
+			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), grant); err == nil {
 				w := ackWaiter{p: c.Defer(), ask: ask, release: m.Draining()}
 				if w.release {
 					n.released.Store(true)
@@ -347,14 +495,15 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 	return n.refuse(reply, fmt.Errorf("%w: opcode %v", ErrProtocol, op))
 }
 
-// ServeGet answers a plain get without decoding it: Node is a srv.GetServer.
-func (n *Node) ServeGet(dst, key []byte) []byte {
+// ServeGet answers a plain get of a clean key without decoding it: Node is
+// a srv.GetServer. Any other get takes the path of Serve.
+func (n *Node) ServeGet(dst, key []byte) ([]byte, bool) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	if err := n.m.CanRead(time.Now()); err != nil {
-		return append(dst, srv.ErrorFrame(Status(err))...)
+	if n.m.CanRead(time.Now()) != nil || n.m.ReadNeed(key) != 0 {
+		return dst, false
 	}
-	return n.store.AppendGet(dst, key)
+	return n.store.AppendGet(dst, key), true
 }
 
 // ConnClosed forgets a closed connection: Node is a srv.ConnCloseHandler.
@@ -392,31 +541,117 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 
 // ServeWrite takes a plain put or del: Node is a srv.WriteServer.
 func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
-	n.clientWrite(c, req, nil)
+	n.clientWrite(c, req, nil, false)
 }
 
-// clientWrite takes a put or del at the head, req or w, and answers it now
-// or when it commits.
-func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT) bool {
+// clientWrite takes a put or del, req or w, and answers it with c now or
+// later: at the head, once it commits; elsewhere, once the head answers
+// it. forwarded says another member passed it on.
+func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT, forwarded bool) {
 	var found bool
 	var cw *clientWaiter
 	var err error
+	var head Member
 	n.step(func(m *Machine) {
 		if w == nil {
 			w = n.blocks.write(req)
 		}
 		var seq uint64
 		if seq, found, err = m.ClientWrite(w); err != nil || seq <= m.Committed() {
+			if errors.Is(err, ErrNotHead) && m.index > 0 {
+				head = m.members[0]
+			}
 			return // answered now: refused, or committed at once (no successor)
 		}
 		cw = n.blocks.waiter()
-		*cw = clientWaiter{p: c.Defer(), op: w.Op, found: found}
+		*cw = clientWaiter{p: c.Defer(), op: w.Op, found: found, forwarded: forwarded}
 		m.Await(seq, cw)
 	})
-	if cw == nil {
+	switch {
+	case cw != nil:
+	case err == nil || forwarded || errors.Is(err, ErrTooOld) || errors.Is(err, ErrProtocol):
+		// Answered, or refused for good; a member that forwarded the
+		// write decides for itself what to do next.
 		c.AnswerFrame(writeReplyFrame(w.Op, found, err))
+	default:
+		hw := &heldWrite{n: n, p: c.Defer(), w: w, deadline: time.Now().Add(n.cfg.HoldTimeout)}
+		hw.route(head, err)
 	}
-	return false
+}
+
+// heldWrite is a client's write that reached a node that cannot apply it:
+// not the head (it goes to the head), or a head that cannot take writes
+// for now (it is tried again until the hold timeout).
+type heldWrite struct {
+	n        *Node
+	p        *srv.Pending
+	w        *codec.WriteT
+	deadline time.Time
+}
+
+// try takes the write as the head, or routes it on.
+func (h *heldWrite) try() {
+	n := h.n
+	var found, waiting bool
+	var err error
+	var head Member
+	n.step(func(m *Machine) {
+		var seq uint64
+		if seq, found, err = m.ClientWrite(h.w); err != nil || seq <= m.Committed() {
+			if errors.Is(err, ErrNotHead) && m.index > 0 {
+				head = m.members[0]
+			}
+			return
+		}
+		waiting = true
+		m.Await(seq, &clientWaiter{p: h.p, op: h.w.Op, found: found})
+	})
+	switch {
+	case waiting:
+	case err == nil || errors.Is(err, ErrTooOld) || errors.Is(err, ErrProtocol):
+		h.p.CompleteFrame(writeReplyFrame(h.w.Op, found, err))
+	default:
+		h.route(head, err)
+	}
+}
+
+// route sends the write to head, if known, or tries again later.
+func (h *heldWrite) route(head Member, err error) {
+	if head.Addr != "" {
+		req := &codec.MessageT{Opcode: h.w.Op, CType: codec.CtKey, Key: h.w.Key, ClientId: h.w.ClientId, RequestId: h.w.RequestId}
+		if h.w.Op == codec.OpPut {
+			req.CType, req.Key, req.Entry = codec.CtEntry, "", &codec.EntryT{Key: h.w.Key, Value: h.w.Value}
+		}
+		h.n.fwd.forward(head.Addr, req, time.Until(h.deadline), h.forwarded)
+		return
+	}
+	h.later(err)
+}
+
+// forwarded takes the head's answer.
+func (h *heldWrite) forwarded(res forwardResult) {
+	switch {
+	case res.reply != nil && !res.refused() && res.status != codec.Status_STATUS_OUTCOME_UNKNOWN:
+		h.p.Complete(res.reply)
+	case res.sent && (res.reply == nil || res.status == codec.Status_STATUS_OUTCOME_UNKNOWN) && h.w.ClientId == 0:
+		// It may have been applied, and without its client's ids a
+		// second try could apply it twice: its fate is the client's
+		// to learn, as if the head it wrote to had failed.
+		h.p.Abandon()
+	default:
+		h.later(ErrUnavailable)
+	}
+}
+
+// later tries the write again soon, or gives up at the deadline by
+// closing the client's connection: the write was never applied.
+func (h *heldWrite) later(err error) {
+	if time.Now().Add(retryHeld).After(h.deadline) {
+		h.n.log.Debug("gave up on a write", "op", h.w.Op, "err", err)
+		h.p.Abandon()
+		return
+	}
+	time.AfterFunc(retryHeld, h.try)
 }
 
 // blocks hands out what the head keeps of each client write, from
@@ -469,13 +704,25 @@ func (b *blocks) waiter() *clientWaiter {
 
 // clientWaiter answers a client's write once it is committed.
 type clientWaiter struct {
-	p     *srv.Pending
-	op    codec.MessageT_Opcode
-	found bool
+	p         *srv.Pending
+	op        codec.MessageT_Opcode
+	found     bool
+	forwarded bool // another member passed the write on
 }
 
+// Done answers the write, or, when the node lost its place before the
+// write committed, says that nobody knows whether it will: to the member
+// that forwarded it, with a status; to a client, by closing its
+// connection, as a failed head would.
 func (w *clientWaiter) Done(_ Position, err error) {
-	w.p.CompleteFrame(writeReplyFrame(w.op, w.found, err))
+	switch {
+	case err == nil:
+		w.p.CompleteFrame(writeReplyFrame(w.op, w.found, nil))
+	case w.forwarded:
+		w.p.CompleteFrame(srv.ErrorFrame(codec.Status_STATUS_OUTCOME_UNKNOWN))
+	default:
+		w.p.Abandon()
+	}
 }
 
 // writeReplyFrame returns the framed answer to a put or del.
@@ -629,9 +876,9 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	for {
 		n.mu.Lock()
 		ws, live, err := n.m.Writes(gen, next, linkBatch)
-		var grant uint64
+		var grant codec.Grant
 		if len(ws) > 0 || live || heartbeat {
-			grant = n.m.Grant(gen)
+			grant = n.m.Grant(gen, time.Now())
 		}
 		n.mu.Unlock()
 		if err != nil {

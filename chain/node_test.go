@@ -42,11 +42,13 @@ func (tn *testNode) sessionLease() time.Time {
 	return tn.zkLease
 }
 
-// testLease is the nodes' lease term in these tests, and testSession
-// their ZooKeeper session timeout.
+// testLease is the nodes' lease term in these tests, testSession their
+// ZooKeeper session timeout, and testHold how long they hold a request
+// they cannot answer yet.
 const (
-	testLease   = 400 * time.Millisecond
-	testSession = 300 * time.Millisecond
+	testLease   = 300 * time.Millisecond
+	testSession = 400 * time.Millisecond
+	testHold    = 300 * time.Millisecond
 )
 
 func logger() *slog.Logger {
@@ -62,7 +64,7 @@ func startNodeTB(t testing.TB, name string) *testNode {
 	t.Helper()
 	store, _ := srv.NewStore(8)
 	tn := &testNode{name: name, store: store}
-	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: testLease, SessionLease: tn.sessionLease})
+	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: testLease, HoldTimeout: testHold, SessionLease: tn.sessionLease})
 	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -112,16 +114,26 @@ func dialWire(t *testing.T, addr string) *wire {
 
 func (w *wire) do(req *codec.MessageT) *codec.MessageT {
 	w.t.Helper()
+	reply, err := w.try(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return reply
+}
+
+// try sends req and returns the reply, or why none came: a node that
+// cannot answer correctly closes the connection instead.
+func (w *wire) try(req *codec.MessageT) (*codec.MessageT, error) {
 	b, _ := codec.AppendMessage(nil, req)
 	w.conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := w.conn.Write(b); err != nil {
-		w.t.Fatal(err)
+		return nil, err
 	}
 	reply := new(codec.MessageT)
 	if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, reply); err != nil {
-		w.t.Fatalf("reply: %v", err)
+		return nil, fmt.Errorf("reply: %w", err)
 	}
-	return reply
+	return reply, nil
 }
 
 // eventually retries f until it returns nil or time runs out.
@@ -150,7 +162,10 @@ func put(t *testing.T, head *testNode, key, value string) {
 
 func get(t *testing.T, tail *testNode, key string) (string, error) {
 	w := dialWire(t, tail.server.Addr())
-	r := w.do(codec.GetRequest(key))
+	r, err := w.try(codec.GetRequest(key))
+	if err != nil {
+		return "", fmt.Errorf("get %s at %s: %w (%s)", key, tail.name, err, tail.node.State())
+	}
 	if r.Opcode != codec.OpGet+1 {
 		return "", fmt.Errorf("get %s at %s: %v (%s)", key, tail.name, r, tail.node.State())
 	}
@@ -169,12 +184,20 @@ func TestNodeChainReplicatesAndFailsOver(t *testing.T) {
 			t.Fatalf("%s lacks an acknowledged write", n.name)
 		}
 	}
-	// Reads go to the tail only; writes to the head only.
-	if r := dialWire(t, a.server.Addr()).do(codec.GetRequest("k1")); r.Status != codec.Status_STATUS_NOT_TAIL {
-		t.Fatalf("read at the head: %v", r)
+	// Every node answers reads, and takes writes for the head.
+	for _, n := range []*testNode{a, b, c} {
+		if v, err := get(t, n, "k1"); err != nil || v != "v1" {
+			t.Fatalf("read at %s: %q, %v", n.name, v, err)
+		}
 	}
-	if r := dialWire(t, c.server.Addr()).do(codec.PutRequest("x", nil)); r.Status != codec.Status_STATUS_NOT_HEAD {
+	if r := dialWire(t, c.server.Addr()).do(codec.PutRequest("x", nil)); r.Opcode != codec.OpPut+1 {
 		t.Fatalf("write at the tail: %v", r)
+	}
+	if r := dialWire(t, b.server.Addr()).do(codec.DelRequest("x")); r.Opcode != codec.OpDel+1 {
+		t.Fatalf("del at the middle: %v", r)
+	}
+	if _, ok := a.store.Table.Get("x"); ok {
+		t.Fatal("the del forwarded to the head was not applied there")
 	}
 
 	b.stop() // the middle dies
@@ -239,9 +262,18 @@ func TestNodeJoinUnderLoad(t *testing.T) {
 	}()
 	c := startNode(t, "node0000000003")
 	setViews(a, b, c)
-	eventually(t, "joined node serves reads", func() error {
-		_, err := get(t, c, "k1")
-		return err
+	// Reads at the new node are answered from the first moment: it passes
+	// them to its predecessor until it has caught up.
+	for i := range 20 {
+		if v, err := get(t, c, fmt.Sprintf("k%d", i)); err != nil || v != big {
+			t.Fatalf("read at the joining node: %d bytes, %v", len(v), err)
+		}
+	}
+	eventually(t, "joined node catches up", func() error {
+		if !c.node.Live() {
+			return fmt.Errorf("not live: %s", c.node.State())
+		}
+		return nil
 	})
 	close(stop)
 	n := <-done
@@ -292,25 +324,56 @@ func TestNodeServesWhileZooKeeperIsAway(t *testing.T) {
 	for _, n := range []*testNode{a, b, c} {
 		n.zkDown.Store(true) // ZooKeeper restarts: no session is renewed
 	}
-	deadline := time.Now().Add(4 * testLease)
-	for i := 0; time.Now().Before(deadline); i++ {
+	down := time.Now()
+	// The chain serves on as long as the head's session lease lasts: the
+	// leases down the chain come from it.
+	for i := 0; time.Since(down) < testSession/2; i++ {
 		put(t, a, "k", fmt.Sprint(i))
 		if v, err := get(t, c, "k"); err != nil || v != fmt.Sprint(i) {
-			t.Fatalf("read %d without ZooKeeper: %q, %v", i, v, err)
+			t.Fatalf("read %d %v after ZooKeeper went away: %q, %v", i, time.Since(down), v, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Cut off from its predecessor too, the tail stops within its lease.
-	b.stop()
-	start := time.Now()
-	eventually(t, "isolated tail stops serving", func() error {
-		if _, err := get(t, c, "k"); err == nil {
-			return fmt.Errorf("still serving after %v", time.Since(start))
+	// Past it, no node may answer: ZooKeeper could have dropped the head,
+	// and a new chain taken writes without it.
+	time.Sleep(time.Until(down.Add(testSession + testLease + leaseMargin)))
+	for _, n := range []*testNode{a, b, c} {
+		if v, err := get(t, n, "k"); err == nil {
+			t.Fatalf("%s answered %q %v after ZooKeeper went away, past every lease (%s)", n.name, v, time.Since(down), n.node.State())
 		}
-		return nil
+	}
+	for _, n := range []*testNode{a, b, c} {
+		n.zkDown.Store(false)
+	}
+	eventually(t, "tail serves once ZooKeeper is back", func() error {
+		_, err := get(t, c, "k")
+		return err
 	})
-	if d := time.Since(start); d > testLease+200*time.Millisecond {
-		t.Fatalf("isolated tail served for %v, lease term %v", d, testLease)
+}
+
+// TestNodeDroppedNodesServeNothingStale cuts the middle and the tail, not
+// the head, off ZooKeeper, while the link between them stays up.
+// ZooKeeper drops both and the head goes on alone; the two never learn
+// it. The middle must stop leasing reads to the tail once its own lease
+// ends, so that neither answers a read with a value older than the head's
+// next acknowledged write.
+func TestNodeDroppedNodesServeNothingStale(t *testing.T) {
+	a, b, c := startNode(t, "node0000000001"), startNode(t, "node0000000002"), startNode(t, "node0000000003")
+	setViews(a, b, c)
+	put(t, a, "k", "before")
+	time.Sleep(testLease / 2)
+	b.zkDown.Store(true)
+	c.zkDown.Store(true)
+	time.Sleep(testSession) // ZooKeeper expires their sessions
+	a.node.SetView([]Member{{Name: a.name, Addr: a.server.Addr()}})
+	put(t, a, "k", "after") // the head waits out its own grant to b first
+	acked := time.Now()
+	for time.Since(acked) < 4*testLease {
+		for _, n := range []*testNode{b, c} {
+			if v, err := get(t, n, "k"); err == nil && v == "before" {
+				t.Fatalf("%s answered k=%q %v after k=after was acknowledged (%s)", n.name, v, time.Since(acked), n.node.State())
+			}
+		}
 	}
 }
 

@@ -108,7 +108,7 @@ func (c *Client) conn(ctx context.Context, where func(context.Context) (string, 
 	if c.closed {
 		return nil, ErrClosed
 	}
-	if cn := c.conns[addr]; cn != nil && !cn.broken() {
+	if cn := c.conns[addr]; cn != nil && !cn.Broken() {
 		return cn, nil
 	}
 	cn, err := DialConn(ctx, addr)

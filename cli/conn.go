@@ -226,8 +226,8 @@ func (c *Conn) fail(err error) {
 	}
 }
 
-// broken reports whether the Conn has failed or been closed.
-func (c *Conn) broken() bool {
+// Broken reports whether the Conn has failed or been closed.
+func (c *Conn) Broken() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err != nil

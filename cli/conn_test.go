@@ -218,7 +218,7 @@ func TestConnUnsolicitedReply(t *testing.T) {
 	c := dialConn(t, addr)
 	// Nothing is pending when the reply arrives, so the Conn must fail;
 	// once it has, requests fail too.
-	for deadline := time.Now().Add(10 * time.Second); !c.broken(); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !c.Broken(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("Conn still works after a reply to no request")
 		}
@@ -270,7 +270,7 @@ func TestConnWriteTimeout(t *testing.T) {
 	if _, err := c.Do(ctx, codec.PutRequest("k", big)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("put: %v, want DeadlineExceeded", err)
 	}
-	if !c.broken() {
+	if !c.Broken() {
 		t.Fatal("Conn still works after a write cut short")
 	}
 }

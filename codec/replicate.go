@@ -21,6 +21,7 @@ const (
 	fieldWrites     = 16
 	fieldLive       = 18
 	fieldLeaseGrant = 24
+	fieldLeaseTerm  = 27
 
 	fieldWriteSeq       = 1
 	fieldWriteOp        = 2
@@ -32,9 +33,9 @@ const (
 
 // AppendReplicate appends to dst the framed bytes that AppendMessage makes
 // of MessageT{Opcode: OP_REPLICATE, From: from, To: to, Writes: writes,
-// Live: live, LeaseGrant: grant}, without reflection. Unknown fields of
-// the writes are not sent.
-func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, grant uint64) []byte {
+// Live: live, LeaseGrant: grant.ID, LeaseTermUs: grant.TermUS}, without
+// reflection. Unknown fields of the writes are not sent.
+func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, grant Grant) []byte {
 	size := 1 + protowire.SizeVarint(uint64(MessageT_OP_REPLICATE))
 	size += sizeString(fieldFrom, from) + sizeString(fieldTo, to)
 	for _, w := range writes {
@@ -43,7 +44,7 @@ func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, g
 	if live {
 		size += protowire.SizeTag(fieldLive) + 1
 	}
-	size += sizeVarint(fieldLeaseGrant, grant)
+	size += sizeVarint(fieldLeaseGrant, grant.ID) + sizeVarint(fieldLeaseTerm, grant.TermUS)
 
 	dst = AppendHeader(dst, size)
 	dst = appendVarint(dst, fieldOpcode, uint64(MessageT_OP_REPLICATE))
@@ -63,7 +64,15 @@ func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, g
 		dst = protowire.AppendTag(dst, fieldLive, protowire.VarintType)
 		dst = append(dst, 1)
 	}
-	return appendVarint(dst, fieldLeaseGrant, grant)
+	dst = appendVarint(dst, fieldLeaseGrant, grant.ID)
+	return appendVarint(dst, fieldLeaseTerm, grant.TermUS)
+}
+
+// Grant is the read lease a REPLICATE frame grants: the successor's ask
+// it answers, and how long from that ask the lease holds, in microseconds.
+// The zero Grant grants nothing.
+type Grant struct {
+	ID, TermUS uint64
 }
 
 func writeSize(w *WriteT) int {
@@ -146,7 +155,7 @@ func unmarshalReplicate(payload []byte, m *MessageT) bool {
 		}
 		b = b[n:]
 		switch {
-		case typ == protowire.VarintType && (num == fieldOpcode || num == fieldLive || num == fieldLeaseGrant):
+		case typ == protowire.VarintType && (num == fieldOpcode || num == fieldLive || num == fieldLeaseGrant || num == fieldLeaseTerm):
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
@@ -157,8 +166,10 @@ func unmarshalReplicate(payload []byte, m *MessageT) bool {
 				op = v
 			case fieldLive:
 				m.Live = v != 0
-			default:
+			case fieldLeaseGrant:
 				m.LeaseGrant = v
+			default:
+				m.LeaseTermUs = v
 			}
 		case typ == protowire.BytesType && (num == fieldFrom || num == fieldTo || num == fieldWrites):
 			v, n := protowire.ConsumeBytes(b)

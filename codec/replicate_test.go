@@ -24,7 +24,7 @@ func replicateCases() []*MessageT {
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Live: true, Writes: []*WriteT{{Seq: 1, Op: OpDel, Key: "gone"}}},
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{{}, {Seq: 1 << 40, Op: OpPut, Key: "k", Value: []byte{}}}},
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{{Seq: 9, Op: OpPut, Key: "big", Value: big}}},
-		{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: many, Live: true, LeaseGrant: 1<<64 - 1},
+		{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: many, Live: true, LeaseGrant: 1<<64 - 1, LeaseTermUs: 2_000_000},
 		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Seq: 2, Op: MessageT_Opcode(-5), Key: "négatif"}}},
 	}
 }
@@ -35,7 +35,7 @@ func TestAppendReplicateMatchesProto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := AppendReplicate([]byte("prefix"), m.From, m.To, m.Writes, m.Live, m.LeaseGrant)
+		got := AppendReplicate([]byte("prefix"), m.From, m.To, m.Writes, m.Live, Grant{m.LeaseGrant, m.LeaseTermUs})
 		if !bytes.Equal(got, want) {
 			t.Fatalf("case %d: AppendReplicate made %d bytes, AppendMessage %d; first at %d differ", i, len(got), len(want), firstDiff(got, want))
 		}
@@ -134,12 +134,14 @@ func FuzzAppendReplicate(f *testing.F) {
 	f.Add("", "", uint64(0), int32(-1), "", []byte{}, uint64(0), uint64(0), false, uint64(0))
 	f.Fuzz(func(t *testing.T, from, to string, seq uint64, op int32, key string, value []byte, client, request uint64, live bool, grant uint64) {
 		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request}
-		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: grant}
+		// The term varies with the grant, so that the corpus keeps its shape.
+		g := Grant{ID: grant, TermUS: grant >> 3}
+		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: g.ID, LeaseTermUs: g.TermUS}
 		want, err := AppendMessage(nil, m)
 		if err != nil {
 			return // invalid UTF-8: the chain never sends it
 		}
-		if got := AppendReplicate(nil, from, to, m.Writes, live, grant); !bytes.Equal(got, want) {
+		if got := AppendReplicate(nil, from, to, m.Writes, live, g); !bytes.Equal(got, want) {
 			t.Fatalf("AppendReplicate made %x, AppendMessage %x", got, want)
 		}
 	})
@@ -166,7 +168,7 @@ func BenchmarkReplicate(b *testing.B) {
 		b.Run(fmt.Sprintf("value=%d/encode/hand", size), func(b *testing.B) {
 			var buf []byte
 			for b.Loop() {
-				buf = AppendReplicate(buf[:0], m.From, m.To, m.Writes, m.Live, m.LeaseGrant)
+				buf = AppendReplicate(buf[:0], m.From, m.To, m.Writes, m.Live, Grant{m.LeaseGrant, m.LeaseTermUs})
 			}
 		})
 		b.Run(fmt.Sprintf("value=%d/decode/proto", size), func(b *testing.B) {

@@ -31,14 +31,15 @@ const (
 type Status int32
 
 const (
-	Status_STATUS_OK           Status = 0
-	Status_STATUS_NOT_FOUND    Status = 1 // get or del of a missing key
-	Status_STATUS_BAD_REQUEST  Status = 2 // the request is malformed
-	Status_STATUS_NOT_HEAD     Status = 3 // a write reached a node that is not the head
-	Status_STATUS_NOT_TAIL     Status = 4 // a read reached a node that is not the tail
-	Status_STATUS_UNAVAILABLE  Status = 5 // the node cannot serve now; retry shortly
-	Status_STATUS_STALE_CONFIG Status = 6 // replication from a node that is not the predecessor
-	Status_STATUS_TOO_OLD      Status = 7 // a retried write whose outcome was forgotten
+	Status_STATUS_OK              Status = 0
+	Status_STATUS_NOT_FOUND       Status = 1 // get or del of a missing key
+	Status_STATUS_BAD_REQUEST     Status = 2 // the request is malformed
+	Status_STATUS_NOT_HEAD        Status = 3 // a write reached a node that is not the head
+	Status_STATUS_NOT_TAIL        Status = 4 // a read reached a node that is not the tail
+	Status_STATUS_UNAVAILABLE     Status = 5 // the node cannot serve now; retry shortly
+	Status_STATUS_STALE_CONFIG    Status = 6 // replication from a node that is not the predecessor
+	Status_STATUS_TOO_OLD         Status = 7 // a retried write whose outcome was forgotten
+	Status_STATUS_OUTCOME_UNKNOWN Status = 8 // a forwarded write was applied, but the node lost its place before it committed
 )
 
 // Enum value maps for Status.
@@ -52,16 +53,18 @@ var (
 		5: "STATUS_UNAVAILABLE",
 		6: "STATUS_STALE_CONFIG",
 		7: "STATUS_TOO_OLD",
+		8: "STATUS_OUTCOME_UNKNOWN",
 	}
 	Status_value = map[string]int32{
-		"STATUS_OK":           0,
-		"STATUS_NOT_FOUND":    1,
-		"STATUS_BAD_REQUEST":  2,
-		"STATUS_NOT_HEAD":     3,
-		"STATUS_NOT_TAIL":     4,
-		"STATUS_UNAVAILABLE":  5,
-		"STATUS_STALE_CONFIG": 6,
-		"STATUS_TOO_OLD":      7,
+		"STATUS_OK":              0,
+		"STATUS_NOT_FOUND":       1,
+		"STATUS_BAD_REQUEST":     2,
+		"STATUS_NOT_HEAD":        3,
+		"STATUS_NOT_TAIL":        4,
+		"STATUS_UNAVAILABLE":     5,
+		"STATUS_STALE_CONFIG":    6,
+		"STATUS_TOO_OLD":         7,
+		"STATUS_OUTCOME_UNKNOWN": 8,
 	}
 )
 
@@ -369,19 +372,25 @@ type MessageT struct {
 	// Why a request failed, in OP_ERROR replies; course clients ignore it.
 	Status Status `protobuf:"varint,12,opt,name=status,proto3,enum=sdmessage.Status" json:"status,omitempty"`
 	// Chain replication fields (see the OP_HELLO.. opcodes).
-	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`                                      // the sender's member name in ZooKeeper
-	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                                          // the member the sender believes it talks to
-	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`                                       // a write sequence number
-	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`                                  // writes, in sequence order
-	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`                                 // the node holds a complete copy of the table
-	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`                                     // the node may act as the chain's tail
-	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`                                    // exactly-once records, in snapshots
-	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`                                   // snapshot: drop all state first
-	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`                                     // snapshot: complete as of seq
-	Committed     uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"`                           // the last write known to have reached the tail
-	LeaseAsk      uint64    `protobuf:"varint,23,opt,name=lease_ask,json=leaseAsk,proto3" json:"lease_ask,omitempty"`             // REPLICATE reply: asks the predecessor for a read lease
-	LeaseGrant    uint64    `protobuf:"varint,24,opt,name=lease_grant,json=leaseGrant,proto3" json:"lease_grant,omitempty"`       // REPLICATE: grants the successor's ask with this id
-	LeaseRelease  bool      `protobuf:"varint,25,opt,name=lease_release,json=leaseRelease,proto3" json:"lease_release,omitempty"` // REPLICATE reply: the sender answers no more reads
+	From         string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`                                      // the sender's member name in ZooKeeper
+	To           string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                                          // the member the sender believes it talks to
+	Seq          uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`                                       // a write sequence number
+	Writes       []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`                                  // writes, in sequence order
+	Synced       bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`                                 // the node holds a complete copy of the table
+	Live         bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`                                     // the node may act as the chain's tail
+	Dedup        []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`                                    // exactly-once records, in snapshots
+	Reset_       bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`                                   // snapshot: drop all state first
+	Done         bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`                                     // snapshot: complete as of seq
+	Committed    uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"`                           // the last write known to have reached the tail
+	LeaseAsk     uint64    `protobuf:"varint,23,opt,name=lease_ask,json=leaseAsk,proto3" json:"lease_ask,omitempty"`             // REPLICATE reply: asks the predecessor for a read lease
+	LeaseGrant   uint64    `protobuf:"varint,24,opt,name=lease_grant,json=leaseGrant,proto3" json:"lease_grant,omitempty"`       // REPLICATE: grants the successor's ask with this id
+	LeaseRelease bool      `protobuf:"varint,25,opt,name=lease_release,json=leaseRelease,proto3" json:"lease_release,omitempty"` // REPLICATE reply: the sender answers no more reads
+	LeaseTermUs  uint64    `protobuf:"varint,27,opt,name=lease_term_us,json=leaseTermUs,proto3" json:"lease_term_us,omitempty"`  // REPLICATE, with lease_grant: the grant holds this long from the ask (µs), never past the granter's own lease
+	// Set by a chain node that passes a client's request on to another
+	// node (a write to the head, a read to a node that can answer it): the
+	// receiver answers it or refuses it with a status, and never passes it
+	// on again.
+	Forwarded     bool `protobuf:"varint,26,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -591,6 +600,20 @@ func (x *MessageT) GetLeaseRelease() bool {
 	return false
 }
 
+func (x *MessageT) GetLeaseTermUs() uint64 {
+	if x != nil {
+		return x.LeaseTermUs
+	}
+	return 0
+}
+
+func (x *MessageT) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -756,7 +779,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\astats_t\x12\x10\n" +
 	"\x03ops\x18\x01 \x01(\x05R\x03ops\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\x05R\aclients\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\x03R\x04time\"\xce\b\n" +
+	"\x04time\x18\x03 \x01(\x03R\x04time\"\x90\t\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -785,7 +808,9 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\tlease_ask\x18\x17 \x01(\x04R\bleaseAsk\x12\x1f\n" +
 	"\vlease_grant\x18\x18 \x01(\x04R\n" +
 	"leaseGrant\x12#\n" +
-	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\"\xb3\x01\n" +
+	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\x12\"\n" +
+	"\rlease_term_us\x18\x1b \x01(\x04R\vleaseTermUs\x12\x1c\n" +
+	"\tforwarded\x18\x1a \x01(\bR\tforwarded\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +
@@ -831,7 +856,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05found\x18\x04 \x01(\bR\x05found*\xb4\x01\n" +
+	"\x05found\x18\x04 \x01(\bR\x05found*\xd0\x01\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x14\n" +
 	"\x10STATUS_NOT_FOUND\x10\x01\x12\x16\n" +
@@ -840,7 +865,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x0fSTATUS_NOT_TAIL\x10\x04\x12\x16\n" +
 	"\x12STATUS_UNAVAILABLE\x10\x05\x12\x17\n" +
 	"\x13STATUS_STALE_CONFIG\x10\x06\x12\x12\n" +
-	"\x0eSTATUS_TOO_OLD\x10\aB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
+	"\x0eSTATUS_TOO_OLD\x10\a\x12\x1a\n" +
+	"\x16STATUS_OUTCOME_UNKNOWN\x10\bB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
 
 var (
 	file_sdmessage_proto_rawDescOnce sync.Once

@@ -34,9 +34,12 @@ type Handler interface {
 // implements it and the request is a plain get (see codec.ScanGet).
 type GetServer interface {
 	Handler
-	// ServeGet appends the framed reply to a get of key to dst. key is
-	// valid only during the call. It runs on an event loop: it must not block.
-	ServeGet(dst, key []byte) []byte
+	// ServeGet appends the framed reply to a get of key to dst and
+	// returns true, or returns dst as it was and false to have the
+	// request decoded and given to Serve instead (to answer it later, say).
+	// key is valid only during the call. It runs on an event loop: it must
+	// not block.
+	ServeGet(dst, key []byte) ([]byte, bool)
 }
 
 // A WriteServer is a Handler that takes plain puts and dels from their
@@ -228,6 +231,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*Conn)
 	c.wakeQueued.Store(false)
+	if c.closing {
+		return gnet.Close
+	}
 	buf, _ := gc.Peek(-1)
 	if len(buf) > 0 && s.cfg.IdleTimeout > 0 {
 		c.touch()
@@ -260,6 +266,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		gc.Write(c.out)
 		c.out = c.out[:0]
 	}
+	if c.closing {
+		// gnet writes what is queued before it closes.
+		s.log.Debug("closing connection: a reply was abandoned", "conn", c.id)
+		return gnet.Close
+	}
 	return gnet.None
 }
 
@@ -283,12 +294,13 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	if s.getServer != nil {
 		if key, ok := codec.ScanGet(payload); ok {
 			if len(c.queue) == 0 {
-				c.out = s.getServer.ServeGet(c.out, key)
-			} else {
-				c.scratch = s.getServer.ServeGet(c.scratch[:0], key)
+				if c.out, ok = s.getServer.ServeGet(c.out, key); ok {
+					return
+				}
+			} else if c.scratch, ok = s.getServer.ServeGet(c.scratch[:0], key); ok {
 				c.answer(c.scratch)
+				return
 			}
-			return
 		}
 	}
 	if s.writeServer != nil && codec.ScanWrite(payload, &c.write) {
@@ -352,6 +364,7 @@ type Conn struct {
 	deferred   *Pending   // taken by the Handler during Serve
 	pendings   []Pending  // the rest of the block newPending hands out from
 	answered   bool       // the Handler answered with AnswerFrame during Serve
+	closing    bool       // a reply was abandoned: close once what precedes it is written
 
 	wakeQueued atomic.Bool
 	lastActive atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
@@ -412,6 +425,10 @@ func (c *Conn) answer(frame []byte) {
 func (c *Conn) flushReady() {
 	i := 0
 	for ; i < len(c.queue) && c.queue[i].ready.Load(); i++ {
+		if c.queue[i].abandoned {
+			c.closing = true
+			break
+		}
 		c.out = append(c.out, c.queue[i].frame...)
 		// The Pending's block outlives it; its frame, maybe a large
 		// reply, must not.
@@ -425,10 +442,23 @@ func (c *Conn) flushReady() {
 
 // Pending is a reply that a Handler owes and gives later.
 type Pending struct {
-	c     *Conn
-	given atomic.Bool
-	frame []byte
-	ready atomic.Bool
+	c         *Conn
+	given     atomic.Bool
+	frame     []byte
+	abandoned bool // set before ready: close the connection in its place
+	ready     atomic.Bool
+}
+
+// Abandon gives no reply: the connection is closed once the replies
+// before this one are written, so that the client learns nothing of this
+// request or of any after it, rather than a wrong answer. Like Complete,
+// it is safe from any goroutine, and only the first of these calls counts.
+func (p *Pending) Abandon() {
+	if !p.given.CompareAndSwap(false, true) {
+		return
+	}
+	p.abandoned = true
+	p.publish()
 }
 
 // Complete gives the reply. It is safe to call from any goroutine; calls
@@ -449,7 +479,12 @@ func (p *Pending) CompleteFrame(frame []byte) {
 		return
 	}
 	p.frame = frame
-	// Publish the frame before asking for a wake-up; the event loop
+	p.publish()
+}
+
+// publish makes a given Pending ready and wakes its event loop.
+func (p *Pending) publish() {
+	// Publish the reply before asking for a wake-up; the event loop
 	// clears wakeQueued before it looks at ready, so no wake is lost.
 	p.ready.Store(true)
 	if p.c.wakeQueued.CompareAndSwap(false, true) {

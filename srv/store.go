@@ -164,7 +164,7 @@ func (s *Store) AppendGet(dst, key []byte) []byte {
 }
 
 // ServeGet answers a get at once: a Store is a GetServer.
-func (s *Store) ServeGet(dst, key []byte) []byte { return s.AppendGet(dst, key) }
+func (s *Store) ServeGet(dst, key []byte) ([]byte, bool) { return s.AppendGet(dst, key), true }
 
 // ServeWrite executes a plain put or del at once: a Store is a
 // WriteServer.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chaintable/chaintable/chain"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -35,6 +37,12 @@ func TestParseArgs(t *testing.T) {
 		{name: "lists not a number", args: []string{"zk:1", "7000", "many"}, errHas: `number of lists "many"`},
 		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "must be positive"},
 		{name: "bad idle timeout", args: []string{"--idle-timeout", "-1s", "zk:1", "7000", "8"}, errHas: "not negative"},
+		{name: "lease defaults to half the session", args: []string{"-session-timeout", "3s", "zk:1", "7000", "8"},
+			want: options{zkAddr: "zk:1", port: 7000, lists: 8, sessionTimeout: 3 * time.Second, leaseTerm: 1500 * time.Millisecond}},
+		{name: "lease within the session", args: []string{"-lease", "1s", "-hold", "5s", "zk:1", "7000", "8"},
+			want: options{zkAddr: "zk:1", port: 7000, lists: 8, leaseTerm: time.Second, holdTimeout: 5 * time.Second}},
+		{name: "lease past the session", args: []string{"-lease", "5s", "zk:1", "7000", "8"}, errHas: "-lease 5s is longer than -session-timeout 4s"},
+		{name: "bad hold", args: []string{"-hold", "0s", "zk:1", "7000", "8"}, errHas: "must be positive"},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
 	}
@@ -54,9 +62,15 @@ func TestParseArgs(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.leaseTerm = got.maxFrame, got.maxConns, got.maxUnread, got.leaseTerm
+				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread = got.maxFrame, got.maxConns, got.maxUnread
 				if tt.want.sessionTimeout == 0 {
 					tt.want.sessionTimeout = 4 * time.Second
+				}
+				if tt.want.leaseTerm == 0 {
+					tt.want.leaseTerm = tt.want.sessionTimeout / 2
+				}
+				if tt.want.holdTimeout == 0 {
+					tt.want.holdTimeout = chain.DefaultHoldTimeout
 				}
 				if got != tt.want {
 					t.Fatalf("got %+v, want %+v", got, tt.want)

@@ -1,0 +1,130 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/chaintable/chaintable/cli"
+	"github.com/chaintable/chaintable/codec"
+)
+
+// forwarder passes client requests on to other members of the chain: a
+// write that reached a node other than the head goes to the head, a read
+// that reached a node still catching up (or leaving) goes to a member
+// that can answer it. It keeps one pipelined connection per member
+// address, made on first use and again after it fails.
+type forwarder struct {
+	dialTimeout time.Duration
+
+	ctx    context.Context // ends when the forwarder closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[string]*cli.Conn
+}
+
+func newForwarder(dialTimeout time.Duration) *forwarder {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &forwarder{dialTimeout: dialTimeout, ctx: ctx, cancel: cancel, conns: make(map[string]*cli.Conn)}
+}
+
+// forwardResult is how a forwarded request ended.
+type forwardResult struct {
+	reply  *codec.MessageT // the target's answer; nil if none came
+	status codec.Status    // when reply is an OP_ERROR: the target's reason
+	// sent says the request may have reached the target: a write whose
+	// answer did not come may have been applied.
+	sent bool
+}
+
+// refused reports whether the target declined the request without
+// executing it, so it may go elsewhere or be tried again.
+func (r forwardResult) refused() bool {
+	if r.reply == nil {
+		return !r.sent
+	}
+	switch r.status {
+	case codec.Status_STATUS_NOT_HEAD, codec.Status_STATUS_NOT_TAIL, codec.Status_STATUS_UNAVAILABLE, codec.Status_STATUS_STALE_CONFIG:
+		return true
+	}
+	return false
+}
+
+// forward sends req, which it takes over, to the member at addr and calls
+// done with the outcome, on a goroutine of its own, within timeout.
+func (f *forwarder) forward(addr string, req *codec.MessageT, timeout time.Duration, done func(forwardResult)) {
+	req.Forwarded = true
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		ctx, cancel := context.WithTimeout(f.ctx, timeout)
+		defer cancel()
+		done(f.do(ctx, addr, req))
+	}()
+}
+
+func (f *forwarder) do(ctx context.Context, addr string, req *codec.MessageT) forwardResult {
+	conn, err := f.conn(ctx, addr)
+	if err != nil {
+		return forwardResult{}
+	}
+	reply, err := conn.Do(ctx, req)
+	var se *cli.ServerError
+	switch {
+	case err == nil:
+		return forwardResult{reply: reply, sent: true}
+	case errors.As(err, &se):
+		return forwardResult{reply: &codec.MessageT{Opcode: codec.OpError, CType: codec.CtNone, Status: se.Status}, status: se.Status, sent: true}
+	}
+	f.drop(addr, conn)
+	return forwardResult{sent: true}
+}
+
+// conn returns the connection to addr, dialling it if there is none or it
+// failed.
+func (f *forwarder) conn(ctx context.Context, addr string) (*cli.Conn, error) {
+	f.mu.Lock()
+	c := f.conns[addr]
+	f.mu.Unlock()
+	if c != nil && !c.Broken() {
+		return c, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, f.dialTimeout)
+	defer cancel()
+	c, err := cli.DialConn(dctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old := f.conns[addr]; old != nil && !old.Broken() {
+		c.Close() // another request dialled first
+		return old, nil
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+func (f *forwarder) drop(addr string, c *cli.Conn) {
+	c.Close()
+	f.mu.Lock()
+	if f.conns[addr] == c {
+		delete(f.conns, addr)
+	}
+	f.mu.Unlock()
+}
+
+// close ends every forwarded request and connection and waits for them.
+func (f *forwarder) close() {
+	f.cancel()
+	f.wg.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		c.Close()
+		delete(f.conns, addr)
+	}
+}
