@@ -146,7 +146,7 @@ const (
 	// that takes every request.
 	Direct Kind = iota
 	// Chain is a chain found through ZooKeeper: writes go to its head,
-	// reads to its tail.
+	// reads to every member or to its tail (Target.ReadTail).
 	Chain
 	// Redis is a Redis server speaking RESP.
 	Redis
@@ -175,6 +175,10 @@ type Target struct {
 	// ChainMembers, for a Chain, makes Run wait (up to Config.Timeout)
 	// until ZooKeeper lists at least this many members.
 	ChainMembers int
+	// ReadTail, for a Chain, sends every read to its tail, as the course's
+	// clients do; otherwise connection i reads from member i mod n, head
+	// first, so that reads spread evenly over the chain.
+	ReadTail bool
 	// RedisWait, for Redis, sends "WAIT RedisWait 0" after every write
 	// (SET or DEL), in the same pipeline, and requires its reply to be at
 	// least RedisWait, so that every write is acknowledged only once that

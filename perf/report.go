@@ -21,9 +21,11 @@ type Result struct {
 	System string `json:"system"`
 	Target string `json:"target"`
 	Addr   string `json:"addr"`
-	// Head and Tail are the chain's members that took writes and reads.
-	Head string `json:"head,omitempty"`
-	Tail string `json:"tail,omitempty"`
+	// Head and Tail are the chain's first and last members; writes went
+	// to the head, reads to Readers.
+	Head    string   `json:"head,omitempty"`
+	Tail    string   `json:"tail,omitempty"`
+	Readers []string `json:"readers,omitempty"`
 	// RedisWait is the replica count of the WAIT after every write.
 	RedisWait int `json:"redis_wait,omitempty"`
 	// Requests is OK + Misses + Errors: every request sent.
@@ -300,7 +302,7 @@ func writeResult(b *strings.Builder, res *Result) {
 	where := res.Addr
 	switch {
 	case res.Target == "chain":
-		where = fmt.Sprintf("chain via ZooKeeper %s (head %s, tail %s)", res.Addr, res.Head, res.Tail)
+		where = fmt.Sprintf("chain via ZooKeeper %s (head %s, tail %s, reads at %s)", res.Addr, res.Head, res.Tail, strings.Join(res.Readers, " "))
 	case res.RedisWait > 0:
 		where = fmt.Sprintf("%s, WAIT %d 0 after every write", res.Addr, res.RedisWait)
 	}

@@ -42,17 +42,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Addr:      cfg.Target.Addr,
 		RedisWait: cfg.Target.RedisWait,
 	}
-	writeAddr, readAddr := cfg.Target.Addr, cfg.Target.Addr
+	writeAddr, readAddrs := cfg.Target.Addr, []string{cfg.Target.Addr}
 	if cfg.Target.Kind == Chain {
-		head, tail, err := resolveChain(ctx, cfg)
+		members, err := resolveChain(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		res.Head, res.Tail = head, tail
-		writeAddr, readAddr = head, tail
+		res.Head, res.Tail = members[0], members[len(members)-1]
+		writeAddr, readAddrs = res.Head, members
+		if cfg.Target.ReadTail {
+			readAddrs = []string{res.Tail}
+		}
+		res.Readers = readAddrs
 	}
 
-	workers, err := dialWorkers(ctx, cfg, writeAddr, readAddr)
+	workers, err := dialWorkers(ctx, cfg, writeAddr, readAddrs)
 	defer func() {
 		for _, w := range workers {
 			w.close()
@@ -117,19 +121,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// resolveChain finds the chain's head and tail in ZooKeeper.
-func resolveChain(ctx context.Context, cfg Config) (head, tail string, err error) {
+// resolveChain finds the chain's members in ZooKeeper, head first.
+func resolveChain(ctx context.Context, cfg Config) (members []string, err error) {
 	zc, err := zkwatch.Dial(cfg.Target.Addr, zkwatch.Options{
 		ConnectTimeout: cfg.Timeout,
 		Logger:         slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	defer zc.Close()
 	w, err := zc.Watch()
 	if err != nil {
-		return "", "", fmt.Errorf("reading the chain from ZooKeeper at %s: %w", cfg.Target.Addr, err)
+		return nil, fmt.Errorf("reading the chain from ZooKeeper at %s: %w", cfg.Target.Addr, err)
 	}
 	defer w.Close()
 	want := max(1, cfg.Target.ChainMembers)
@@ -140,18 +144,19 @@ func resolveChain(ctx context.Context, cfg Config) (head, tail string, err error
 		select {
 		case nv, ok := <-w.Updates():
 			if !ok {
-				return "", "", fmt.Errorf("lost ZooKeeper at %s while waiting for the chain", cfg.Target.Addr)
+				return nil, fmt.Errorf("lost ZooKeeper at %s while waiting for the chain", cfg.Target.Addr)
 			}
 			v = nv
 		case <-timer.C:
-			return "", "", fmt.Errorf("the chain in ZooKeeper at %s has %d members after %s, want at least %d", cfg.Target.Addr, len(v.Members), cfg.Timeout, want)
+			return nil, fmt.Errorf("the chain in ZooKeeper at %s has %d members after %s, want at least %d", cfg.Target.Addr, len(v.Members), cfg.Timeout, want)
 		case <-ctx.Done():
-			return "", "", ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	h, _ := v.Head()
-	t, _ := v.Tail()
-	return h.Addr, t.Addr, nil
+	for _, m := range v.Members {
+		members = append(members, m.Addr)
+	}
+	return members, nil
 }
 
 // link is one connection of a worker.
@@ -199,7 +204,9 @@ func maxLatency(cfg *Config) int64 { return int64(2*max(cfg.Timeout, time.Second
 
 func newHist(cfg *Config) *hdrhistogram.Histogram { return hdrhistogram.New(1, maxLatency(cfg), 3) }
 
-func dialWorkers(ctx context.Context, cfg Config, writeAddr, readAddr string) ([]*worker, error) {
+// dialWorkers connects cfg.Conns workers; worker i reads from
+// readAddrs[i mod len(readAddrs)].
+func dialWorkers(ctx context.Context, cfg Config, writeAddr string, readAddrs []string) ([]*worker, error) {
 	needWrite := cfg.Workload.HasWrites() || cfg.Preload
 	needRead := cfg.Workload.HasReads()
 	bufSize := 64<<10 + cfg.ValueSize
@@ -213,7 +220,7 @@ func dialWorkers(ctx context.Context, cfg Config, writeAddr, readAddr string) ([
 	}
 	writeRole, readRole := cfg.Target.System()+" server", cfg.Target.System()+" server"
 	if cfg.Target.Kind == Chain {
-		writeRole, readRole = "chain head", "chain tail"
+		writeRole, readRole = "chain head", "chain member"
 	}
 	workers := make([]*worker, 0, cfg.Conns)
 	for i := 0; i < cfg.Conns; i++ {
@@ -229,6 +236,7 @@ func dialWorkers(ctx context.Context, cfg Config, writeAddr, readAddr string) ([
 		}
 		workers = append(workers, w)
 		var err error
+		readAddr := readAddrs[i%len(readAddrs)]
 		if needRead {
 			if w.rl, err = dial(readAddr, readRole); err != nil {
 				return workers, err

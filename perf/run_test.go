@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -422,9 +423,9 @@ func redisInfo(addr string) (string, error) {
 	}
 }
 
-// A chain target sends writes to the head and reads to the tail, as
-// ZooKeeper lists them. The two members here are standalone stores, so
-// where each request went shows in their counts.
+// A chain target sends writes to the head and reads to the tail, or to
+// every member in turn, as ZooKeeper lists them. The two members here are
+// standalone stores, so where each request went shows in their counts.
 func TestRunChain(t *testing.T) {
 	zk := zktest.Start(t)
 	headAddr, head := startServer(t)
@@ -448,6 +449,7 @@ func TestRunChain(t *testing.T) {
 		Timeout:  20 * time.Second,
 	}
 	cfg := base
+	cfg.Target.ReadTail = true
 	cfg.Workload = Workload{Mix: true, ReadFraction: 0.25}
 	res := mustRun(t, cfg)
 	if res.Head != headAddr || res.Tail != tailAddr {
@@ -462,6 +464,21 @@ func TestRunChain(t *testing.T) {
 	}
 	if tailOps < 200 || tailOps > 400 {
 		t.Errorf("%d gets of 1200 requests at 25%% reads", tailOps)
+	}
+
+	// Spread: connections 0 and 2 read at the head, 1 at the tail.
+	cfg.Target.ReadTail = false
+	res = mustRun(t, cfg)
+	if !slices.Equal(res.Readers, []string{headAddr, tailAddr}) {
+		t.Errorf("reads went to %v, want the head and the tail", res.Readers)
+	}
+	headOps2, _, _ := head.Stats.Snapshot()
+	tailOps2, _, _ := tail.Stats.Snapshot()
+	if gets := tailOps2 - tailOps; gets < 30 || gets > 200 {
+		t.Errorf("%d of about 300 gets reached the tail, which serves one connection of three", gets)
+	}
+	if headOps2-headOps+tailOps2-tailOps != 1200 {
+		t.Errorf("head ran %d ops, tail %d, want 1200 in all", headOps2-headOps, tailOps2-tailOps)
 	}
 
 	// Waiting for more members than there are fails, and says so.

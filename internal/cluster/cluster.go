@@ -824,7 +824,7 @@ func (c *Cluster) Client() *cli.Client {
 // when the test ends.
 func (c *Cluster) ClientWith(opts cli.Options) *cli.Client {
 	c.tb.Helper()
-	cl, closeClient, err := dialClient(c.ZKAddr(), opts)
+	cl, closeClient, err := dialClient(c.ZKAddr(), opts, cli.ReadAny)
 	if err != nil {
 		c.tb.Fatalf("cluster: client: %v", err)
 	}

@@ -100,7 +100,13 @@ func StartLoad(tb testing.TB, zkAddr string, opts LoadOptions) *Load {
 	errs := make([]error, opts.Clients)
 	var wg sync.WaitGroup
 	for i := range opts.Clients {
-		wg.Go(func() { l.clients[i], l.closers[i], errs[i] = l.dial() })
+		// Every other client reads at the tail, as the course's clients
+		// do; the rest read at any member.
+		readFrom := cli.ReadAny
+		if i%2 == 1 {
+			readFrom = cli.ReadTail
+		}
+		wg.Go(func() { l.clients[i], l.closers[i], errs[i] = l.dial(readFrom) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -116,12 +122,12 @@ func StartLoad(tb testing.TB, zkAddr string, opts LoadOptions) *Load {
 
 // dial returns a client of the chain, with the Load's retries, and a
 // function that closes it.
-func (l *Load) dial() (*cli.Client, func(), error) {
+func (l *Load) dial(readFrom cli.ReadFrom) (*cli.Client, func(), error) {
 	return dialClient(l.zkAddr, cli.Options{
 		RetryFor:       l.opts.RetryFor,
 		AttemptTimeout: l.opts.AttemptTimeout,
 		OnWait:         func(error) { l.waits.Add(1) },
-	})
+	}, readFrom)
 }
 
 // History returns the History the Load records into.
@@ -278,7 +284,7 @@ func Do(ctx context.Context, cl *cli.Client, in Input) (Output, error) {
 // It must follow Stop. It fails the test if a read fails.
 func (l *Load) ReadFinal() map[string]string {
 	l.tb.Helper()
-	cl, closeClient, err := l.dial()
+	cl, closeClient, err := l.dial(cli.ReadTail)
 	if err != nil {
 		l.tb.Fatalf("cluster: client: %v", err)
 	}
@@ -308,7 +314,7 @@ func (l *Load) ReadFinal() map[string]string {
 func (l *Load) Audit() int {
 	l.tb.Helper()
 	// Not l.dial: the Audit's waits are not the clients'.
-	cl, closeClient, err := dialClient(l.zkAddr, cli.Options{RetryFor: l.opts.RetryFor, AttemptTimeout: l.opts.AttemptTimeout})
+	cl, closeClient, err := dialClient(l.zkAddr, cli.Options{RetryFor: l.opts.RetryFor, AttemptTimeout: l.opts.AttemptTimeout}, cli.ReadAny)
 	if err != nil {
 		l.tb.Fatalf("cluster: client: %v", err)
 	}

@@ -23,12 +23,14 @@ func watch(addr string) (*zkwatch.Client, *zkwatch.Watcher, error) {
 }
 
 // dialClient returns a client of the chain at the ZooKeeper at addr, with
-// opts, as table_client makes one, and a function that closes both.
-func dialClient(addr string, opts cli.Options) (*cli.Client, func(), error) {
+// opts and reads sent as readFrom says, as table_client makes one, and a
+// function that closes both.
+func dialClient(addr string, opts cli.Options, readFrom cli.ReadFrom) (*cli.Client, func(), error) {
 	res, err := cli.DialChain(addr, 10*time.Second, discardLogger())
 	if err != nil {
 		return nil, nil, err
 	}
+	res.SetReadFrom(readFrom)
 	cl, err := cli.Dial(context.Background(), res, opts)
 	if err != nil {
 		res.Close()

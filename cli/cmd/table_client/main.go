@@ -26,9 +26,10 @@ const usage = `Usage:
   table_client [options] --direct <server_ip>:<port>
       talk to the one table server there, which takes reads and writes
   table_client [options] <zk_ip>:<zk_port>[,<zk_ip>:<zk_port>...]
-      find the chain's head (writes) and tail (reads) through ZooKeeper,
-      follow them as they change, and retry a command whose server failed
-      until the chain recovers or -timeout passes
+      find the chain through ZooKeeper (writes go to its head, reads to
+      any member, see -read-from), follow it as it changes, and retry a
+      command whose server failed until the chain recovers or -timeout
+      passes
 
 On a terminal, table_client prompts for commands, with line editing, tab
 completion and a history kept across runs. With -f, or when standard input
@@ -60,6 +61,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 30*time.Second, "give up connecting or a command after `duration` (0: never)")
 	history := fs.String("history", defaultHistory(), "keep the interactive history in `file` (empty: keep none)")
 	verbose := fs.Bool("v", false, "log connections and other events to standard error")
+	readFrom := cli.ReadAny
+	fs.Func("read-from", "send reads to `any` member (spreads the load; every member answers linearizably) or to the `tail` (default any)", func(s string) (err error) {
+		readFrom, err = cli.ParseReadFrom(s)
+		return err
+	})
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -103,6 +109,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer chain.Close()
+		chain.SetReadFrom(readFrom)
 		res = chain
 		opts = cli.Options{RetryFor: *timeout, OnWait: func(err error) {
 			fmt.Fprintf(stderr, "table_client: waiting for the chain (%v)\n", err)

@@ -199,6 +199,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		conns, pipeline, keys int
 		table, plot, judge    bool
 		pids, redisPIDs       string
+		readFrom              string
 	)
 	fs := flag.NewFlagSet("table_perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -218,6 +219,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "measure each target `N` times, in turns with --vs-redis, and report the rounds together; -n and -T are per round")
 	fs.IntVar(&redisWait, "redis-wait", 0, "send WAIT `N` 0 after every Redis write and require N replicas")
 	fs.IntVar(&members, "chain-members", 0, "wait until the chain has at least `N` members")
+	fs.StringVar(&readFrom, "read-from", "any", "chain reads go to `any` member (connection i to member i mod n, head first) or all to the `tail`")
 	fs.StringVar(&pids, "pids", "", "measure the CPU time per request of these local server `processes` (comma-separated PIDs; for a chain, head first); Linux")
 	fs.StringVar(&redisPIDs, "redis-pids", "", "the same for the --vs-redis server's `processes`")
 	fs.DurationVar(&o.cfg.Timeout, "timeout", perf.DefaultTimeout, "bound on connecting and on waiting for one batch's replies")
@@ -283,7 +285,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	case 0:
 	case 1:
 		targets++
-		o.cfg.Target = perf.Target{Kind: perf.Chain, Addr: pos[0], ChainMembers: members}
+		o.cfg.Target = perf.Target{Kind: perf.Chain, Addr: pos[0], ChainMembers: members, ReadTail: readFrom == "tail"}
 	default:
 		return o, fmt.Errorf("expected at most one argument, the ZooKeeper address; got %d", len(pos))
 	}
@@ -296,6 +298,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		o.cfg.Target = perf.Target{Kind: perf.Direct, Addr: direct}
 	case redis != "":
 		o.cfg.Target = perf.Target{Kind: perf.Redis, Addr: redis}
+	}
+	if readFrom != "any" && readFrom != "tail" {
+		return o, fmt.Errorf("--read-from %q: want any or tail", readFrom)
 	}
 	if members != 0 && o.cfg.Target.Kind != perf.Chain {
 		return o, errors.New("--chain-members needs a chain target (<zk_ip>:<zk_port>)")
