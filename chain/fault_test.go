@@ -79,10 +79,11 @@ const (
 	// faultZKOutage is how long ZooKeeper stays down in a full restart, and a
 	// member of the ensemble stays down.
 	faultZKOutage = 3 * time.Second
-	// faultZKOutageMaxGap bounds the longest time without a successful read,
-	// and without a successful write, while ZooKeeper is down: with the
-	// predecessors' leases a chain of three goes on as if nothing
-	// happened.
+	// faultZKOutageMaxGap bounds how much longer than the outage less the
+	// session timeout the chain goes without a successful read, and
+	// without a successful write, while ZooKeeper is down: it serves for
+	// as long as the head's session lease lasts, then waits for ZooKeeper
+	// and goes on at once when it is back.
 	faultZKOutageMaxGap = time.Second
 	// faultSoakSlack is how much longer than its fault injection a soak
 	// may take: the fault under way, the final reads and checks.
@@ -228,6 +229,7 @@ func TestFaultSchedule(t *testing.T) {
 			faultPartition(2, cluster.Silent, short),
 			faultPartition(2, cluster.Reset, long),
 			faultCutZK(0),
+			faultCutZK(1, 2),
 			faultCutAllZK(),
 			faultRestartZK(),
 			faultRollingRestart(),
@@ -272,10 +274,21 @@ func faultSoakRound(rng *rand.Rand) []nemesisFault {
 		faultPartitionFor(pos(), mode(), hold()),
 		faultPartitionFor(1+rng.IntN(2), mode(), hold()),
 		faultCutZK(pos()),
+		faultCutZK(faultSubset(rng)...),
 		faultCutAllZK(),
 		faultRestartZK(),
 		faultRollingRestart(),
 	}
+}
+
+// faultSubset returns one or two positions of a chain of three, at
+// random, in chain order.
+func faultSubset(rng *rand.Rand) []int {
+	first := rng.IntN(3)
+	if rng.IntN(2) == 0 || first == 2 {
+		return []int{first}
+	}
+	return []int{first, first + 1 + rng.IntN(2-first)}
 }
 
 // faultBaseline is two seconds of load without a fault: the reference.
@@ -407,36 +420,95 @@ func faultSameMembers(a, b zkwatch.View) bool {
 	return true
 }
 
-// faultCutZK cuts the node at pos off from ZooKeeper, and only from it, for
-// twice its session timeout, probing it meanwhile: once dropped it must
-// neither serve stale reads nor acknowledge writes the chain does not
-// have. Reconnected, it must rejoin as the new tail.
-func faultCutZK(pos int) nemesisFault {
-	return nemesisFault{name: "cut " + faultRole(pos) + " off from ZooKeeper", inject: func(nm *nemesis, p *cluster.Phase) {
+// faultCutZK cuts the nodes at positions off from ZooKeeper, and only
+// them, while their links to the rest of the chain and to each other stay
+// up, and probes every one of them with reads and writes meanwhile: until
+// ZooKeeper drops them, and for twice the session timeout after. Once
+// dropped, a node must neither serve stale reads nor acknowledge writes
+// the chain does not have, even while the nodes ahead of it, dropped too,
+// still talk to it (the middle and the tail cut off together, say).
+// Reconnected, they must rejoin as new tails.
+func faultCutZK(positions ...int) nemesisFault {
+	var roles []string
+	for _, pos := range positions {
+		roles = append(roles, faultRole(pos))
+	}
+	return nemesisFault{name: "cut " + strings.Join(roles, " and ") + " off from ZooKeeper", inject: func(nm *nemesis, p *cluster.Phase) {
 		c, l := nm.c, nm.l
-		n := c.At(pos)
-		old, _ := n.Member()
-		pr := l.Probe(n.Addr)
-		n.CutZK()
+		var nodes []*cluster.Node
+		var olds []zkwatch.Member
+		var probes []*cluster.Probe
+		for _, pos := range positions {
+			n := c.At(pos)
+			old, _ := n.Member()
+			nodes, olds = append(nodes, n), append(olds, old)
+			probes = append(probes, l.Probe(n.Addr))
+		}
+		for _, n := range nodes {
+			n.CutZK()
+		}
 		cut := time.Now()
-		for round := 0; time.Since(cut) < 2*c.SessionTimeout(); round++ {
-			nemesisProbe(pr, n, l.Keys(), 1000*len(nm.rec.Phases())+round)
+		dropped := func(v zkwatch.View) bool {
+			for _, old := range olds {
+				if v.Index(old.Name) >= 0 {
+					return false
+				}
+			}
+			return true
+		}
+		var droppedAt time.Time
+		for round := 0; droppedAt.IsZero() || time.Since(droppedAt) < 2*c.SessionTimeout(); round++ {
+			if time.Since(cut) > faultRecover {
+				nm.t.Fatalf("%s: ZooKeeper still lists the nodes cut off %v ago: %v", p.Name, faultRecover, c.View())
+			}
+			for i, n := range nodes {
+				nemesisProbe(probes[i], n, l.Keys(), 1000*len(nm.rec.Phases())+round)
+			}
+			if droppedAt.IsZero() && dropped(c.View()) {
+				droppedAt = time.Now()
+			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		c.WaitView(func(v zkwatch.View) bool { return v.Index(old.Name) < 0 }, faultRecover)
 		c.WaitTailServes(faultRecover)
-		n.HealZK()
-		ops := pr.Wait()
-		nemesisWaitTail(nm.t, c, n, old.Seq)
+		for _, n := range nodes {
+			n.HealZK()
+		}
+		var ops []cluster.Op
+		for _, pr := range probes {
+			ops = append(ops, pr.Wait()...)
+		}
+		c.WaitView(func(v zkwatch.View) bool {
+			if len(v.Members) != 3 {
+				return false
+			}
+			for i, n := range nodes {
+				if j := slices.IndexFunc(v.Members, func(m zkwatch.Member) bool { return m.Addr == n.Addr }); j < 0 || v.Members[j].Seq <= olds[i].Seq {
+					return false
+				}
+			}
+			return true
+		}, faultRecover)
+		c.WaitTailServes(faultRecover)
 		p.Recovered()
-		p.Notef("%v cut off from ZooKeeper for %v; probe answers: %s", n, time.Since(cut).Round(time.Millisecond), faultSummarize(ops))
+		p.Notef("%s cut off from ZooKeeper for %v (dropped after %v); probe answers: %s", faultJoinNodes(nodes),
+			time.Since(cut).Round(time.Millisecond), droppedAt.Sub(cut).Round(time.Millisecond), faultSummarize(ops))
 	}}
 }
 
+// faultJoinNodes names nodes for a report.
+func faultJoinNodes(nodes []*cluster.Node) string {
+	var s []string
+	for _, n := range nodes {
+		s = append(s, n.String())
+	}
+	return faultJoin(s)
+}
+
 // faultRestartZK kills the standalone ZooKeeper server, keeps it down for
-// faultZKOutage, and restarts it. The chain must go on serving reads and writes
-// all along on its predecessors' leases, and keep its members: their
-// sessions survive a short outage.
+// faultZKOutage, and restarts it. The chain must go on serving reads and
+// writes for as long as the head's session lease lasts, and keep its
+// members: their sessions survive a short outage. Past that lease no node
+// may serve (ZooKeeper might have dropped the head).
 func faultRestartZK() nemesisFault {
 	var outage cluster.Stats
 	return nemesisFault{name: "ZooKeeper restart", inject: func(nm *nemesis, p *cluster.Phase) {
@@ -464,9 +536,10 @@ func faultRestartZK() nemesisFault {
 	}, check: func(t *testing.T, row cluster.Row) {
 		t.Helper()
 		faultNoErrors(t, row)
-		if outage.Reads == 0 || outage.Writes == 0 || outage.ReadGap > faultZKOutageMaxGap || outage.WriteGap > faultZKOutageMaxGap {
+		maxGap := faultZKOutage - cluster.DefaultSessionTimeout + faultZKOutageMaxGap
+		if outage.Reads == 0 || outage.Writes == 0 || outage.ReadGap > maxGap || outage.WriteGap > maxGap {
 			t.Errorf("%s: while ZooKeeper was down, %d reads and %d writes succeeded, with at most %v without a read and %v without a write; want both, and gaps under %v",
-				row.Name, outage.Reads, outage.Writes, outage.ReadGap, outage.WriteGap, faultZKOutageMaxGap)
+				row.Name, outage.Reads, outage.Writes, outage.ReadGap, outage.WriteGap, maxGap)
 		}
 	}}
 }
