@@ -342,7 +342,8 @@ type heldRead struct {
 	p        *srv.Pending
 	req      *codec.MessageT
 	deadline time.Time
-	frame    []byte // the answer as of the write it waits for
+	frame    []byte      // the answer as of the write it waits for
+	expiry   *time.Timer // ends the wait for that write at the deadline
 }
 
 // try answers the read, or arranges for it to be answered.
@@ -368,7 +369,7 @@ func (r *heldRead) try() {
 			m.Await(need, r)
 			// The commit may never come (the chain is stuck): the
 			// hold timeout bounds the wait as it bounds the others.
-			time.AfterFunc(time.Until(r.deadline), func() { r.giveUp(ErrUnavailable) })
+			r.expiry = time.AfterFunc(time.Until(r.deadline), func() { r.giveUp(ErrUnavailable) })
 		case errors.Is(err, ErrCatchingUp) || errors.Is(err, ErrLeaving):
 			// Toward the head: a member ahead holds every committed write.
 			fwd = m.pred
@@ -395,6 +396,7 @@ func (r *heldRead) try() {
 // then is now the latest committed one. If the node gave up on that
 // write instead (it lost its place), the read starts again.
 func (r *heldRead) Done(_ Position, err error) {
+	r.expiry.Stop()
 	if err == nil {
 		r.p.CompleteFrame(r.frame)
 		return

@@ -16,7 +16,8 @@
 # load against both (table_perf --vs-redis), key space preloaded.
 # Chain part: a local ZooKeeper, a chain of three table_servers, writes at
 # -P 16 through the chain; against a Redis primary with two replicas and
-# WAIT 2 0 after every SET.
+# WAIT 2 0 after every SET. Then gets at -P 16 from every member, from the
+# tail alone, and from one standalone table_server.
 #
 # Environment (defaults in brackets):
 #   BENCH_TIME   length of each measured round [2s]
@@ -352,6 +353,18 @@ chain() {
 		-w put -P 16 -label "chain of 3 put -P 16 / redis + 2 replicas, WAIT 2"
 	header "chain of three table_servers vs Redis with two replicas and WAIT 2 0 after every SET"
 	table "$results"/chain-put-P16.json
+
+	# Reads at every member against reads at the tail alone and against one
+	# standalone node, one after the other.
+	perf_run "chain-get-P16-any" "$zk" --chain-members 3 --read-from any --vs-redis "127.0.0.1:$primary" \
+		-pids "$(pid_list "${chain_pids[@]}")" -redis-pids "${redis_pids[0]}" \
+		-w get -P 16 -label "chain of 3 get -P 16, reads at every member / redis primary"
+	perf_run "chain-get-P16-tail" "$zk" --chain-members 3 --read-from tail \
+		-pids "$(pid_list "${chain_pids[@]}")" -w get -P 16 -label "chain of 3 get -P 16, reads at the tail"
+	start_table_server
+	perf_run "single-get-P16" --direct "127.0.0.1:$REPLY" -pids "$REPLY_PID" -w get -P 16 -label "one table_server get -P 16"
+	header "gets from a chain of three, at every member and at the tail, and from one table_server"
+	table "$results"/chain-get-P16-any.json "$results"/chain-get-P16-tail.json "$results"/single-get-P16.json
 }
 
 # keys_sweep_run measures gets at -P 16 on fresh servers for each key space
