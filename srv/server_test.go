@@ -273,6 +273,54 @@ func TestServerDeferredRepliesKeepRequestOrder(t *testing.T) {
 	h.wg.Wait()
 }
 
+// abandoningHandler answers gets of "missing" later by abandoning them,
+// declines to answer them on the fast path, and serves everything else
+// from its store.
+type abandoningHandler struct{ store *Store }
+
+func (h abandoningHandler) Serve(c *Conn, req, reply *codec.MessageT) bool {
+	if req.GetOpcode() == codec.OpGet && req.GetKey() == "missing" {
+		p := c.Defer()
+		go p.Abandon()
+		return false
+	}
+	h.store.Execute(req, reply)
+	return true
+}
+
+func (h abandoningHandler) ServeGet(dst, key []byte) ([]byte, bool) {
+	if string(key) == "missing" {
+		return dst, false
+	}
+	return h.store.AppendGet(dst, key), true
+}
+
+// TestServerAbandonedReplyClosesAfterEarlierOnes: a reply that is
+// abandoned closes its connection, once every reply before it is written,
+// and no reply after it is sent; a get the GetServer declines goes to
+// Serve.
+func TestServerAbandonedReplyClosesAfterEarlierOnes(t *testing.T) {
+	store, _ := NewStore(4)
+	store.Table.Put("k", []byte("v"))
+	s, _ := startStore(t, Config{Handler: abandoningHandler{store}})
+	w := dial(t, s.Addr())
+	w.send(codec.GetRequest("k"), codec.Request(codec.OpSize), codec.GetRequest("missing"), codec.GetRequest("k"))
+	if r := w.recv(); r.Opcode != codec.OpGet+1 || string(r.Value) != "v" {
+		t.Fatalf("first reply: %v", r)
+	}
+	if r := w.recv(); r.Opcode != codec.OpSize+1 || r.Result != 1 {
+		t.Fatalf("second reply: %v", r)
+	}
+	m := new(codec.MessageT)
+	if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, m); err == nil {
+		t.Fatalf("got %v where the connection should close", m)
+	}
+	// The server goes on serving others.
+	if r := dial(t, s.Addr()).do(codec.GetRequest("k")); string(r.Value) != "v" {
+		t.Fatalf("a new connection: %v", r)
+	}
+}
+
 // BenchmarkServerGet and BenchmarkServerPut measure the server's path for
 // pipelined requests; -benchmem shows its allocations per request.
 func BenchmarkServerGet(b *testing.B) {
