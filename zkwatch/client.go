@@ -329,9 +329,18 @@ func (c *Client) goroutine(f func()) error {
 
 var errClosed = errors.New("zkwatch: client closed")
 
-// ensureChain creates ChainPath if it is missing.
+// ensureChain creates ChainPath if it is missing. It asks first: a create
+// that fails because the node exists is still a write that goes through
+// the quorum, and its failure is logged like any other transaction.
 func (c *Client) ensureChain() error {
-	_, err := c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
+	ok, _, err := c.conn.Exists(ChainPath)
+	if err != nil {
+		return fmt.Errorf("zkwatch: look for %s: %w", ChainPath, err)
+	}
+	if ok {
+		return nil
+	}
+	_, err = c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
 	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("zkwatch: create %s: %w", ChainPath, err)
 	}
