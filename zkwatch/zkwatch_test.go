@@ -521,9 +521,9 @@ func TestDialUnreachable(t *testing.T) {
 	if err == nil {
 		t.Fatal("Dial succeeded with ZooKeeper stopped")
 	}
-	want := "zkwatch: cannot reach ZooKeeper at " + addr + " after 1s"
-	if err.Error() != want {
-		t.Errorf("error is %q, want %q", err, want)
+	want := "zkwatch: no session with ZooKeeper at " + addr + " after 1s: cannot connect: "
+	if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("error is %q, want %q and why", err, want)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Dial gave up after %s", d)
