@@ -56,7 +56,7 @@ type Server struct {
 	// syncLimit is how many ticks a follower may go without hearing from
 	// its leader; 0 means 5.
 	syncLimit int
-	dir  string // holds zoo.cfg, log4j.properties, data/ and the logs
+	dir       string // holds zoo.cfg, log4j.properties, data/ and the logs
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
