@@ -307,7 +307,10 @@ func (r *Registration) publish() {
 	s := Status{Session: r.c.Session()}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.path != "" {
+	// A name goes with the session that owns its node, and with no other:
+	// if the session changed since the node was made, the node went with
+	// the old one, and run registers again.
+	if r.path != "" && r.owner == s.ID {
 		s.Name = path.Base(r.path)
 	}
 	r.status = s

@@ -1,6 +1,7 @@
 package zkwatch
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -150,5 +151,52 @@ func TestRecordWritesNothing(t *testing.T) {
 	}
 	if after := srvrZxid(t, srv.Addr()); after != before {
 		t.Errorf("5 reads of the record moved ZooKeeper's zxid from %#x to %#x", before, after)
+	}
+}
+
+// A plan made with the member's old name, just after it registered again
+// under a new one, is not written: the record would list a member that is
+// gone.
+func TestSetRecordRefusesAnOldName(t *testing.T) {
+	srv := zktest.Start(t)
+	c := dial(t, srv.Addr(), 2*time.Second)
+	r := register(t, c, ":9001")
+	old := r.Name()
+	if err := r.Requeue(); err != nil {
+		t.Fatal(err)
+	}
+	_, version, err := c.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetRecord(old, []byte("old"), version); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("SetRecord as the old name %s: %v, want ErrNotRegistered", old, err)
+	}
+	if err := r.SetRecord(r.Name(), []byte("new"), version); err != nil {
+		t.Errorf("SetRecord as the new name %s: %v", r.Name(), err)
+	}
+	if data, _, _ := c.Record(); string(data) != "new" {
+		t.Errorf("record is %q, want \"new\"", data)
+	}
+}
+
+// Status pairs a member name with the session that owns its node, never
+// with a newer one: between run reading the session and publishing, the
+// session can be replaced, and a server would then vouch for the old name
+// with the new session's lease.
+func TestStatusPairsNameWithItsSession(t *testing.T) {
+	srv := zktest.Start(t)
+	c := dial(t, srv.Addr(), 2*time.Second)
+	r := register(t, c, ":9001")
+	if st := r.Status(); st.Name == "" || st.ID != c.Session().ID {
+		t.Fatalf("status %+v, want the name with session %v", st, sessionID(c.Session().ID))
+	}
+	// As if the node had been made in the session before the current one.
+	r.mu.Lock()
+	r.owner = c.Session().ID - 1
+	r.mu.Unlock()
+	r.publish()
+	if st := r.Status(); st.Name != "" {
+		t.Errorf("status pairs %s, a node of session %v, with session %v", st.Name, sessionID(c.Session().ID-1), sessionID(st.ID))
 	}
 }

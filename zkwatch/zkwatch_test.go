@@ -540,10 +540,10 @@ func TestRecordIsWrittenByMembersOnly(t *testing.T) {
 	if err != nil || len(data) != 0 {
 		t.Fatalf("first record: %q, %v; want empty", data, err)
 	}
-	if err := r.SetRecord([]byte("one"), version); err != nil {
+	if err := r.SetRecord(r.Name(), []byte("one"), version); err != nil {
 		t.Fatalf("SetRecord at the version read: %v", err)
 	}
-	if err := r.SetRecord([]byte("stale"), version); !errors.Is(err, ErrRecordChanged) {
+	if err := r.SetRecord(r.Name(), []byte("stale"), version); !errors.Is(err, ErrRecordChanged) {
 		t.Errorf("SetRecord at an old version: %v, want ErrRecordChanged", err)
 	}
 	data, version, err = c.Record()
@@ -553,10 +553,11 @@ func TestRecordIsWrittenByMembersOnly(t *testing.T) {
 
 	// A member whose node is gone must not write, even at the right
 	// version: it may have missed what the others did.
-	if _, err := c.conn.Multi(&zk.DeleteRequest{Path: ChainPath + "/" + r.Name(), Version: -1}); err != nil {
+	name := r.Name()
+	if _, err := c.conn.Multi(&zk.DeleteRequest{Path: ChainPath + "/" + name, Version: -1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.SetRecord([]byte("gone"), version); !errors.Is(err, ErrNotRegistered) {
+	if err := r.SetRecord(name, []byte("gone"), version); !errors.Is(err, ErrNotRegistered) {
 		t.Errorf("SetRecord without a member node: %v, want ErrNotRegistered", err)
 	}
 	if data, _, _ := c.Record(); string(data) != "one" {

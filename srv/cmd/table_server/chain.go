@@ -211,7 +211,7 @@ func (f *follower) sync() bool {
 	}
 	next, changed := f.node.PlanHolders(hs, view)
 	if changed {
-		switch err := f.reg.SetRecord(next.Encode(), version); {
+		switch err := f.reg.SetRecord(f.name, next.Encode(), version); {
 		case errors.Is(err, zkwatch.ErrRecordChanged), errors.Is(err, zkwatch.ErrNotRegistered):
 			return false
 		case err != nil:
@@ -250,7 +250,7 @@ func (f *follower) forceStart(hs chain.Holders, version int32, view []chain.Memb
 			return hs, version
 		}
 	}
-	if err := f.reg.SetRecord(nil, version); err != nil {
+	if err := f.reg.SetRecord(f.name, nil, version); err != nil {
 		return hs, version
 	}
 	f.log.Warn("-force-start: starting the chain without the nodes that held the latest writes; their writes are lost", "holders", string(hs.Encode()))
