@@ -187,7 +187,7 @@ func Dial(servers string, opts Options) (*Client, error) {
 			}
 			c.mu.Unlock()
 			c.Close()
-			return nil, fmt.Errorf("zkwatch: no session with ZooKeeper at %s after %s: %s", servers, opts.ConnectTimeout, why)
+			return nil, fmt.Errorf("zkwatch: cannot reach ZooKeeper at %s after %s: %s", servers, opts.ConnectTimeout, why)
 		}
 	}
 	if err := c.goroutine(c.renewLease); err != nil {

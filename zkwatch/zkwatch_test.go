@@ -521,7 +521,7 @@ func TestDialUnreachable(t *testing.T) {
 	if err == nil {
 		t.Fatal("Dial succeeded with ZooKeeper stopped")
 	}
-	want := "zkwatch: no session with ZooKeeper at " + addr + " after 1s: cannot connect: "
+	want := "zkwatch: cannot reach ZooKeeper at " + addr + " after 1s: cannot connect: "
 	if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("error is %q, want %q and why", err, want)
 	}
