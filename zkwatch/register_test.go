@@ -51,6 +51,21 @@ func TestRegisterPlainNames(t *testing.T) {
 	if !slices.IsSorted(names) {
 		t.Errorf("names in order of registration %v do not sort in that order", names)
 	}
+	// A course client lists the children, sorts the names as strings and
+	// takes the first as head and the last as tail: the view's order.
+	c := dial(t, srv.Addr(), 2*time.Second)
+	children, _, err := c.conn.Children(ChainPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(children)
+	var viewed []string
+	for _, m := range watch(t, c).View().Members {
+		viewed = append(viewed, m.Name)
+	}
+	if !slices.Equal(children, viewed) {
+		t.Errorf("children sorted by name %v, the view by sequence %v", children, viewed)
+	}
 }
 
 // A create whose answer is lost with the connection has created the member
