@@ -69,7 +69,7 @@ func TestDialFrozenZooKeeper(t *testing.T) {
 			within(t, "Dial", connect+slack, func() {
 				_, err = Dial(tt.addr, Options{SessionTimeout: 4 * time.Second, ConnectTimeout: connect, Logger: testLogger(t)})
 			})
-			want := "zkwatch: cannot reach ZooKeeper at " + tt.addr + " after 3s: it accepts connections but does not answer"
+			want := "zkwatch: cannot reach ZooKeeper at " + tt.addr + " after 3s: it accepts connections but grants no session"
 			if err == nil || err.Error() != want {
 				t.Errorf("Dial: %v, want %q", err, want)
 			}

@@ -181,7 +181,7 @@ func Dial(servers string, opts Options) (*Client, error) {
 		case <-kick:
 		case <-timeout:
 			c.mu.Lock()
-			why := "it accepts connections but does not answer"
+			why := "it accepts connections but grants no session"
 			if !c.dialed {
 				why = fmt.Sprintf("cannot connect: %v", c.dialErr)
 			}
