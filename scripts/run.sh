@@ -18,7 +18,9 @@ zk_started=""
 say() { echo "run: $*" >&2; }
 
 cleanup() {
-	trap - EXIT INT TERM
+	# A second interrupt must not cut the cleanup short; it is bounded.
+	trap - EXIT
+	trap '' INT TERM
 	if ((${#pids[@]})); then
 		say "stopping ${#pids[@]} servers"
 		kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -34,6 +36,18 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# launch CMD...: starts CMD in the background and notes its PID for cleanup.
+# An interrupt between the start and the note would leave CMD running, so
+# it is held until the PID is noted.
+interrupted=""
+launch() {
+	trap 'interrupted=130' INT TERM
+	"$@" &
+	pids+=($!)
+	trap 'exit 130' INT TERM
+	[[ -z $interrupted ]] || exit "$interrupted"
+}
 
 # port_free PORT: nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -58,9 +72,21 @@ else
 		say "installing ZooKeeper (Debian's zookeeper package)"
 		scripts/install-deps.sh >&2
 	fi
-	zk_port=$(free_port 2181)
-	scripts/zk.sh up --port "$zk_port" --dir "$run_dir/zk" >&2
-	zk_started=$zk_port
+	# A free port may be taken before ZooKeeper binds it, by another run
+	# starting at the same time: zk.sh then exits 3 and the next is tried.
+	# zk_started is set first, so that an interrupt at any moment stops
+	# what zk.sh started (it stops it itself too).
+	zk_port=2181
+	for try in 1 2 3 4 5; do
+		zk_port=$(free_port "$zk_port")
+		zk_started=$zk_port
+		rc=0
+		scripts/zk.sh up --port "$zk_port" --dir "$run_dir/zk" >&2 || rc=$?
+		((rc == 3 && try < 5)) || break
+		say "port $zk_port was taken meanwhile; trying the next"
+		zk_port=$((zk_port + 1))
+	done
+	((rc == 0)) || exit "$rc"
 	zk=127.0.0.1:$zk_port
 fi
 
@@ -68,8 +94,7 @@ port=7001
 for i in $(seq "$servers"); do
 	port=$(free_port "$port")
 	say "starting server $i/$servers on 127.0.0.1:$port (log: $run_dir/server$i.log)"
-	./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 >"$run_dir/server$i.log" 2>&1 &
-	pids+=($!)
+	launch ./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 >"$run_dir/server$i.log" 2>&1
 	for _ in $(seq 100); do
 		if ! kill -0 "${pids[-1]}" 2>/dev/null; then
 			say "server $i exited:"; tail -5 "$run_dir/server$i.log" >&2; exit 1

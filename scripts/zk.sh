@@ -4,7 +4,9 @@
 #   scripts/zk.sh up|down|status|members [--port N] [--dir D]
 #
 # up      starts it and waits until it serves clients; refuses if one is
-#         already running from D
+#         already running from D; exits 3 if another process holds the
+#         port (so a caller may try another); interrupted, it stops the
+#         server it started
 # down    stops it by its PID and waits until it has exited
 # status  tells whether it runs and what it answers
 # members prints the chain's member nodes it holds, one per line
@@ -66,6 +68,35 @@ running() {
 	echo "$pid"
 }
 
+# listens PID: the process PID holds the socket listening on 127.0.0.1:PORT.
+# Any ZooKeeper answering on the port is not enough: two of these scripts
+# started at once on one port both see the one that won the port.
+listens() {
+	local hexport inode
+	printf -v hexport '%04X' "$port"
+	inode=$(awk -v local="0100007F:$hexport" '$2 == local && $4 == "0A" { print $10; exit }' /proc/net/tcp)
+	[[ -n $inode ]] || return 1
+	find "/proc/$1/fd" -lname "socket:\[$inode\]" 2>/dev/null | grep -q .
+}
+
+# stop_started stops the server this run of up started, if any, when up is
+# interrupted or fails: nothing it started outlives it unless it succeeds.
+started=""
+stop_started() {
+	trap - INT TERM EXIT
+	if [[ -n $started ]]; then
+		kill -TERM "$started" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 40; i++)); do
+			kill -0 "$started" 2>/dev/null || break
+			sleep 0.25
+		done
+		kill -KILL "$started" 2>/dev/null || true
+		wait "$started" 2>/dev/null || true
+		rm -f "$pidfile"
+	fi
+}
+
 log_tail() {
 	for f in "$dir/zookeeper.out" "$dir/zookeeper.log"; do
 		[[ -s $f ]] && { echo "--- $f"; tail -n 20 "$f"; }
@@ -74,6 +105,13 @@ log_tail() {
 
 up() {
 	local pid
+	# One up at a time from a directory. The lock goes with this script,
+	# not with the server, whose descriptor 9 is closed.
+	exec 9>>"$dir/up.lock"
+	if ! flock -n 9; then
+		echo "zk.sh: another zk.sh up is starting ZooKeeper from $dir" >&2
+		exit 1
+	fi
 	if pid=$(running); then
 		echo "zk.sh: ZooKeeper already running on $addr (pid $pid, dir $dir)" >&2
 		exit 1
@@ -91,7 +129,7 @@ up() {
 	done
 	if four ruok >/dev/null; then
 		echo "zk.sh: something already listens on $addr; choose another --port" >&2
-		exit 1
+		exit 3
 	fi
 
 	mkdir -p "$dir/data"
@@ -115,34 +153,47 @@ up() {
 		log4j.appender.FILE.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1}: %m%n
 	EOF
 
+	# Where this start's messages begin in the logs, which runs append to.
+	local out_from log_from
+	out_from=$(($(stat -c %s "$dir/zookeeper.out" 2>/dev/null || echo 0) + 1))
+	log_from=$(($(stat -c %s "$dir/zookeeper.log" 2>/dev/null || echo 0) + 1))
+
 	local cp=$dir
 	for jar in "${jars[@]}"; do cp+=:$jar; done
+	# From before the server starts until it serves: an interrupt, or a
+	# failure, stops it.
+	trap 'echo; echo "zk.sh: interrupted; stopping the ZooKeeper it started (pid $started)" >&2; stop_started; exit 130' INT TERM
+	trap stop_started EXIT
 	nohup java -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true -cp "$cp" \
 		org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
-		>>"$dir/zookeeper.out" 2>&1 </dev/null &
+		>>"$dir/zookeeper.out" 2>&1 </dev/null 9>&- &
 	pid=$!
+	started=$pid
 	echo "$pid" >"$pidfile"
 
 	printf 'zk.sh: starting ZooKeeper on %s (pid %s), waiting until it serves' "$addr" "$pid"
 	local deadline=$((SECONDS + 60))
-	until [[ $(four srvr) == *"Mode: "* ]]; do
+	until [[ $(four srvr) == *"Mode: "* ]] && listens "$pid"; do
 		if ! running >/dev/null; then
 			echo
+			if { tail -c +"$out_from" "$dir/zookeeper.out"; tail -c +"$log_from" "$dir/zookeeper.log"; } 2>/dev/null | grep -q "Address already in use"; then
+				echo "zk.sh: port $port is taken by another process (ZooKeeper said: Address already in use); choose another --port" >&2
+				exit 3
+			fi
 			echo "zk.sh: ZooKeeper exited while starting; its log:" >&2
 			log_tail
-			rm -f "$pidfile"
 			exit 1
 		fi
 		if ((SECONDS >= deadline)); then
 			echo
 			echo "zk.sh: ZooKeeper not serving after 60s; stopping it; its log:" >&2
 			log_tail
-			down >/dev/null
 			exit 1
 		fi
 		printf .
 		sleep 0.5
 	done
+	trap - INT TERM EXIT
 	echo
 	echo "zk.sh: ZooKeeper serving on $addr (pid $pid); data and logs in $dir"
 }

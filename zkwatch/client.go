@@ -109,10 +109,22 @@ type Client struct {
 	mu        sync.Mutex
 	session   Session
 	handshake Session // ID and Timeout of the last session ZooKeeper granted
-	localIP   net.IP  // our side of the latest connection to ZooKeeper
-	subs      map[chan struct{}]struct{}
+	// handshakeSent is when the connection of the latest handshake was
+	// made, a moment before the client asked for the session on it.
+	handshakeSent time.Time
+	granted       uint64 // handshakes ZooKeeper answered with a session
+	localIP       net.IP // our side of the latest connection to ZooKeeper
+	subs          map[chan struct{}]struct{}
 
 	registered atomic.Bool // a Registration is open
+
+	// Connections to ZooKeeper, which Close closes so that none of
+	// go-zookeeper's waits outlives it, and how dialling went.
+	netConns map[*handshakeConn]struct{}
+	dialed   bool  // a connection was made
+	dialErr  error // the latest failure to connect
+	dialCtx  context.Context
+	endDials context.CancelFunc
 
 	leaseMu sync.Mutex
 	lease   time.Time // see Lease
@@ -143,10 +155,12 @@ func Dial(servers string, opts Options) (*Client, error) {
 		addrs = append(addrs, a)
 	}
 	c := &Client{
-		log:  opts.Logger,
-		subs: make(map[chan struct{}]struct{}),
-		done: make(chan struct{}),
+		log:      opts.Logger,
+		subs:     make(map[chan struct{}]struct{}),
+		netConns: make(map[*handshakeConn]struct{}),
+		done:     make(chan struct{}),
 	}
+	c.dialCtx, c.endDials = context.WithCancel(context.Background())
 	kick, unsubscribe := c.subscribe()
 	defer unsubscribe()
 
@@ -166,8 +180,14 @@ func Dial(servers string, opts Options) (*Client, error) {
 		select {
 		case <-kick:
 		case <-timeout:
+			c.mu.Lock()
+			why := "it accepts connections but grants no session"
+			if !c.dialed {
+				why = fmt.Sprintf("cannot connect: %v", c.dialErr)
+			}
+			c.mu.Unlock()
 			c.Close()
-			return nil, fmt.Errorf("zkwatch: cannot reach ZooKeeper at %s after %s", servers, opts.ConnectTimeout)
+			return nil, fmt.Errorf("zkwatch: cannot reach ZooKeeper at %s after %s: %s", servers, opts.ConnectTimeout, why)
 		}
 	}
 	if err := c.goroutine(c.renewLease); err != nil {
@@ -177,38 +197,53 @@ func Dial(servers string, opts Options) (*Client, error) {
 }
 
 // Lease returns a time before which ZooKeeper cannot have expired the
-// session with the given id: the moment the client sent the latest
-// request that ZooKeeper answered in that session, plus the session
-// timeout, less a margin for clock rates. It is measured on the monotonic
-// clock, so it also runs out while the process is stopped or paused, when
-// the state seen through Session may be stale. A caller must check that
-// id is the session it acts for: after an expiry, a new session's lease
-// says nothing of the old one's.
+// session with the given id, or a time in the past. It is measured on the
+// monotonic clock, so it also runs out while the process is stopped or
+// paused, when the state seen through Session may be stale. A caller must
+// check that id is the session it acts for: after an expiry, a new
+// session's lease says nothing of the old one's.
+//
+// The proof comes from the leader of ZooKeeper's ensemble, which alone
+// expires sessions: a follower cut off from its leader answers reads for
+// syncLimit × tickTime, long after the leader expired the session, but it
+// answers a handshake or a sync only after the leader did. The leader
+// touches the session when it grants or revalidates it in a handshake. A
+// sync answered on a connection proves that the follower passed the leader
+// the session's earlier contact on it: followers report their clients'
+// contact in their answers to the leader's pings, every half tick, and
+// before the sync on the same link. So the lease runs from when the
+// client sent the previous sync answered on the same connection (or made
+// the connection), plus the session timeout less a tenth for clock rates.
+// That assumes ZooKeeper's tickTime is at most a sixth of the session
+// timeout, the interval between syncs.
 func (c *Client) Lease() (until time.Time, id int64) {
 	c.leaseMu.Lock()
 	defer c.leaseMu.Unlock()
 	return c.lease, c.leaseID
 }
 
-// renewLease sends ZooKeeper a cheap request a few times per session
-// timeout, so that Lease stays ahead while the session is healthy.
+// renewLease sends ZooKeeper a sync every sixth of the session timeout,
+// so that Lease stays ahead while the session is healthy.
 func (c *Client) renewLease() {
+	// The latest proof of the leader's touch: when it was sent, in which
+	// session, on which connection.
+	var prevSent time.Time
+	var prevID int64
+	var prevConn uint64
 	for {
 		timeout := c.Session().Timeout
 		if timeout <= 0 {
 			timeout = DefaultSessionTimeout
 		}
 		id, sent := c.Session().ID, time.Now()
-		_, _, err := c.conn.Exists(ChainPath)
-		if err == nil && c.Session().ID == id {
-			c.leaseMu.Lock()
-			if id != c.leaseID {
-				c.lease, c.leaseID = time.Time{}, id
-			}
-			if until := sent.Add(timeout * 9 / 10); until.After(c.lease) {
-				c.lease = until
-			}
-			c.leaseMu.Unlock()
+		conn, handshake := c.connection()
+		if conn != prevConn || id != prevID {
+			prevSent, prevID, prevConn = handshake, id, conn
+		}
+		_, err := c.conn.Sync("/")
+		if now, _ := c.connection(); err == nil && c.Session().ID == id && now == conn {
+			c.extendLease(id, prevSent.Add(timeout*9/10))
+			prevSent = sent
 		}
 		select {
 		case <-time.After(timeout / 6):
@@ -216,6 +251,27 @@ func (c *Client) renewLease() {
 			return
 		}
 	}
+}
+
+// extendLease moves the lease of session id to until, if that is later.
+func (c *Client) extendLease(id int64, until time.Time) {
+	c.leaseMu.Lock()
+	defer c.leaseMu.Unlock()
+	if id != c.leaseID {
+		c.lease, c.leaseID = time.Time{}, id
+	}
+	if until.After(c.lease) {
+		c.lease = until
+	}
+}
+
+// connection returns how many sessions, or resumptions of a session on a
+// new connection, ZooKeeper has granted the client, and when the latest
+// one's connection was made.
+func (c *Client) connection() (uint64, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.granted, c.handshakeSent
 }
 
 // Session returns the current state of the session.
@@ -227,7 +283,9 @@ func (c *Client) Session() Session {
 
 // Close ends the session, which makes ZooKeeper delete the Client's member
 // node at once, stops its Watchers and Registration, and waits until all of
-// its goroutines, and go-zookeeper's, have returned.
+// its goroutines, and go-zookeeper's, have returned. It waits at most a
+// second for ZooKeeper to confirm the end of the session, and not at all
+// when there is no session; a session it could not end expires.
 func (c *Client) Close() {
 	c.mu.Lock()
 	if c.session.State == Closed {
@@ -238,7 +296,15 @@ func (c *Client) Close() {
 	c.mu.Unlock()
 
 	close(c.done)
+	c.endDials()
 	c.conn.Close()
+	// A connection still in its handshake, or whose close request went
+	// unanswered, would keep go-zookeeper waiting for its deadline.
+	c.mu.Lock()
+	for h := range c.netConns {
+		h.Conn.Close()
+	}
+	c.mu.Unlock()
 	c.wg.Wait()
 	// go-zookeeper closes its event channel as its last act.
 	for range c.events {
@@ -260,6 +326,9 @@ func (c *Client) onEvent(ev zk.Event) {
 	case ev.State == zk.StateHasSession:
 		s = c.handshake
 		s.State = Connected
+		c.granted++
+		// The leader touched the session to grant or revalidate it.
+		c.extendLease(s.ID, c.handshakeSent.Add(s.Timeout*9/10))
 	case ev.State == zk.StateExpired:
 		s.State = Expired
 	case ev.State == zk.StateDisconnected && s.State == Connected:
@@ -329,9 +398,18 @@ func (c *Client) goroutine(f func()) error {
 
 var errClosed = errors.New("zkwatch: client closed")
 
-// ensureChain creates ChainPath if it is missing.
+// ensureChain creates ChainPath if it is missing. It asks first: a create
+// that fails because the node exists is still a write that goes through
+// the quorum, and its failure is logged like any other transaction.
 func (c *Client) ensureChain() error {
-	_, err := c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
+	ok, _, err := c.conn.Exists(ChainPath)
+	if err != nil {
+		return fmt.Errorf("zkwatch: look for %s: %w", ChainPath, err)
+	}
+	if ok {
+		return nil
+	}
+	_, err = c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
 	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("zkwatch: create %s: %w", ChainPath, err)
 	}
@@ -343,16 +421,25 @@ func (c *Client) ensureChain() error {
 // the handshake for what go-zookeeper does not tell: the session id and the
 // timeout ZooKeeper granted.
 func (c *Client) dial(network, address string, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout(network, address, timeout)
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(c.dialCtx, network, address)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && c.session.State == Closed {
+		conn.Close()
+		err = errClosed
+	}
 	if err != nil {
+		c.dialErr = err
 		return nil, err
 	}
+	c.dialed = true
 	if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-		c.mu.Lock()
 		c.localIP = a.IP
-		c.mu.Unlock()
 	}
-	return &handshakeConn{Conn: conn, c: c}, nil
+	h := &handshakeConn{Conn: conn, c: c, made: time.Now()}
+	c.netConns[h] = struct{}{}
+	return h, nil
 }
 
 // handshakeConn reads the session id and timeout from the server's
@@ -362,11 +449,20 @@ func (c *Client) dial(network, address string, timeout time.Duration) (net.Conn,
 type handshakeConn struct {
 	net.Conn
 	c    *Client
+	made time.Time // when the connection was made
 	head []byte
 	done bool
 }
 
 const handshakeHead = 4 + 4 + 4 + 8
+
+// Close closes the connection and forgets it.
+func (h *handshakeConn) Close() error {
+	h.c.mu.Lock()
+	delete(h.c.netConns, h)
+	h.c.mu.Unlock()
+	return h.Conn.Close()
+}
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
 	n, err := h.Conn.Read(p)
@@ -379,7 +475,7 @@ func (h *handshakeConn) Read(p []byte) (int, error) {
 			timeout := time.Duration(binary.BigEndian.Uint32(h.head[8:12])) * time.Millisecond
 			id := int64(binary.BigEndian.Uint64(h.head[12:20]))
 			h.c.mu.Lock()
-			h.c.handshake = Session{ID: id, Timeout: timeout}
+			h.c.handshake, h.c.handshakeSent = Session{ID: id, Timeout: timeout}, h.made
 			h.c.mu.Unlock()
 		}
 	}

@@ -3,6 +3,7 @@ package zkwatch
 import (
 	"errors"
 	"fmt"
+	"path"
 
 	"github.com/go-zookeeper/zk"
 )
@@ -20,26 +21,33 @@ var ErrNotRegistered = errors.New("zkwatch: not registered")
 // sessions; clients that look for members ignore it. Its format is the
 // servers' business.
 func (c *Client) Record() (data []byte, version int32, err error) {
-	if err := c.ensureChain(); err != nil {
-		return nil, 0, err
-	}
 	data, stat, err := c.conn.Get(ChainPath)
+	if errors.Is(err, zk.ErrNoNode) {
+		if err := c.ensureChain(); err != nil {
+			return nil, 0, err
+		}
+		data, stat, err = c.conn.Get(ChainPath)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("zkwatch: read the chain record: %w", err)
 	}
 	return data, stat.Version, nil
 }
 
-// SetRecord replaces the chain record read at version, in one ZooKeeper
-// transaction that also checks that r's member node exists: a member that
-// ZooKeeper dropped, and that may have missed what the others did since,
-// never writes it. It returns ErrRecordChanged if the record changed since
-// it was read, ErrNotRegistered if the member node is gone.
-func (r *Registration) SetRecord(data []byte, version int32) error {
+// SetRecord replaces the chain record read at version, as the member named
+// name, in one ZooKeeper transaction that also checks that the member node
+// exists: a member that ZooKeeper dropped, and that may have missed what
+// the others did since, never writes it. name is the member name the
+// caller planned the record with, which must be r's current one: just
+// after r registered again, under a new name, a plan made with the old
+// name is refused. It returns ErrRecordChanged if the record changed since
+// it was read, ErrNotRegistered if the member node is gone or no longer
+// named name.
+func (r *Registration) SetRecord(name string, data []byte, version int32) error {
 	r.mu.Lock()
 	p := r.path
 	r.mu.Unlock()
-	if p == "" {
+	if p == "" || path.Base(p) != name {
 		return ErrNotRegistered
 	}
 	res, err := r.c.conn.Multi(

@@ -15,6 +15,7 @@ package zktest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +27,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chaintable/chaintable/internal/netfault"
 )
 
 // Timing of the servers started here: ZooKeeper's tick, its basic time
@@ -50,7 +53,10 @@ type Server struct {
 	tb   testing.TB
 	id   int // myid in an ensemble, 0 when standalone
 	port int
-	dir  string // holds zoo.cfg, log4j.properties, data/ and the logs
+	// syncLimit is how many ticks a follower may go without hearing from
+	// its leader; 0 means 5.
+	syncLimit int
+	dir       string // holds zoo.cfg, log4j.properties, data/ and the logs
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -74,6 +80,20 @@ func Start(tb testing.TB) *Server {
 type Ensemble struct {
 	// Members are the servers, in the order of their myid (1, 2, …).
 	Members []*Server
+
+	links map[[2]int]*netfault.Proxy // see EnsembleOptions.Links
+}
+
+// EnsembleOptions configure StartEnsembleWith. The zero value is
+// StartEnsemble's.
+type EnsembleOptions struct {
+	// SyncLimit is how many ticks a follower keeps serving, on its own,
+	// after it last heard from the leader; zero means 5.
+	SyncLimit int
+	// Links routes each member's quorum connections to every other member
+	// through a proxy of their own, so that Link can cut a follower off
+	// from its leader while both keep their clients.
+	Links bool
 }
 
 // StartEnsemble starts an ensemble of n servers and waits until every
@@ -81,19 +101,34 @@ type Ensemble struct {
 // have joined it. The servers are killed when the test ends.
 func StartEnsemble(tb testing.TB, n int) *Ensemble {
 	tb.Helper()
+	return StartEnsembleWith(tb, n, EnsembleOptions{})
+}
+
+// StartEnsembleWith is StartEnsemble with options.
+func StartEnsembleWith(tb testing.TB, n int, opts EnsembleOptions) *Ensemble {
+	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("zktest: StartEnsemble needs at least one member, got %d", n)
 	}
 	requireInstalled(tb)
 	// Each member needs a client port, a quorum port and an election port.
 	ports := freePorts(tb, 3*n)
-	var peers []string
+	e := &Ensemble{links: make(map[[2]int]*netfault.Proxy)}
 	for i := range n {
-		peers = append(peers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i+1, ports[3*i+1], ports[3*i+2]))
-	}
-	e := &Ensemble{}
-	for i := range n {
+		var peers []string
+		for j := range n {
+			quorum := fmt.Sprintf("127.0.0.1:%d", ports[3*j+1])
+			if opts.Links && i != j {
+				// Member i reaches member j's quorum port, and so j as
+				// its leader, through a proxy of its own.
+				p := netfault.NewProxy(tb, "127.0.0.1:0", quorum)
+				e.links[[2]int{i, j}] = p
+				quorum = p.Addr()
+			}
+			peers = append(peers, fmt.Sprintf("server.%d=%s:%d", j+1, quorum, ports[3*j+2]))
+		}
 		s := newServer(tb, i+1, ports[3*i])
+		s.syncLimit = cmp.Or(opts.SyncLimit, 5)
 		s.writeConfig(peers)
 		tb.Cleanup(s.cleanup)
 		e.Members = append(e.Members, s)
@@ -115,6 +150,23 @@ func (e *Ensemble) Addr() string {
 		addrs[i] = s.Addr()
 	}
 	return strings.Join(addrs, ",")
+}
+
+// Link returns the proxy through which member from (an index into
+// Members) reaches member to as its leader: pausing it cuts a follower off
+// from its leader, silently, as a partition would. It is nil unless the
+// ensemble was started with Links.
+func (e *Ensemble) Link(from, to int) *netfault.Proxy { return e.links[[2]int{from, to}] }
+
+// Leader returns the index in Members of the member that leads now, or -1
+// if none says it does.
+func (e *Ensemble) Leader() int {
+	for i, s := range e.Members {
+		if reply, err := s.fourLetter("srvr"); err == nil && strings.Contains(reply, "Mode: leader") {
+			return i
+		}
+	}
+	return -1
 }
 
 // Addr returns the server's client address, "127.0.0.1:port". It stays the
@@ -206,8 +258,9 @@ func (s *Server) writeConfig(peers []string) {
 	dataDir := filepath.Join(s.dir, "data")
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "tickTime=%d\n", TickTime.Milliseconds())
-	// Followers get 10 ticks to connect to the leader and 5 to stay in sync.
-	cfg.WriteString("initLimit=10\nsyncLimit=5\n")
+	// Followers get 10 ticks to connect to the leader and 5, unless told
+	// otherwise, to stay in sync.
+	fmt.Fprintf(&cfg, "initLimit=10\nsyncLimit=%d\n", cmp.Or(s.syncLimit, 5))
 	fmt.Fprintf(&cfg, "minSessionTimeout=%d\n", MinSessionTimeout.Milliseconds())
 	fmt.Fprintf(&cfg, "maxSessionTimeout=%d\n", MaxSessionTimeout.Milliseconds())
 	fmt.Fprintf(&cfg, "dataDir=%s\n", dataDir)
