@@ -62,6 +62,7 @@ type Node struct {
 	preds sync.Map // uint64 -> string
 
 	released atomic.Bool // an acknowledgement released the read lease (see Drain)
+	counters counters    // for Status
 
 	kick chan struct{} // wakes the link: new writes, or a new successor
 	quit chan struct{}
@@ -265,9 +266,11 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return n.serveLink(c, req, reply)
 	case op == codec.OpStats:
 		n.store.Execute(req, reply)
+		n.fillStats(reply.Stats)
 		return true
 	}
 	if err := srv.Check(req); err != nil {
+		n.store.Stats.CountRequest(req.GetOpcode(), codec.Status_STATUS_BAD_REQUEST)
 		srv.SetError(reply, codec.Status_STATUS_BAD_REQUEST)
 		return true
 	}
@@ -281,6 +284,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 	}
 	n.mu.RUnlock()
 	if err != nil {
+		n.store.Stats.CountRequest(req.GetOpcode(), Status(err))
 		srv.SetError(reply, Status(err))
 	}
 	return true
@@ -321,6 +325,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		if err != nil {
 			return n.refuse(reply, err)
 		}
+		n.counters.snapshotReceived(req)
 		reply.Opcode, reply.CType = op+1, codec.CtNone
 		return true
 	case codec.MessageT_OP_REPLICATE:
@@ -352,6 +357,7 @@ func (n *Node) ServeGet(dst, key []byte) []byte {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if err := n.m.CanRead(time.Now()); err != nil {
+		n.store.Stats.CountRequest(codec.OpGet, Status(err))
 		return append(dst, srv.ErrorFrame(Status(err))...)
 	}
 	return n.store.AppendGet(dst, key)
@@ -398,6 +404,7 @@ func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
 // clientWrite takes a put or del at the head, req or w, and answers it now
 // or when it commits.
 func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT) bool {
+	start := time.Now()
 	var found bool
 	var cw *clientWaiter
 	var err error
@@ -410,10 +417,11 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 			return // answered now: refused, or committed at once (no successor)
 		}
 		cw = n.blocks.waiter()
-		*cw = clientWaiter{p: c.Defer(), op: w.Op, found: found}
+		*cw = clientWaiter{p: c.Defer(), n: n, op: w.Op, found: found, start: start}
 		m.Await(seq, cw)
 	})
 	if cw == nil {
+		n.answeredWrite(w.Op, writeStatus(found, err), start)
 		c.AnswerFrame(writeReplyFrame(w.Op, found, err))
 	}
 	return false
@@ -470,23 +478,34 @@ func (b *blocks) waiter() *clientWaiter {
 // clientWaiter answers a client's write once it is committed.
 type clientWaiter struct {
 	p     *srv.Pending
+	n     *Node
 	op    codec.MessageT_Opcode
 	found bool
+	start time.Time // when the node took the write
 }
 
 func (w *clientWaiter) Done(_ Position, err error) {
+	w.n.answeredWrite(w.op, writeStatus(w.found, err), w.start)
 	w.p.CompleteFrame(writeReplyFrame(w.op, w.found, err))
 }
 
 // writeReplyFrame returns the framed answer to a put or del.
 func writeReplyFrame(op codec.MessageT_Opcode, found bool, err error) []byte {
-	switch {
-	case err != nil:
-		return srv.ErrorFrame(Status(err))
-	case !found:
-		return srv.ErrorFrame(codec.Status_STATUS_NOT_FOUND)
+	if st := writeStatus(found, err); st != codec.Status_STATUS_OK {
+		return srv.ErrorFrame(st)
 	}
 	return srv.WrittenFrame(op)
+}
+
+// writeStatus returns the outcome of a put or del.
+func writeStatus(found bool, err error) codec.Status {
+	switch {
+	case err != nil:
+		return Status(err)
+	case !found:
+		return codec.Status_STATUS_NOT_FOUND
+	}
+	return codec.Status_STATUS_OK
 }
 
 // ackWaiter acknowledges a replication frame to the predecessor, and asks
@@ -533,6 +552,7 @@ func (n *Node) runLink() {
 		default:
 		}
 		n.log.Debug("link to successor ended", "succ", succ.Name, "addr", succ.Addr, "err", err)
+		n.counters.linkBreaks.Add(1)
 		n.step(func(m *Machine) { m.SuccessorLost(gen) })
 		if time.Since(start) > time.Second {
 			backoff = 10 * time.Millisecond
@@ -613,6 +633,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 		return err
 	}
 	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "from", act.Next)
+	n.counters.linkConnects.Add(1)
 
 	broken := make(chan error, 1)
 	go func() { broken <- n.readAcks(r, gen) }()
@@ -667,6 +688,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 		}
 		if len(ws) > 0 {
 			next = ws[len(ws)-1].Seq + 1
+			n.counters.batches.Observe(uint64(len(ws)))
 		}
 	}
 }
@@ -708,6 +730,7 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 			frame.Writes = append(frame.Writes, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
 			size += len(e.Key) + len(e.Value) + 8
 			if size >= snapshotChunk {
+				n.counters.snapshotSent(frame)
 				if err := send(frame); err != nil {
 					return err
 				}
@@ -717,5 +740,6 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 		}
 	}
 	frame.Done, frame.Seq = true, seq
+	n.counters.snapshotSent(frame)
 	return send(frame)
 }
