@@ -20,6 +20,7 @@ import (
 
 	"github.com/chaintable/chaintable/cli"
 	"github.com/chaintable/chaintable/internal/cmdline"
+	"github.com/chaintable/chaintable/zkwatch"
 )
 
 const usage = `Usage:
@@ -29,6 +30,9 @@ const usage = `Usage:
       find the chain's head (writes) and tail (reads) through ZooKeeper,
       follow them as they change, and retry a command whose server failed
       until the chain recovers or -timeout passes
+  table_client [options] --chain <zk_ip>:<zk_port>
+      print the chain's members, with each one's role, last write applied
+      and committed, and lag behind the head (-json: as JSON), and exit
 
 On a terminal, table_client prompts for commands, with line editing, tab
 completion and a history kept across runs. With -f, or when standard input
@@ -37,7 +41,7 @@ skipping blank lines and lines that start with #; a failed command is
 reported with its file and line, and the rest still run.
 
 Exit status: 0 on success, 1 if a command failed or the server could not
-be reached, 2 for bad arguments.
+be reached (with --chain: if a member did not answer), 2 for bad arguments.
 
 Options:
 `
@@ -60,6 +64,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 30*time.Second, "give up connecting or a command after `duration` (0: never)")
 	history := fs.String("history", defaultHistory(), "keep the interactive history in `file` (empty: keep none)")
 	verbose := fs.Bool("v", false, "log connections and other events to standard error")
+	chainOnly := fs.Bool("chain", false, "print the chain's members, as the chain command does, and exit")
+	asJSON := fs.Bool("json", false, "the chain command prints JSON instead of a table")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -96,6 +102,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	var res cli.Resolver = cli.Direct(addr)
 	var opts cli.Options
+	members := func() []zkwatch.Member { return []zkwatch.Member{{Addr: addr}} }
 	if !*direct {
 		chain, err := cli.DialChain(addr, min(*timeout, 10*time.Second), log)
 		if err != nil {
@@ -103,10 +110,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer chain.Close()
-		res = chain
+		res, members = chain, chain.Members
 		opts = cli.Options{RetryFor: *timeout, OnWait: func(err error) {
 			fmt.Fprintf(stderr, "table_client: waiting for the chain (%v)\n", err)
 		}}
+	}
+	ctx := context.Background()
+	if *chainOnly {
+		sess := &cli.Session{Stdout: stdout, Stderr: stderr, Members: members, JSON: *asJSON}
+		cctx, cancel := withTimeout(ctx, *timeout)
+		defer cancel()
+		if err := sess.Chain(cctx); err != nil {
+			fmt.Fprintf(stderr, "table_client: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 
 	// Open every script first: a misspelt name should stop the run before
@@ -126,7 +144,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		inputs = append(inputs, input{name, f})
 	}
 
-	ctx := context.Background()
 	dialCtx, cancel := withTimeout(ctx, *timeout)
 	client, err := cli.Dial(dialCtx, res, opts)
 	cancel()
@@ -135,7 +152,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer client.Close()
-	sess := &cli.Session{Client: client, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+	sess := &cli.Session{Client: client, Stdout: stdout, Stderr: stderr, Timeout: *timeout, Members: members, JSON: *asJSON}
 
 	if len(inputs) == 0 {
 		if stdin == io.Reader(os.Stdin) && isTerminal() {
