@@ -62,16 +62,23 @@ func ChainStatus(ctx context.Context, members []zkwatch.Member) []MemberStatus {
 		})
 	}
 	wg.Wait()
-	if len(out) > 0 && out[0].Error == "" {
-		head := out[0].Applied
-		for i := range out {
-			if out[i].Error == "" {
-				lag := head - min(head, out[i].Applied)
-				out[i].Lag = &lag
-			}
+	fillLags(out)
+	return out
+}
+
+// fillLags sets each member's lag behind the head, members[0], for the
+// members that answered, if the head did.
+func fillLags(members []MemberStatus) {
+	if len(members) == 0 || members[0].Error != "" {
+		return
+	}
+	head := members[0].Applied
+	for i := range members {
+		if members[i].Error == "" {
+			lag := head - min(head, members[i].Applied)
+			members[i].Lag = &lag
 		}
 	}
-	return out
 }
 
 // memberStats asks the server at addr for its statistics.
