@@ -404,11 +404,12 @@ func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
 // clientWrite takes a put or del at the head, req or w, and answers it now
 // or when it commits.
 func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT) bool {
-	start := time.Now()
 	var found bool
 	var cw *clientWaiter
 	var err error
+	var start time.Duration
 	n.step(func(m *Machine) {
+		start = sinceEpoch(m.now) // step's clock: no second reading
 		if w == nil {
 			w = n.blocks.write(req)
 		}
@@ -481,7 +482,7 @@ type clientWaiter struct {
 	n     *Node
 	op    codec.MessageT_Opcode
 	found bool
-	start time.Time // when the node took the write
+	start time.Duration // when the node took the write (see sinceEpoch)
 }
 
 func (w *clientWaiter) Done(_ Position, err error) {

@@ -2,11 +2,14 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/chaintable/chaintable/cli"
+	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/internal/cluster"
 )
 
@@ -101,6 +104,29 @@ func TestE2EMetrics(t *testing.T) {
 		f := scrape(t, n.MetricsAddr)
 		if a, cm := f.must(t, "chaintable_chain_applied_sequence"), f.must(t, "chaintable_chain_committed_sequence"); a != puts || cm != puts {
 			t.Errorf("%s: applied %v, committed %v, want %d and %d", n, a, cm, puts, puts)
+		}
+	}
+
+	// Requests at the wrong node are counted by the status they got.
+	for _, wrong := range []struct {
+		n          *cluster.Node
+		req        *codec.MessageT
+		op, status string
+	}{
+		{tail, codec.PutRequest("key0", []byte("v")), "put", "not_head"},
+		{head, codec.GetRequest("key0"), "get", "not_tail"},
+	} {
+		was, _ := scrape(t, wrong.n.MetricsAddr).value("chaintable_requests_total", "op", wrong.op, "status", wrong.status)
+		cn, err := cli.DialConn(ctx, wrong.n.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cn.Do(ctx, wrong.req); !errors.Is(err, cli.ErrServer) {
+			t.Fatalf("%s at %s: %v, want an OP_ERROR reply", wrong.op, wrong.n, err)
+		}
+		cn.Close()
+		if now := scrape(t, wrong.n.MetricsAddr).must(t, "chaintable_requests_total", "op", wrong.op, "status", wrong.status); now != was+1 {
+			t.Errorf("%s: %s answered %s counted %v times, want %v", wrong.n, wrong.op, wrong.status, now, was+1)
 		}
 	}
 

@@ -101,6 +101,13 @@ func durationHistogram(d *prometheus.Desc, b srv.Pow2Buckets) prometheus.Metric 
 	}, 1e-9)
 }
 
+// batchHistogram converts writes per frame counted by a
+// srv.Pow2Histogram to a histogram with the bounds 1, 3, 7, ... 2047,
+// exact for whole numbers: a frame carries at most 1024 writes.
+func batchHistogram(d *prometheus.Desc, b srv.Pow2Buckets) prometheus.Metric {
+	return pow2Histogram(d, b, 1, 11, 1, func(i int) float64 { return math.Ldexp(1, i) - 1 }, 1)
+}
+
 // pow2Histogram converts the buckets lo, lo+step, ... hi of b to a
 // histogram whose bucket i has the upper bound bound(i), scaling the sum.
 // Bucket i of b holds values below 2^i, so the cumulative count for bound
@@ -225,8 +232,7 @@ func (c *chainCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- gauge(leaseDesc, bool01(st.SessionLease), "session")
 	ch <- gauge(leaseDesc, bool01(st.PredLease), "predecessor")
 	stateSet(ch, successorDesc, successorStates, st.SuccessorState)
-	// A frame carries at most 1024 writes: bounds 1, 3, 7, ... 1023.
-	ch <- pow2Histogram(batchDesc, st.Batches, 1, 10, 1, func(i int) float64 { return math.Ldexp(1, i) - 1 }, 1)
+	ch <- batchHistogram(batchDesc, st.Batches)
 	ch <- durationHistogram(writeDurationDesc, st.WriteTime)
 	ch <- counter(linkConnectsDesc, st.LinkConnects)
 	ch <- counter(linkBreaksDesc, st.LinkBreaks)

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -17,20 +18,29 @@ type families map[string]*dto.MetricFamily
 // scrape fetches and parses http://addr/metrics.
 func scrape(t testing.TB, addr string) families {
 	t.Helper()
+	f, err := fetch(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// fetch is scrape for goroutines other than the test's.
+func fetch(addr string) (families, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
+		return nil, fmt.Errorf("scrape %s: %v", addr, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %s", addr, resp.Status)
+		return nil, fmt.Errorf("scrape %s: %s", addr, resp.Status)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		t.Fatalf("scrape %s: parse: %v", addr, err)
+		return nil, fmt.Errorf("scrape %s: parse: %v", addr, err)
 	}
-	return fams
+	return fams, nil
 }
 
 // value returns the value of the sample of family name whose labels are

@@ -1,6 +1,7 @@
 package srv
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -119,4 +120,47 @@ func TestStatsCountCloseReasons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkStoreGet and BenchmarkStorePut measure the get and write paths
+// without the network, from both CPUs at once over keys spread across
+// the stripes, so that what the statistics cost them (atomic additions
+// to counters both CPUs share) shows.
+func BenchmarkStoreGet(b *testing.B) {
+	store, _ := NewStore(16)
+	keys := benchKeys()
+	for _, k := range keys {
+		store.Table.Put(string(k), make([]byte, 32))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var dst []byte
+		for i := 0; pb.Next(); i++ {
+			dst = store.AppendGet(dst[:0], keys[i%len(keys)])
+		}
+	})
+}
+
+func BenchmarkStorePut(b *testing.B) {
+	store, _ := NewStore(16)
+	keys := benchKeys()
+	value := make([]byte, 32)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := new(Conn)
+		w := &codec.WriteRequest{Op: codec.OpPut, Value: value}
+		for i := 0; pb.Next(); i++ {
+			w.Key = keys[i%len(keys)]
+			store.ServeWrite(c, w)
+			c.out, c.answered = c.out[:0], false
+		}
+	})
+}
+
+func benchKeys() [][]byte {
+	keys := make([][]byte, 1024)
+	for i := range keys {
+		keys[i] = []byte("key:" + strconv.Itoa(i))
+	}
+	return keys
 }
