@@ -62,7 +62,8 @@ type Config struct {
 	Addr string
 	// Handler answers requests.
 	Handler Handler
-	// Stats, when set, counts the connections open now.
+	// Stats, when set, counts the connections open now, opened and
+	// closed (by reason), and unparsable requests.
 	Stats *Stats
 	// MaxFrame is the largest request payload accepted; a larger one
 	// closes its connection. Zero means codec.DefaultMaxFrame.

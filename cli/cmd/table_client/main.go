@@ -1,7 +1,8 @@
 // Command table_client is the client of the table service. It reads the
-// course's commands (put, get, del, size, getkeys, gettable, stats) from
-// the terminal, with line editing and history, or from scripts, and sends
-// them to the service. Run it with -h for its usage.
+// course's commands (put, get, del, size, getkeys, gettable, stats), and
+// chain, which shows every member of the chain, from the terminal, with
+// line editing and history, or from scripts, and sends them to the
+// service. Run it with -h for its usage.
 package main
 
 import (

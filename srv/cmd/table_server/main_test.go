@@ -35,6 +35,9 @@ func TestParseArgs(t *testing.T) {
 		{name: "lists not a number", args: []string{"zk:1", "7000", "many"}, errHas: `number of lists "many"`},
 		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "must be positive"},
 		{name: "bad idle timeout", args: []string{"--idle-timeout", "-1s", "zk:1", "7000", "8"}, errHas: "not negative"},
+		{name: "metrics", args: []string{"--standalone", "7000", "1", "--metrics-addr", "127.0.0.1:9101"},
+			want: options{standalone: true, port: 7000, lists: 1, metricsAddr: "127.0.0.1:9101"}},
+		{name: "metrics without port", args: []string{"--metrics-addr", "localhost", "zk:1", "7000", "8"}, errHas: `-metrics-addr "localhost": want host:port`},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
 	}
