@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"slices"
@@ -122,4 +123,44 @@ func TestChainCommandGolden(t *testing.T) {
 	if got != string(want) {
 		t.Errorf("output differs from %s (go test -update rewrites it)\ngot:\n%s\nwant:\n%s", golden, got, want)
 	}
+}
+
+// TestChainDirect runs --chain on one server reached directly: a
+// standalone server answers for itself; one that is not there fails the
+// command, after the table says so.
+func TestChainDirect(t *testing.T) {
+	up := startServer(t)
+	down := refusedAddr(t)
+	tests := []struct {
+		name      string
+		args      []string
+		code      int
+		stdoutHas string
+		stderrHas string
+	}{
+		{"standalone", []string{"--chain", "--direct", up}, 0, "standalone  0        0          0    yes", ""},
+		{"standalone as JSON", []string{"--chain", "--json", "--direct", up}, 0, `"role":"standalone"`, ""},
+		{"nothing there", []string{"--chain", "--direct", down}, 1, "connection refused", "chain: 1 of 1 members did not answer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runClient(tt.args, "")
+			if code != tt.code || !strings.Contains(stdout, tt.stdoutHas) || !strings.Contains(stderr, tt.stderrHas) {
+				t.Errorf("table_client %q: exit %d, stdout:\n%s\nstderr:\n%s\nwant exit %d, stdout with %q, stderr with %q",
+					tt.args, code, stdout, stderr, tt.code, tt.stdoutHas, tt.stderrHas)
+			}
+		})
+	}
+}
+
+// refusedAddr returns a loopback address where nothing listens.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
