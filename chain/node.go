@@ -72,6 +72,7 @@ type Node struct {
 	preds sync.Map // uint64 -> string
 
 	released atomic.Bool // an acknowledgement released the read lease (see Drain)
+	counters counters    // for Status
 
 	fwd *forwarder // client requests this node passes on to other members
 
@@ -297,9 +298,11 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return n.serveLink(c, req, reply)
 	case op == codec.OpStats:
 		n.store.Execute(req, reply)
+		n.fillStats(reply.Stats)
 		return true
 	}
 	if err := srv.Check(req); err != nil {
+		n.store.Stats.CountRequest(req.GetOpcode(), codec.Status_STATUS_BAD_REQUEST)
 		srv.SetError(reply, codec.Status_STATUS_BAD_REQUEST)
 		return true
 	}
@@ -407,6 +410,7 @@ func (r *heldRead) Done(_ Position, err error) {
 // forwarded takes the answer of the member the read went to.
 func (r *heldRead) forwarded(res forwardResult) {
 	if res.reply != nil && !res.refused() {
+		r.n.store.Stats.CountRequest(r.req.GetOpcode(), res.status)
 		r.p.Complete(res.reply)
 		return
 	}
@@ -427,6 +431,7 @@ func (r *heldRead) later(err error) {
 // elsewhere; a client's connection is closed, since a course client takes
 // any OP_ERROR for "not found". Only the first answer given counts.
 func (r *heldRead) giveUp(err error) {
+	r.n.store.Stats.CountRequest(r.req.GetOpcode(), Status(err))
 	if r.req.GetForwarded() {
 		r.p.CompleteFrame(srv.ErrorFrame(Status(err)))
 		return
@@ -470,6 +475,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		if err != nil {
 			return n.refuse(reply, err)
 		}
+		n.counters.snapshotReceived(req)
 		reply.Opcode, reply.CType = op+1, codec.CtNone
 		return true
 	case codec.MessageT_OP_REPLICATE:
@@ -554,7 +560,9 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	var cw *clientWaiter
 	var err error
 	var head Member
+	var start time.Duration
 	n.step(func(m *Machine) {
+		start = sinceEpoch(m.now) // step's clock: no second reading
 		if w == nil {
 			w = n.blocks.write(req)
 		}
@@ -566,7 +574,7 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 			return // answered now: refused, or committed at once (no successor)
 		}
 		cw = n.blocks.waiter()
-		*cw = clientWaiter{p: c.Defer(), op: w.Op, found: found, forwarded: forwarded}
+		*cw = clientWaiter{p: c.Defer(), n: n, op: w.Op, found: found, forwarded: forwarded, start: start}
 		m.Await(seq, cw)
 	})
 	switch {
@@ -574,6 +582,7 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	case err == nil || forwarded || errors.Is(err, ErrTooOld) || errors.Is(err, ErrProtocol):
 		// Answered, or refused for good; a member that forwarded the
 		// write decides for itself what to do next.
+		n.answeredWrite(w.Op, writeStatus(found, err), start)
 		c.AnswerFrame(writeReplyFrame(w.Op, found, err))
 	default:
 		hw := &heldWrite{n: n, p: c.Defer(), w: w, deadline: time.Now().Add(n.cfg.HoldTimeout)}
@@ -606,11 +615,12 @@ func (h *heldWrite) try() {
 			return
 		}
 		waiting = true
-		m.Await(seq, &clientWaiter{p: h.p, op: h.w.Op, found: found})
+		m.Await(seq, &clientWaiter{p: h.p, n: n, op: h.w.Op, found: found, start: sinceEpoch(m.now)})
 	})
 	switch {
 	case waiting:
 	case err == nil || errors.Is(err, ErrTooOld) || errors.Is(err, ErrProtocol):
+		n.store.Stats.CountRequest(h.w.Op, writeStatus(found, err))
 		h.p.CompleteFrame(writeReplyFrame(h.w.Op, found, err))
 	default:
 		h.route(head, err)
@@ -634,11 +644,13 @@ func (h *heldWrite) route(head Member, err error) {
 func (h *heldWrite) forwarded(res forwardResult) {
 	switch {
 	case res.reply != nil && !res.refused() && res.status != codec.Status_STATUS_OUTCOME_UNKNOWN:
+		h.n.store.Stats.CountRequest(h.w.Op, res.status)
 		h.p.Complete(res.reply)
 	case res.sent && (res.reply == nil || res.status == codec.Status_STATUS_OUTCOME_UNKNOWN) && h.w.ClientId == 0:
 		// It may have been applied, and without its client's ids a
 		// second try could apply it twice: its fate is the client's
 		// to learn, as if the head it wrote to had failed.
+		h.n.store.Stats.CountRequest(h.w.Op, codec.Status_STATUS_OUTCOME_UNKNOWN)
 		h.p.Abandon()
 	default:
 		h.later(ErrUnavailable)
@@ -649,6 +661,7 @@ func (h *heldWrite) forwarded(res forwardResult) {
 // closing the client's connection: the write was never applied.
 func (h *heldWrite) later(err error) {
 	if time.Now().Add(retryHeld).After(h.deadline) {
+		h.n.store.Stats.CountRequest(h.w.Op, Status(err))
 		h.n.log.Debug("gave up on a write", "op", h.w.Op, "err", err)
 		h.p.Abandon()
 		return
@@ -707,9 +720,11 @@ func (b *blocks) waiter() *clientWaiter {
 // clientWaiter answers a client's write once it is committed.
 type clientWaiter struct {
 	p         *srv.Pending
+	n         *Node
 	op        codec.MessageT_Opcode
 	found     bool
-	forwarded bool // another member passed the write on
+	forwarded bool          // another member passed the write on
+	start     time.Duration // when the node took the write (see sinceEpoch)
 }
 
 // Done answers the write, or, when the node lost its place before the
@@ -719,23 +734,34 @@ type clientWaiter struct {
 func (w *clientWaiter) Done(_ Position, err error) {
 	switch {
 	case err == nil:
+		w.n.answeredWrite(w.op, writeStatus(w.found, nil), w.start)
 		w.p.CompleteFrame(writeReplyFrame(w.op, w.found, nil))
 	case w.forwarded:
+		w.n.answeredWrite(w.op, codec.Status_STATUS_OUTCOME_UNKNOWN, w.start)
 		w.p.CompleteFrame(srv.ErrorFrame(codec.Status_STATUS_OUTCOME_UNKNOWN))
 	default:
+		w.n.answeredWrite(w.op, codec.Status_STATUS_OUTCOME_UNKNOWN, w.start)
 		w.p.Abandon()
 	}
 }
 
 // writeReplyFrame returns the framed answer to a put or del.
 func writeReplyFrame(op codec.MessageT_Opcode, found bool, err error) []byte {
-	switch {
-	case err != nil:
-		return srv.ErrorFrame(Status(err))
-	case !found:
-		return srv.ErrorFrame(codec.Status_STATUS_NOT_FOUND)
+	if st := writeStatus(found, err); st != codec.Status_STATUS_OK {
+		return srv.ErrorFrame(st)
 	}
 	return srv.WrittenFrame(op)
+}
+
+// writeStatus returns the outcome of a put or del.
+func writeStatus(found bool, err error) codec.Status {
+	switch {
+	case err != nil:
+		return Status(err)
+	case !found:
+		return codec.Status_STATUS_NOT_FOUND
+	}
+	return codec.Status_STATUS_OK
 }
 
 // ackWaiter acknowledges a replication frame to the predecessor, and asks
@@ -782,6 +808,7 @@ func (n *Node) runLink() {
 		default:
 		}
 		n.log.Debug("link to successor ended", "succ", succ.Name, "addr", succ.Addr, "err", err)
+		n.counters.linkBreaks.Add(1)
 		n.step(func(m *Machine) { m.SuccessorLost(gen) })
 		if time.Since(start) > time.Second {
 			backoff = 10 * time.Millisecond
@@ -862,6 +889,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 		return err
 	}
 	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "from", act.Next)
+	n.counters.linkConnects.Add(1)
 
 	broken := make(chan error, 1)
 	go func() { broken <- n.readAcks(r, gen) }()
@@ -916,6 +944,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 		}
 		if len(ws) > 0 {
 			next = ws[len(ws)-1].Seq + 1
+			n.counters.batches.Observe(uint64(len(ws)))
 		}
 	}
 }
@@ -957,6 +986,7 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 			frame.Writes = append(frame.Writes, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
 			size += len(e.Key) + len(e.Value) + 8
 			if size >= snapshotChunk {
+				n.counters.snapshotSent(frame)
 				if err := send(frame); err != nil {
 					return err
 				}
@@ -966,5 +996,6 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 		}
 	}
 	frame.Done, frame.Seq = true, seq
+	n.counters.snapshotSent(frame)
 	return send(frame)
 }

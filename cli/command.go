@@ -25,6 +25,7 @@ var commands = []spec{
 	{name: "getkeys", aliases: []string{"k", "keys"}, usage: "[get]k[eys]", help: "print every key, one per line"},
 	{name: "gettable", aliases: []string{"t", "table"}, usage: "[get]t[able]", help: "print every entry as key :: value"},
 	{name: "stats", aliases: []string{"st"}, usage: "st[ats]", help: "print the server's statistics"},
+	{name: "chain", usage: "chain", help: "print the chain's members: role, last write applied and committed, lag behind the head"},
 	{name: "help", aliases: []string{"h"}, usage: "h[elp]", help: "print this help"},
 	{name: "quit", aliases: []string{"q"}, usage: "q[uit]", help: "leave"},
 }

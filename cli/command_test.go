@@ -21,6 +21,7 @@ func TestParse(t *testing.T) {
 		{line: "put k", wantErr: "Usage: p[ut] <key> <value>"},
 		{line: "put k   ", wantErr: "Usage: p[ut] <key> <value>"},
 		{line: "put", wantErr: "Usage: p[ut] <key> <value>"},
+		{line: "chain now", wantErr: "Usage: chain"},
 		{line: "g k", want: command{name: "get", key: "k"}},
 		{line: "get k ", want: command{name: "get", key: "k"}},
 		{line: "get", wantErr: "Usage: g[et] <key>"},
@@ -40,6 +41,7 @@ func TestParse(t *testing.T) {
 		{line: "gettable", want: command{name: "gettable"}},
 		{line: "st", want: command{name: "stats"}},
 		{line: "stats", want: command{name: "stats"}},
+		{line: "chain", want: command{name: "chain"}},
 		{line: "stats now", wantErr: "Usage: st[ats]"},
 		{line: "h", want: command{name: "help"}},
 		{line: "help", want: command{name: "help"}},
@@ -71,7 +73,8 @@ func TestComplete(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"", []string{"put", "get", "del", "size", "getkeys", "gettable", "stats", "help", "quit"}},
+		{"", []string{"put", "get", "del", "size", "getkeys", "gettable", "stats", "chain", "help", "quit"}},
+		{"c", []string{"chain"}},
 		{"g", []string{"get", "getkeys", "gettable"}},
 		{"getk", []string{"getkeys"}},
 		{"s", []string{"size", "stats"}},

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/chaintable/chaintable/zkwatch"
 )
 
 // ErrQuit is returned by Run when the input ran the quit command: the rest
@@ -22,6 +24,12 @@ type Session struct {
 	Stderr io.Writer // one line per failed command
 	// Timeout bounds each command; zero means no bound.
 	Timeout time.Duration
+	// Members, when set, lists the chain's members, head first, for the
+	// chain command (see Chain.Members); unset, the chain command shows
+	// the one server Client reads from.
+	Members func() []zkwatch.Member
+	// JSON makes the chain command print JSON instead of a table.
+	JSON bool
 }
 
 // Run runs the commands in r, one per line, skipping blank lines and lines
@@ -111,6 +119,8 @@ func (s *Session) exec(ctx context.Context, line string) error {
 		fmt.Fprintf(out, "Total operations: %d\n", st.Ops)
 		fmt.Fprintf(out, "Total time spent in operations: %d microseconds\n", st.Time.Microseconds())
 		fmt.Fprintf(out, "Connected clients: %d\n", st.Clients)
+	case "chain":
+		return s.Chain(ctx)
 	case "help":
 		fmt.Fprint(out, Help)
 	case "quit":

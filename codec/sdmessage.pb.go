@@ -293,10 +293,19 @@ func (x *EntryT) GetValue() []byte {
 }
 
 type StatsT struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ops           int32                  `protobuf:"varint,1,opt,name=ops,proto3" json:"ops,omitempty"`         // table operations executed (stats itself excluded)
-	Clients       int32                  `protobuf:"varint,2,opt,name=clients,proto3" json:"clients,omitempty"` // connections open now
-	Time          int64                  `protobuf:"varint,3,opt,name=time,proto3" json:"time,omitempty"`       // total microseconds spent in table operations
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ops     int32                  `protobuf:"varint,1,opt,name=ops,proto3" json:"ops,omitempty"`         // table operations executed (stats itself excluded)
+	Clients int32                  `protobuf:"varint,2,opt,name=clients,proto3" json:"clients,omitempty"` // connections open now
+	Time    int64                  `protobuf:"varint,3,opt,name=time,proto3" json:"time,omitempty"`       // total microseconds spent in table operations
+	// A chain member's place and progress; course clients ignore them, and
+	// a standalone server leaves them unset.
+	Member        string `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"`        // the node's member name in ZooKeeper, "" if it has none
+	Role          string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`            // head, middle, tail, head+tail, joining, waiting or none
+	Position      int32  `protobuf:"varint,6,opt,name=position,proto3" json:"position,omitempty"`   // the node's index in its view of the chain, head 0; -1 if not in it
+	Members       int32  `protobuf:"varint,7,opt,name=members,proto3" json:"members,omitempty"`     // members in the node's view of the chain
+	Applied       uint64 `protobuf:"varint,8,opt,name=applied,proto3" json:"applied,omitempty"`     // sequence number of the last write applied
+	Committed     uint64 `protobuf:"varint,9,opt,name=committed,proto3" json:"committed,omitempty"` // sequence number up to which writes are committed
+	Serving       bool   `protobuf:"varint,10,opt,name=serving,proto3" json:"serving,omitempty"`    // the node can serve its role now, as its /healthz says
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -350,6 +359,55 @@ func (x *StatsT) GetTime() int64 {
 		return x.Time
 	}
 	return 0
+}
+
+func (x *StatsT) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *StatsT) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *StatsT) GetPosition() int32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *StatsT) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *StatsT) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *StatsT) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
+func (x *StatsT) GetServing() bool {
+	if x != nil {
+		return x.Serving
+	}
+	return false
 }
 
 type MessageT struct {
@@ -775,11 +833,19 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x0fsdmessage.proto\x12\tsdmessage\"1\n" +
 	"\aentry_t\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"I\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xfd\x01\n" +
 	"\astats_t\x12\x10\n" +
 	"\x03ops\x18\x01 \x01(\x05R\x03ops\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\x05R\aclients\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\x03R\x04time\"\x90\t\n" +
+	"\x04time\x18\x03 \x01(\x03R\x04time\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\tR\x06member\x12\x12\n" +
+	"\x04role\x18\x05 \x01(\tR\x04role\x12\x1a\n" +
+	"\bposition\x18\x06 \x01(\x05R\bposition\x12\x18\n" +
+	"\amembers\x18\a \x01(\x05R\amembers\x12\x18\n" +
+	"\aapplied\x18\b \x01(\x04R\aapplied\x12\x1c\n" +
+	"\tcommitted\x18\t \x01(\x04R\tcommitted\x12\x18\n" +
+	"\aserving\x18\n" +
+	" \x01(\bR\aserving\"\x90\t\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs a local chain of three table_servers and an interactive table_client,
 # all on loopback, and stops everything it started when the client exits.
+# Each server serves Prometheus metrics and /healthz on a port of its own,
+# which the script prints.
 #
 #   scripts/run.sh [zk_ip:zk_port]
 #
@@ -91,10 +93,13 @@ else
 fi
 
 port=7001
+metrics_port=9101
+metrics=()
 for i in $(seq "$servers"); do
 	port=$(free_port "$port")
-	say "starting server $i/$servers on 127.0.0.1:$port (log: $run_dir/server$i.log)"
-	launch ./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 >"$run_dir/server$i.log" 2>&1
+	metrics_port=$(free_port "$metrics_port")
+	say "starting server $i/$servers on 127.0.0.1:$port, metrics on http://127.0.0.1:$metrics_port/metrics (log: $run_dir/server$i.log)"
+	launch ./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 --metrics-addr "127.0.0.1:$metrics_port" >"$run_dir/server$i.log" 2>&1
 	for _ in $(seq 100); do
 		if ! kill -0 "${pids[-1]}" 2>/dev/null; then
 			say "server $i exited:"; tail -5 "$run_dir/server$i.log" >&2; exit 1
@@ -102,7 +107,10 @@ for i in $(seq "$servers"); do
 		port_free "$port" || break
 		sleep 0.1
 	done
+	metrics+=("http://127.0.0.1:$metrics_port/metrics")
 	port=$((port + 1))
+	metrics_port=$((metrics_port + 1))
 done
-say "chain of $servers servers up through ZooKeeper at $zk; type 'help' for commands"
+say "chain of $servers servers up through ZooKeeper at $zk; type 'help' for commands, 'chain' for the members"
+say "metrics: ${metrics[*]} (and /healthz on each)"
 ./table_client "$zk"

@@ -65,7 +65,8 @@ type Config struct {
 	Addr string
 	// Handler answers requests.
 	Handler Handler
-	// Stats, when set, counts the connections open now.
+	// Stats, when set, counts the connections open now, opened and
+	// closed (by reason), and unparsable requests.
 	Stats *Stats
 	// MaxFrame is the largest request payload accepted; a larger one
 	// closes its connection. Zero means codec.DefaultMaxFrame.
@@ -202,7 +203,9 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &Conn{id: s.nextID.Add(1), gc: gc, remote: gc.RemoteAddr()}
 	gc.SetContext(c)
+	s.cfg.Stats.opened.Add(1)
 	if s.cfg.Stats.clients.Add(1) > int64(s.cfg.MaxConns) {
+		c.closeFor(CloseOverLimit)
 		s.log.Warn("refusing connection: too many open", "remote", gc.RemoteAddr(), "max", s.cfg.MaxConns)
 		return nil, gnet.Close
 	}
@@ -218,6 +221,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
 	s.cfg.Stats.clients.Add(-1)
+	s.cfg.Stats.closed[c.closeReason.Load()].Add(1)
 	s.conns.Delete(c.id)
 	if h, ok := s.cfg.Handler.(ConnCloseHandler); ok {
 		h.ConnClosed(c)
@@ -243,6 +247,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
 		if err != nil {
 			s.log.Warn("closing connection", "conn", c.id, "remote", gc.RemoteAddr(), "reason", err)
+			c.closeFor(CloseBadFrame)
 			return gnet.Close
 		}
 		if n == 0 {
@@ -254,6 +259,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 			// Checked per request: one read can carry enough requests to
 			// make far more output than the cap.
 			s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+			c.closeFor(CloseUnread)
 			return gnet.Close
 		}
 	}
@@ -281,6 +287,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		c := v.(*Conn)
 		if idle := time.Duration(now - c.lastActive.Load()); idle > s.cfg.IdleTimeout {
 			s.log.Debug("closing idle connection", "conn", c.id, "idle", idle)
+			c.closeFor(CloseIdle)
 			c.gc.Close()
 		}
 		return true
@@ -310,6 +317,7 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	}
 	if err := codec.Unmarshal(payload, &c.req); err != nil {
 		s.log.Debug("unparsable request", "conn", c.id, "err", err)
+		s.cfg.Stats.CountRequest(codec.MessageT_OP_BAD, codec.Status_STATUS_BAD_REQUEST)
 		c.answer(errorFrame)
 		return
 	}
@@ -366,11 +374,15 @@ type Conn struct {
 	answered   bool       // the Handler answered with AnswerFrame during Serve
 	closing    bool       // a reply was abandoned: close once what precedes it is written
 
-	wakeQueued atomic.Bool
-	lastActive atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
+	wakeQueued  atomic.Bool
+	lastActive  atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
+	closeReason atomic.Int32 // a CloseReason, set when the server closes the connection
 }
 
 func (c *Conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// closeFor records why the server closes c; the first reason given stands.
+func (c *Conn) closeFor(r CloseReason) { c.closeReason.CompareAndSwap(int32(CloseByPeer), int32(r)) }
 
 // ID returns a number that identifies the connection within its server.
 func (c *Conn) ID() uint64 { return c.id }

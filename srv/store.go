@@ -63,21 +63,24 @@ func Check(req *codec.MessageT) error {
 
 // Execute runs req, which must have passed Check, and fills reply, which
 // must be empty. A get or del of a missing key is answered OP_ERROR, like
-// every failure. Stats requests are not counted as operations.
+// every failure. Stats requests are not counted as operations, but every
+// request is counted by outcome (see Stats.CountRequest).
 func (s *Store) Execute(req, reply *codec.MessageT) {
 	op := req.GetOpcode()
 	if op == codec.OpStats {
 		ops, micros, clients := s.Stats.Snapshot()
 		setReply(reply, op)
 		reply.Stats = &codec.StatsT{Ops: int32(ops), Time: micros, Clients: int32(clients)}
+		s.Stats.CountRequest(op, codec.Status_STATUS_OK)
 		return
 	}
 	if codec.IsWrite(op) {
 		w := codec.WriteOf(req)
 		if !s.Apply(w.Op, w.Key, w.Value) {
-			SetError(reply, codec.Status_STATUS_NOT_FOUND)
+			s.fail(reply, op, codec.Status_STATUS_NOT_FOUND)
 			return
 		}
+		s.Stats.CountRequest(op, codec.Status_STATUS_OK)
 		setReply(reply, op)
 		return
 	}
@@ -102,10 +105,18 @@ func (s *Store) Execute(req, reply *codec.MessageT) {
 	s.Stats.recordOp(start)
 	if !ok {
 		reply.Reset()
-		SetError(reply, codec.Status_STATUS_NOT_FOUND)
+		s.fail(reply, op, codec.Status_STATUS_NOT_FOUND)
 		return
 	}
+	s.Stats.CountRequest(op, codec.Status_STATUS_OK)
 	setReply(reply, op)
+}
+
+// fail makes reply the OP_ERROR reply to a request of opcode op that
+// says why, and counts it.
+func (s *Store) fail(reply *codec.MessageT, op codec.MessageT_Opcode, why codec.Status) {
+	s.Stats.CountRequest(op, why)
+	SetError(reply, why)
 }
 
 func setReply(reply *codec.MessageT, op codec.MessageT_Opcode) {
@@ -121,7 +132,7 @@ func SetError(reply *codec.MessageT, why codec.Status) {
 // Handler of a standalone node.
 func (s *Store) Serve(_ *Conn, req, reply *codec.MessageT) bool {
 	if err := Check(req); err != nil {
-		SetError(reply, codec.Status_STATUS_BAD_REQUEST)
+		s.fail(reply, req.GetOpcode(), codec.Status_STATUS_BAD_REQUEST)
 		return true
 	}
 	s.Execute(req, reply)
@@ -158,8 +169,10 @@ func (s *Store) AppendGet(dst, key []byte) []byte {
 	dst, ok := s.Table.AppendEncoded(dst, key, codec.AppendValueReply)
 	s.Stats.recordOp(start)
 	if !ok {
-		dst = append(dst, ErrorFrame(codec.Status_STATUS_NOT_FOUND)...)
+		s.Stats.CountRequest(codec.OpGet, codec.Status_STATUS_NOT_FOUND)
+		return append(dst, ErrorFrame(codec.Status_STATUS_NOT_FOUND)...)
 	}
+	s.Stats.CountRequest(codec.OpGet, codec.Status_STATUS_OK)
 	return dst
 }
 
@@ -170,9 +183,11 @@ func (s *Store) ServeGet(dst, key []byte) ([]byte, bool) { return s.AppendGet(ds
 // WriteServer.
 func (s *Store) ServeWrite(c *Conn, w *codec.WriteRequest) {
 	if !s.Apply(w.Op, string(w.Key), w.Value) {
+		s.Stats.CountRequest(w.Op, codec.Status_STATUS_NOT_FOUND)
 		c.AnswerFrame(ErrorFrame(codec.Status_STATUS_NOT_FOUND))
 		return
 	}
+	s.Stats.CountRequest(w.Op, codec.Status_STATUS_OK)
 	c.AnswerFrame(WrittenFrame(w.Op))
 }
 

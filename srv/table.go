@@ -326,6 +326,30 @@ func (t *Table) Size() int {
 	return n
 }
 
+// Usage is the memory a Table's contents take, in bytes.
+type Usage struct {
+	Keys    int // keys held
+	Entries int // bytes of the entries held: keys, values and their lengths
+	Garbage int // bytes of replaced and deleted entries not yet compacted
+	Index   int // bytes of the index slots
+}
+
+// Usage returns the table's key count and memory, stripe by stripe at
+// slightly different moments under concurrent writes, like Size.
+func (t *Table) Usage() Usage {
+	var u Usage
+	for i := range t.stripes {
+		s := &t.stripes[i]
+		s.mu.RLock()
+		u.Keys += s.keys
+		u.Entries += len(s.data) - s.dead
+		u.Garbage += s.dead
+		u.Index += 8 * len(s.slots)
+		s.mu.RUnlock()
+	}
+	return u
+}
+
 // Keys returns every key in ascending order.
 func (t *Table) Keys() []string {
 	keys := make([]string, 0, t.Size())

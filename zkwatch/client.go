@@ -125,6 +125,8 @@ type Client struct {
 	dialErr  error // the latest failure to connect
 	dialCtx  context.Context
 	endDials context.CancelFunc
+	reconnects atomic.Uint64 // see Counts
+	expiries   atomic.Uint64
 
 	leaseMu sync.Mutex
 	lease   time.Time // see Lease
@@ -274,6 +276,13 @@ func (c *Client) connection() (uint64, time.Time) {
 	return c.granted, c.handshakeSent
 }
 
+// Counts returns how many times the client got a session back after
+// losing contact with ZooKeeper (in the same session, or in a new one
+// after an expiry), and how many sessions expired.
+func (c *Client) Counts() (reconnects, expiries uint64) {
+	return c.reconnects.Load(), c.expiries.Load()
+}
+
 // Session returns the current state of the session.
 func (c *Client) Session() Session {
 	c.mu.Lock()
@@ -342,6 +351,12 @@ func (c *Client) onEvent(ev zk.Event) {
 	first := c.session.ID == 0
 	c.setSession(s)
 	c.mu.Unlock()
+	switch {
+	case s.State == Connected && !first:
+		c.reconnects.Add(1)
+	case s.State == Expired:
+		c.expiries.Add(1)
+	}
 
 	switch {
 	case first:

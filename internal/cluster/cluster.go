@@ -71,6 +71,9 @@ type Options struct {
 	// 127.0.0.1, so that links through it still come from the
 	// predecessor's advertised host.
 	NodeProxies bool
+	// Metrics gives each node a --metrics-addr on a loopback port of its
+	// own, kept across restarts (see Node.MetricsAddr).
+	Metrics bool
 	// ZKEnsemble, when above 1, runs a ZooKeeper ensemble of that many
 	// members instead of a standalone server. Clients get the members'
 	// connect string (ZKAddr); each node gets one of its proxies' (one
@@ -200,6 +203,9 @@ func (c *Cluster) Add(flags ...string) *Node {
 	c.tb.Helper()
 	c.mu.Lock()
 	n := &Node{c: c, ID: len(c.nodes), flags: flags}
+	if c.opts.Metrics {
+		n.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(c.tb)))
+	}
 	n.logPath = filepath.Join(c.dir, fmt.Sprintf("node%d.log", n.ID))
 	c.nodes = append(c.nodes, n)
 	c.mu.Unlock()
@@ -403,7 +409,11 @@ type Node struct {
 	// from 0.
 	ID int
 	// Addr is the "127.0.0.1:port" where the node serves.
-	Addr    string
+	Addr string
+	// MetricsAddr is the "127.0.0.1:port" where the node serves its
+	// metrics and /healthz, with Options.Metrics; "" otherwise.
+	MetricsAddr string
+
 	port    int
 	logPath string
 	flags   []string // table_server flags of its own
@@ -708,6 +718,9 @@ func (n *Node) start() error {
 		"--session-timeout", c.opts.SessionTimeout.String()}
 	if !c.opts.Quiet {
 		args = append(args, "-v")
+	}
+	if n.MetricsAddr != "" {
+		args = append(args, "--metrics-addr", n.MetricsAddr)
 	}
 	args = append(args, n.flags...)
 	cmd := exec.Command(c.bin, args...)

@@ -1,7 +1,8 @@
 // Command table_client is the client of the table service. It reads the
-// course's commands (put, get, del, size, getkeys, gettable, stats) from
-// the terminal, with line editing and history, or from scripts, and sends
-// them to the service. Run it with -h for its usage.
+// course's commands (put, get, del, size, getkeys, gettable, stats), and
+// chain, which shows every member of the chain, from the terminal, with
+// line editing and history, or from scripts, and sends them to the
+// service. Run it with -h for its usage.
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"github.com/chaintable/chaintable/cli"
 	"github.com/chaintable/chaintable/internal/cmdline"
+	"github.com/chaintable/chaintable/zkwatch"
 )
 
 const usage = `Usage:
@@ -30,6 +32,9 @@ const usage = `Usage:
       any member, see -read-from), follow it as it changes, and retry a
       command whose server failed until the chain recovers or -timeout
       passes
+  table_client [options] --chain <zk_ip>:<zk_port>
+      print the chain's members, with each one's role, last write applied
+      and committed, and lag behind the head (-json: as JSON), and exit
 
 On a terminal, table_client prompts for commands, with line editing, tab
 completion and a history kept across runs. With -f, or when standard input
@@ -38,7 +43,7 @@ skipping blank lines and lines that start with #; a failed command is
 reported with its file and line, and the rest still run.
 
 Exit status: 0 on success, 1 if a command failed or the server could not
-be reached, 2 for bad arguments.
+be reached (with --chain: if a member did not answer), 2 for bad arguments.
 
 Options:
 `
@@ -66,6 +71,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		readFrom, err = cli.ParseReadFrom(s)
 		return err
 	})
+	chainOnly := fs.Bool("chain", false, "print the chain's members, as the chain command does, and exit")
+	asJSON := fs.Bool("json", false, "the chain command prints JSON instead of a table")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -102,6 +109,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	var res cli.Resolver = cli.Direct(addr)
 	var opts cli.Options
+	members := func() []zkwatch.Member { return []zkwatch.Member{{Addr: addr}} }
 	if !*direct {
 		chain, err := cli.DialChain(addr, min(*timeout, 10*time.Second), log)
 		if err != nil {
@@ -110,10 +118,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		defer chain.Close()
 		chain.SetReadFrom(readFrom)
-		res = chain
+		res, members = chain, chain.Members
 		opts = cli.Options{RetryFor: *timeout, OnWait: func(err error) {
 			fmt.Fprintf(stderr, "table_client: waiting for the chain (%v)\n", err)
 		}}
+	}
+	ctx := context.Background()
+	if *chainOnly {
+		sess := &cli.Session{Stdout: stdout, Stderr: stderr, Members: members, JSON: *asJSON}
+		cctx, cancel := withTimeout(ctx, *timeout)
+		defer cancel()
+		if err := sess.Chain(cctx); err != nil {
+			fmt.Fprintf(stderr, "table_client: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 
 	// Open every script first: a misspelt name should stop the run before
@@ -133,7 +152,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		inputs = append(inputs, input{name, f})
 	}
 
-	ctx := context.Background()
 	dialCtx, cancel := withTimeout(ctx, *timeout)
 	client, err := cli.Dial(dialCtx, res, opts)
 	cancel()
@@ -142,7 +160,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer client.Close()
-	sess := &cli.Session{Client: client, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
+	sess := &cli.Session{Client: client, Stdout: stdout, Stderr: stderr, Timeout: *timeout, Members: members, JSON: *asJSON}
 
 	if len(inputs) == 0 {
 		if stdin == io.Reader(os.Stdin) && isTerminal() {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -26,12 +25,7 @@ func runClient(args []string, stdin string) (code int, stdout, stderr string) {
 }
 
 func TestArguments(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := refusedAddr(t)
 
 	tests := []struct {
 		name      string

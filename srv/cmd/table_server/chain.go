@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chaintable/chaintable/chain"
+	"github.com/chaintable/chaintable/metrics"
 	"github.com/chaintable/chaintable/srv"
 	"github.com/chaintable/chaintable/zkwatch"
 )
@@ -57,6 +58,11 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 		s.Stop(ctx)
 	}
 	defer stopServer()
+	stopMetrics, err := o.serveMetrics(metrics.Sources{Stats: store.Stats, Table: store.Table, Node: node, ZK: zc}, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	// joinFailed tells why joining failed: the signal that cut it short,
 	// if one did.

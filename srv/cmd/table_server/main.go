@@ -23,6 +23,7 @@ import (
 	"github.com/chaintable/chaintable/chain"
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/internal/cmdline"
+	"github.com/chaintable/chaintable/metrics"
 	"github.com/chaintable/chaintable/srv"
 )
 
@@ -55,6 +56,7 @@ type options struct {
 	idleTimeout    time.Duration
 	loops          int
 	cpuProfile     string
+	metricsAddr    string
 	verbose        bool
 }
 
@@ -110,6 +112,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close connections silent for this `long` (0: never)")
 	fs.IntVar(&o.loops, "loops", 0, "event loops serving connections (default: one per CPU)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` until the server stops")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and a health check at /healthz on `host:port` (default: off)")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usage, srv.MaxLists)
@@ -138,6 +141,11 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if o.lists, err = strconv.Atoi(pos[1]); err != nil || o.lists < 1 || o.lists > srv.MaxLists {
 		return o, fmt.Errorf("number of lists %q is not a number from 1 to %d", pos[1], srv.MaxLists)
 	}
+	if o.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
+			return o, fmt.Errorf("-metrics-addr %q: want host:port", o.metricsAddr)
+		}
+	}
 	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.sessionTimeout <= 0 || o.holdTimeout <= 0 || o.leaseTerm < 0 || o.idleTimeout < 0 || o.loops < 0 {
 		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -session-timeout and -hold must be positive, -lease, -idle-timeout and -loops not negative")
 	}
@@ -165,6 +173,11 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := o.serveMetrics(metrics.Sources{Stats: store.Stats, Table: store.Table}, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	log.Info("serving", "addr", s.Addr(), "lists", o.lists)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -188,6 +201,20 @@ func (o options) serverConfig(h srv.Handler, store *srv.Store, log *slog.Logger)
 		EventLoops:  o.loops,
 		Logger:      log,
 	}
+}
+
+// serveMetrics serves src's metrics on -metrics-addr, if set, until stop
+// is called.
+func (o options) serveMetrics(src metrics.Sources, log *slog.Logger) (stop func(), err error) {
+	if o.metricsAddr == "" {
+		return func() {}, nil
+	}
+	m, err := metrics.Listen(o.metricsAddr, src, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("serving metrics", "addr", "http://"+m.Addr()+"/metrics")
+	return func() { m.Close() }, nil
 }
 
 // startCPUProfile profiles the process into path until stop is called.

@@ -43,6 +43,9 @@ func TestParseArgs(t *testing.T) {
 			want: options{zkAddr: "zk:1", port: 7000, lists: 8, leaseTerm: time.Second, holdTimeout: 5 * time.Second}},
 		{name: "lease past the session", args: []string{"-lease", "5s", "zk:1", "7000", "8"}, errHas: "-lease 5s is longer than -session-timeout 4s"},
 		{name: "bad hold", args: []string{"-hold", "0s", "zk:1", "7000", "8"}, errHas: "must be positive"},
+		{name: "metrics", args: []string{"--standalone", "7000", "1", "--metrics-addr", "127.0.0.1:9101"},
+			want: options{standalone: true, port: 7000, lists: 1, metricsAddr: "127.0.0.1:9101"}},
+		{name: "metrics without port", args: []string{"--metrics-addr", "localhost", "zk:1", "7000", "8"}, errHas: `-metrics-addr "localhost": want host:port`},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
 	}
