@@ -441,7 +441,7 @@ func (b *blocks) write(req *codec.WriteRequest) *codec.WriteT {
 	}
 	w := &b.writes[0]
 	b.writes = b.writes[1:]
-	w.Op, w.ClientId, w.RequestId = req.Op, req.ClientID, req.RequestID
+	w.Op, w.ClientId, w.RequestId, w.FirstUnacked = req.Op, req.ClientID, req.RequestID, req.FirstUnacked
 	size := len(req.Key) + len(req.Value)
 	var dst []byte
 	switch {

@@ -75,7 +75,7 @@ func ErrorReply() *MessageT {
 
 // WriteOf returns the write that a put or del request asks for.
 func WriteOf(req *MessageT) *WriteT {
-	w := &WriteT{Op: req.GetOpcode(), Key: req.GetKey(), ClientId: req.GetClientId(), RequestId: req.GetRequestId()}
+	w := &WriteT{Op: req.GetOpcode(), Key: req.GetKey(), ClientId: req.GetClientId(), RequestId: req.GetRequestId(), FirstUnacked: req.GetFirstUnacked()}
 	if w.Op == OpPut {
 		w.Key, w.Value = req.GetEntry().GetKey(), req.GetEntry().GetValue()
 	}

@@ -31,37 +31,46 @@ const (
 type Status int32
 
 const (
-	Status_STATUS_OK           Status = 0
-	Status_STATUS_NOT_FOUND    Status = 1 // get or del of a missing key
-	Status_STATUS_BAD_REQUEST  Status = 2 // the request is malformed
-	Status_STATUS_NOT_HEAD     Status = 3 // a write reached a node that is not the head
-	Status_STATUS_NOT_TAIL     Status = 4 // a read reached a node that is not the tail
-	Status_STATUS_UNAVAILABLE  Status = 5 // the node cannot serve now; retry shortly
-	Status_STATUS_STALE_CONFIG Status = 6 // replication from a node that is not the predecessor
-	Status_STATUS_TOO_OLD      Status = 7 // a retried write whose outcome was forgotten
+	Status_STATUS_OK              Status = 0
+	Status_STATUS_NOT_FOUND       Status = 1  // get or del of a missing key
+	Status_STATUS_BAD_REQUEST     Status = 2  // the request is malformed
+	Status_STATUS_NOT_HEAD        Status = 3  // a write reached a node that is not the head
+	Status_STATUS_NOT_TAIL        Status = 4  // a read reached a node that is not the tail
+	Status_STATUS_UNAVAILABLE     Status = 5  // the node cannot serve now; retry shortly
+	Status_STATUS_STALE_CONFIG    Status = 6  // replication from a node that is not the predecessor
+	Status_STATUS_TOO_OLD         Status = 7  // a retried write whose outcome was forgotten
+	Status_STATUS_ID_REUSED       Status = 12 // the request id was used by another write of the client
+	Status_STATUS_SESSION_EXPIRED Status = 13 // the client's records expired: start over with a new client id
+	Status_STATUS_OUT_OF_WINDOW   Status = 14 // request id 0, or not within 64 of first_unacked
 )
 
 // Enum value maps for Status.
 var (
 	Status_name = map[int32]string{
-		0: "STATUS_OK",
-		1: "STATUS_NOT_FOUND",
-		2: "STATUS_BAD_REQUEST",
-		3: "STATUS_NOT_HEAD",
-		4: "STATUS_NOT_TAIL",
-		5: "STATUS_UNAVAILABLE",
-		6: "STATUS_STALE_CONFIG",
-		7: "STATUS_TOO_OLD",
+		0:  "STATUS_OK",
+		1:  "STATUS_NOT_FOUND",
+		2:  "STATUS_BAD_REQUEST",
+		3:  "STATUS_NOT_HEAD",
+		4:  "STATUS_NOT_TAIL",
+		5:  "STATUS_UNAVAILABLE",
+		6:  "STATUS_STALE_CONFIG",
+		7:  "STATUS_TOO_OLD",
+		12: "STATUS_ID_REUSED",
+		13: "STATUS_SESSION_EXPIRED",
+		14: "STATUS_OUT_OF_WINDOW",
 	}
 	Status_value = map[string]int32{
-		"STATUS_OK":           0,
-		"STATUS_NOT_FOUND":    1,
-		"STATUS_BAD_REQUEST":  2,
-		"STATUS_NOT_HEAD":     3,
-		"STATUS_NOT_TAIL":     4,
-		"STATUS_UNAVAILABLE":  5,
-		"STATUS_STALE_CONFIG": 6,
-		"STATUS_TOO_OLD":      7,
+		"STATUS_OK":              0,
+		"STATUS_NOT_FOUND":       1,
+		"STATUS_BAD_REQUEST":     2,
+		"STATUS_NOT_HEAD":        3,
+		"STATUS_NOT_TAIL":        4,
+		"STATUS_UNAVAILABLE":     5,
+		"STATUS_STALE_CONFIG":    6,
+		"STATUS_TOO_OLD":         7,
+		"STATUS_ID_REUSED":       12,
+		"STATUS_SESSION_EXPIRED": 13,
+		"STATUS_OUT_OF_WINDOW":   14,
 	}
 )
 
@@ -363,25 +372,29 @@ type MessageT struct {
 	// Exactly-once writes: a client that sets client_id and a request_id
 	// increasing by one per write gets each put or del applied once, even
 	// when it retries the write at a new head after a failover. Zero means
-	// "no deduplication" (course clients).
+	// "no deduplication" (course clients). See README, "Exactly-once".
 	ClientId  uint64 `protobuf:"varint,10,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId uint64 `protobuf:"varint,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Why a request failed, in OP_ERROR replies; course clients ignore it.
 	Status Status `protobuf:"varint,12,opt,name=status,proto3,enum=sdmessage.Status" json:"status,omitempty"`
 	// Chain replication fields (see the OP_HELLO.. opcodes).
-	From          string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`                                      // the sender's member name in ZooKeeper
-	To            string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                                          // the member the sender believes it talks to
-	Seq           uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`                                       // a write sequence number
-	Writes        []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`                                  // writes, in sequence order
-	Synced        bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`                                 // the node holds a complete copy of the table
-	Live          bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`                                     // the node may act as the chain's tail
-	Dedup         []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`                                    // exactly-once records, in snapshots
-	Reset_        bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`                                   // snapshot: drop all state first
-	Done          bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`                                     // snapshot: complete as of seq
-	Committed     uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"`                           // the last write known to have reached the tail
-	LeaseAsk      uint64    `protobuf:"varint,23,opt,name=lease_ask,json=leaseAsk,proto3" json:"lease_ask,omitempty"`             // REPLICATE reply: asks the predecessor for a read lease
-	LeaseGrant    uint64    `protobuf:"varint,24,opt,name=lease_grant,json=leaseGrant,proto3" json:"lease_grant,omitempty"`       // REPLICATE: grants the successor's ask with this id
-	LeaseRelease  bool      `protobuf:"varint,25,opt,name=lease_release,json=leaseRelease,proto3" json:"lease_release,omitempty"` // REPLICATE reply: the sender answers no more reads
+	From         string    `protobuf:"bytes,13,opt,name=from,proto3" json:"from,omitempty"`                                      // the sender's member name in ZooKeeper
+	To           string    `protobuf:"bytes,14,opt,name=to,proto3" json:"to,omitempty"`                                          // the member the sender believes it talks to
+	Seq          uint64    `protobuf:"varint,15,opt,name=seq,proto3" json:"seq,omitempty"`                                       // a write sequence number
+	Writes       []*WriteT `protobuf:"bytes,16,rep,name=writes,proto3" json:"writes,omitempty"`                                  // writes, in sequence order
+	Synced       bool      `protobuf:"varint,17,opt,name=synced,proto3" json:"synced,omitempty"`                                 // the node holds a complete copy of the table
+	Live         bool      `protobuf:"varint,18,opt,name=live,proto3" json:"live,omitempty"`                                     // the node may act as the chain's tail
+	Dedup        []*DedupT `protobuf:"bytes,19,rep,name=dedup,proto3" json:"dedup,omitempty"`                                    // exactly-once records, in snapshots
+	Reset_       bool      `protobuf:"varint,20,opt,name=reset,proto3" json:"reset,omitempty"`                                   // snapshot: drop all state first
+	Done         bool      `protobuf:"varint,21,opt,name=done,proto3" json:"done,omitempty"`                                     // snapshot: complete as of seq
+	Committed    uint64    `protobuf:"varint,22,opt,name=committed,proto3" json:"committed,omitempty"`                           // the last write known to have reached the tail
+	LeaseAsk     uint64    `protobuf:"varint,23,opt,name=lease_ask,json=leaseAsk,proto3" json:"lease_ask,omitempty"`             // REPLICATE reply: asks the predecessor for a read lease
+	LeaseGrant   uint64    `protobuf:"varint,24,opt,name=lease_grant,json=leaseGrant,proto3" json:"lease_grant,omitempty"`       // REPLICATE: grants the successor's ask with this id
+	LeaseRelease bool      `protobuf:"varint,25,opt,name=lease_release,json=leaseRelease,proto3" json:"lease_release,omitempty"` // REPLICATE reply: the sender answers no more reads
+	// Exactly-once writes: the client sends no request id below this one
+	// again (every one below was answered or given up), so the chain may
+	// forget their outcomes. Zero means request_id - 63 (older clients).
+	FirstUnacked  uint64 `protobuf:"varint,40,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -591,6 +604,13 @@ func (x *MessageT) GetLeaseRelease() bool {
 	return false
 }
 
+func (x *MessageT) GetFirstUnacked() uint64 {
+	if x != nil {
+		return x.FirstUnacked
+	}
+	return 0
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -600,6 +620,9 @@ type WriteT struct {
 	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
 	ClientId      uint64                 `protobuf:"varint,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Found         bool                   `protobuf:"varint,7,opt,name=found,proto3" json:"found,omitempty"`                                   // a client's del: the head found the key (the outcome every node records)
+	FirstUnacked  uint64                 `protobuf:"varint,8,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"` // the client's first_unacked (see message_t)
+	ExpireSeq     uint64                 `protobuf:"varint,9,opt,name=expire_seq,json=expireSeq,proto3" json:"expire_seq,omitempty"`          // forget clients whose latest write is at or below this seq
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,13 +699,38 @@ func (x *WriteT) GetRequestId() uint64 {
 	return 0
 }
 
+func (x *WriteT) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *WriteT) GetFirstUnacked() uint64 {
+	if x != nil {
+		return x.FirstUnacked
+	}
+	return 0
+}
+
+func (x *WriteT) GetExpireSeq() uint64 {
+	if x != nil {
+		return x.ExpireSeq
+	}
+	return 0
+}
+
 // dedup_t records the outcome of one client write, for exactly-once retries.
+// One with request_id 0 records the client itself: its first_unacked, and
+// in seq its latest write.
 type DedupT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	Found         bool                   `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"` // for a del: the key was present
+	Found         bool                   `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`                                   // for a del: the key was present
+	Digest        uint64                 `protobuf:"varint,5,opt,name=digest,proto3" json:"digest,omitempty"`                                 // hash of the write's opcode, key and value
+	FirstUnacked  uint64                 `protobuf:"varint,6,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"` // the client sends no request id below this again
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -745,6 +793,20 @@ func (x *DedupT) GetFound() bool {
 	return false
 }
 
+func (x *DedupT) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
+func (x *DedupT) GetFirstUnacked() uint64 {
+	if x != nil {
+		return x.FirstUnacked
+	}
+	return 0
+}
+
 var File_sdmessage_proto protoreflect.FileDescriptor
 
 const file_sdmessage_proto_rawDesc = "" +
@@ -756,7 +818,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\astats_t\x12\x10\n" +
 	"\x03ops\x18\x01 \x01(\x05R\x03ops\x12\x18\n" +
 	"\aclients\x18\x02 \x01(\x05R\aclients\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\x03R\x04time\"\xce\b\n" +
+	"\x04time\x18\x03 \x01(\x03R\x04time\"\xf3\b\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -785,7 +847,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\tlease_ask\x18\x17 \x01(\x04R\bleaseAsk\x12\x1f\n" +
 	"\vlease_grant\x18\x18 \x01(\x04R\n" +
 	"leaseGrant\x12#\n" +
-	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\"\xb3\x01\n" +
+	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\x12#\n" +
+	"\rfirst_unacked\x18( \x01(\x04R\ffirstUnacked\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +
@@ -817,7 +880,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aCT_KEYS\x102\x12\f\n" +
 	"\bCT_TABLE\x10<\x12\v\n" +
 	"\aCT_NONE\x10F\x12\f\n" +
-	"\bCT_STATS\x10P\"\xac\x01\n" +
+	"\bCT_STATS\x10P\"\x86\x02\n" +
 	"\awrite_t\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x02op\x12\x10\n" +
@@ -825,13 +888,19 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12\x1b\n" +
 	"\tclient_id\x18\x05 \x01(\x04R\bclientId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\x04R\trequestId\"m\n" +
+	"request_id\x18\x06 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05found\x18\a \x01(\bR\x05found\x12#\n" +
+	"\rfirst_unacked\x18\b \x01(\x04R\ffirstUnacked\x12\x1d\n" +
+	"\n" +
+	"expire_seq\x18\t \x01(\x04R\texpireSeq\"\xaa\x01\n" +
 	"\adedup_t\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05found\x18\x04 \x01(\bR\x05found*\xb4\x01\n" +
+	"\x05found\x18\x04 \x01(\bR\x05found\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\x04R\x06digest\x12#\n" +
+	"\rfirst_unacked\x18\x06 \x01(\x04R\ffirstUnacked*\x80\x02\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x14\n" +
 	"\x10STATUS_NOT_FOUND\x10\x01\x12\x16\n" +
@@ -840,7 +909,10 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x0fSTATUS_NOT_TAIL\x10\x04\x12\x16\n" +
 	"\x12STATUS_UNAVAILABLE\x10\x05\x12\x17\n" +
 	"\x13STATUS_STALE_CONFIG\x10\x06\x12\x12\n" +
-	"\x0eSTATUS_TOO_OLD\x10\aB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
+	"\x0eSTATUS_TOO_OLD\x10\a\x12\x14\n" +
+	"\x10STATUS_ID_REUSED\x10\f\x12\x1a\n" +
+	"\x16STATUS_SESSION_EXPIRED\x10\r\x12\x18\n" +
+	"\x14STATUS_OUT_OF_WINDOW\x10\x0eB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
 
 var (
 	file_sdmessage_proto_rawDescOnce sync.Once
