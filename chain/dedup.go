@@ -31,7 +31,7 @@ var (
 
 // dedupWindow is how many writes a client may have in flight: it sends
 // ids in [first_unacked, first_unacked+dedupWindow) only.
-const dedupWindow = 64
+const dedupWindow = codec.DedupWindow
 
 // DefaultClientExpiry is how long a node keeps the records of a client
 // that wrote nothing, unless configured otherwise: far longer than any

@@ -34,6 +34,10 @@ type NodeConfig struct {
 	// how long a node waits, after losing a successor it leased to,
 	// before it commits on its own. Zero means DefaultLeaseTerm.
 	LeaseTerm time.Duration
+	// ClientExpiry is how long the exactly-once records of a client that
+	// writes nothing are kept, at the head (which decides for the chain);
+	// zero means DefaultClientExpiry.
+	ClientExpiry time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -99,6 +103,9 @@ func NewNode(cfg NodeConfig) *Node {
 		m:     NewMachine("", cfg.Store, cfg.LeaseTerm),
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
+	}
+	if cfg.ClientExpiry > 0 {
+		n.m.SetClientExpiry(cfg.ClientExpiry)
 	}
 	n.wg.Add(2)
 	go n.runLink()

@@ -47,6 +47,7 @@ type options struct {
 	advertise      string
 	sessionTimeout time.Duration
 	leaseTerm      time.Duration
+	clientExpiry   time.Duration
 	forceStart     bool
 	maxFrame       int
 	maxConns       int
@@ -101,6 +102,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.advertise, "advertise", "", "`host` that other nodes and clients reach this node at (default: the local address of the connection to ZooKeeper)")
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 4*time.Second, "ZooKeeper session `timeout`: a node cut off from ZooKeeper this long loses its place in the chain")
 	fs.DurationVar(&o.leaseTerm, "lease", chain.DefaultLeaseTerm, "how `long` the tail keeps answering reads on its predecessor's word while ZooKeeper is unreachable")
+	fs.DurationVar(&o.clientExpiry, "client-expiry", chain.DefaultClientExpiry, "how `long` the exactly-once records of a client that stopped writing are kept; longer than any client retries a write")
 	fs.BoolVar(&o.forceStart, "force-start", false, "if ZooKeeper lists nodes as holding the latest writes but none of them is registered, start the chain without them: their writes are lost")
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
 	fs.IntVar(&o.maxConns, "max-conns", srv.DefaultMaxConns, "most connections open at once; more are closed as they open")
@@ -136,8 +138,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if o.lists, err = strconv.Atoi(pos[1]); err != nil || o.lists < 1 || o.lists > srv.MaxLists {
 		return o, fmt.Errorf("number of lists %q is not a number from 1 to %d", pos[1], srv.MaxLists)
 	}
-	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.leaseTerm <= 0 || o.idleTimeout < 0 || o.loops < 0 {
-		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread and -lease must be positive, -idle-timeout and -loops not negative")
+	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.leaseTerm <= 0 || o.clientExpiry <= 0 || o.idleTimeout < 0 || o.loops < 0 {
+		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -lease and -client-expiry must be positive, -idle-timeout and -loops not negative")
 	}
 	return o, nil
 }

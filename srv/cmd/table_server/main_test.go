@@ -34,6 +34,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "lists too many", args: []string{"zk:1", "7000", "65537"}, errHas: `number of lists "65537"`},
 		{name: "lists not a number", args: []string{"zk:1", "7000", "many"}, errHas: `number of lists "many"`},
 		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "must be positive"},
+		{name: "bad client expiry", args: []string{"--client-expiry", "0s", "zk:1", "7000", "8"}, errHas: "must be positive"},
 		{name: "bad idle timeout", args: []string{"--idle-timeout", "-1s", "zk:1", "7000", "8"}, errHas: "not negative"},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
@@ -54,7 +55,7 @@ func TestParseArgs(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.leaseTerm = got.maxFrame, got.maxConns, got.maxUnread, got.leaseTerm
+				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.leaseTerm, tt.want.clientExpiry = got.maxFrame, got.maxConns, got.maxUnread, got.leaseTerm, got.clientExpiry
 				if tt.want.sessionTimeout == 0 {
 					tt.want.sessionTimeout = 4 * time.Second
 				}
