@@ -71,6 +71,8 @@ type Options struct {
 	// 127.0.0.1, so that links through it still come from the
 	// predecessor's advertised host.
 	NodeProxies bool
+	// Flags are table_server flags for every node Start starts.
+	Flags []string
 	// ZKEnsemble, when above 1, runs a ZooKeeper ensemble of that many
 	// members instead of a standalone server. Clients get the members'
 	// connect string (ZKAddr); each node gets one of its proxies' (one
@@ -151,7 +153,7 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	tb.Cleanup(c.cleanup)
 
 	for range opts.Nodes {
-		c.Add()
+		c.Add(opts.Flags...)
 	}
 	return c
 }
