@@ -924,6 +924,40 @@ func TestMachineDelOutcomeThroughJoinAndFailover(t *testing.T) {
 	}
 }
 
+// A snapshot carries what the chain knows of each client, not only its
+// outcomes: after a join and a failover, the new head takes the client's
+// next write, refuses what the client said it is done with, and answers
+// retries as the old head would.
+func TestMachineClientRecordThroughJoinAndFailover(t *testing.T) {
+	s := newSim(t, 18)
+	a := s.add()
+	s.settle()
+	put := func(n *simNode, id, first uint64) (uint64, error) {
+		seq, _, err := n.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte{byte(id)}, ClientId: 6, RequestId: id, FirstUnacked: first})
+		s.settle()
+		return seq, err
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if _, err := put(a, id, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := s.add()
+	s.settle()
+	s.kill(a.name)
+	s.settle()
+	if _, err := put(b, 2, 2); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("a write the client was done with, at the new head: %v, want ErrTooOld", err)
+	}
+	applied := b.m.Applied()
+	if seq, err := put(b, 3, 3); err != nil || seq != applied || b.m.Applied() != applied {
+		t.Fatalf("retry of the latest write at the new head: seq %d, err %v, applied %d; want its first outcome", seq, err, b.m.Applied())
+	}
+	if seq, err := put(b, 4, 4); err != nil || seq != applied+1 {
+		t.Fatalf("the client's next write at the new head: seq %d, err %v", seq, err)
+	}
+}
+
 // A client's records expire by time, as the head measures it, on every
 // node alike; a client still writing keeps its own.
 func TestMachineClientExpiry(t *testing.T) {
