@@ -129,12 +129,14 @@ func (m *Machine) clientLog(id uint64) *clientLog {
 	return log
 }
 
-// expireSeq returns, at the head, the sequence number up to which every
+// expireSeq returns, at the head, a sequence number up to which every
 // write was applied clientExpiry ago or earlier, when that is news: the
 // next write carries it, and every node then forgets the clients whose
-// latest write is no later. The head samples its sequence number every
-// sixteenth of the expiry; a new head knows nothing older than its own
-// samples, so records live at least the expiry, at most a sixteenth more.
+// latest write is no later. The head samples its sequence number at its
+// first write a sixteenth of the expiry or more after the last sample. A
+// sample says only that the writes up to it were applied by then, and a
+// new head has none older than its own: records live at least the expiry,
+// under steady writes at most a sixteenth more.
 func (m *Machine) expireSeq() uint64 {
 	if n := len(m.seqTimes); n == 0 || m.now.Sub(m.seqTimes[n-1].t) >= m.clientExpiry/16 {
 		m.seqTimes = append(m.seqTimes, seqAt{t: m.now, seq: m.applied})
