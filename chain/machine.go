@@ -47,7 +47,6 @@ var (
 	ErrCatchingUp  = errors.New("chain: this node is still catching up")
 	ErrLeaving     = errors.New("chain: this node is leaving the chain")
 	ErrStale       = errors.New("chain: message from a node that is not the predecessor")
-	ErrTooOld      = errors.New("chain: retried write too old to know its outcome")
 	ErrProtocol    = errors.New("chain: protocol violation")
 )
 
@@ -62,6 +61,12 @@ func Status(err error) codec.Status {
 		return codec.Status_STATUS_STALE_CONFIG
 	case errors.Is(err, ErrTooOld):
 		return codec.Status_STATUS_TOO_OLD
+	case errors.Is(err, ErrIDReused):
+		return codec.Status_STATUS_ID_REUSED
+	case errors.Is(err, ErrSessionExpired):
+		return codec.Status_STATUS_SESSION_EXPIRED
+	case errors.Is(err, ErrOutOfWindow):
+		return codec.Status_STATUS_OUT_OF_WINDOW
 	case errors.Is(err, ErrProtocol):
 		return codec.Status_STATUS_BAD_REQUEST
 	}
@@ -81,35 +86,6 @@ const (
 func (s succState) String() string {
 	return [...]string{"none", "unknown", "syncing", "live"}[s]
 }
-
-// dedupWindow is how many recent writes per client a node remembers, and
-// so how many writes a client may have in flight and still retry safely.
-const dedupWindow = 64
-
-// clientLog remembers the outcome of one client's recent writes. The ring
-// holds outcomes by value: recording one costs no allocation.
-type clientLog struct {
-	highest uint64
-	lastSeq uint64 // sequence number of the client's latest write
-	ring    [dedupWindow]outcome
-}
-
-// outcome is the result of one client write. Sequence numbers start at 1,
-// so seq 0 marks an empty slot.
-type outcome struct {
-	requestID, seq uint64
-	found          bool
-}
-
-// A client's outcomes are forgotten once dedupHorizon writes followed its
-// latest, which bounds the memory they take; the table is swept every
-// dedupSweep writes. A retry comes seconds after its first try, millions
-// of writes sooner than this.
-// (Variables only so that a test can shrink them.)
-var (
-	dedupHorizon uint64 = 1 << 22
-	dedupSweep   uint64 = 1 << 16
-)
 
 type waiter struct {
 	seq uint64
@@ -158,6 +134,10 @@ type Machine struct {
 	failed  []Waiter
 	dedup   map[uint64]*clientLog
 
+	clientExpiry time.Duration // how long the records of an idle client live
+	seqTimes     []seqAt       // at the head: what was applied when, oldest first (see expireSeq)
+	expiredTo    uint64        // clients whose latest write is at or below this seq were forgotten
+
 	// Leases let a tail answer reads while ZooKeeper is away, and make
 	// sure it stops before its predecessor commits without it. The tail
 	// asks with every acknowledgement; a grant of ask k lets it serve
@@ -186,9 +166,13 @@ const leaseMargin = 100 * time.Millisecond
 // reads while its ZooKeeper session is not connected; zero disables that.
 func NewMachine(self string, store Applier, leaseTerm time.Duration) *Machine {
 	return &Machine{self: self, store: store, index: -1, leaseTerm: leaseTerm, whole: true,
-		dedup: make(map[uint64]*clientLog), asks: make(map[uint64]time.Time),
+		dedup: make(map[uint64]*clientLog), clientExpiry: DefaultClientExpiry, asks: make(map[uint64]time.Time),
 		dirty: make(map[uint64]uint64), hashSeed: maphash.MakeSeed()}
 }
+
+// SetClientExpiry sets how long the exactly-once records of a client that
+// writes nothing are kept (DefaultClientExpiry unless set).
+func (m *Machine) SetClientExpiry(d time.Duration) { m.clientExpiry = d }
 
 // Self returns the node's member name.
 func (m *Machine) Self() string { return m.self }
@@ -422,6 +406,7 @@ func (m *Machine) Rejoin(self string) {
 	m2 := NewMachine(self, old.store, old.leaseTerm)
 	m2.failed, m2.zkLease, m2.linkGen, m2.now, m2.grantUntil = failed, old.zkLease, old.linkGen+1, old.now, old.granted()
 	m2.applied, m2.committed, m2.dedup = old.applied, old.committed, old.dedup
+	m2.clientExpiry, m2.expiredTo = old.clientExpiry, old.expiredTo
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
 	m2.partial = !old.whole
 	*m = *m2
@@ -431,36 +416,36 @@ func (m *Machine) Rejoin(self string) {
 // is applied now under sequence number seq; its client may be answered
 // once seq is committed (see Await). found reports, for a del, whether
 // the key was present. A retried write (same client and request id) is
-// not applied again: it reports the original outcome and sequence number.
+// not applied again: it reports the original outcome and sequence number
+// (see dedup.go for the rules).
 func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err error) {
 	if err := m.CanWrite(); err != nil {
 		return 0, false, err
 	}
-	if log := m.dedup[req.ClientId]; req.ClientId != 0 && log != nil {
-		// Requests of one client may arrive out of order when it has
-		// several in flight: a slot holding an older request means this
-		// one is new; a newer one means this one's outcome is forgotten.
-		switch rec := log.ring[req.RequestId%dedupWindow]; {
-		case rec.seq != 0 && rec.requestID == req.RequestId:
-			return rec.seq, rec.found, nil
-		case rec.seq != 0 && rec.requestID > req.RequestId,
-			req.RequestId+dedupWindow <= log.highest:
-			return 0, false, ErrTooOld
+	if req.ClientId != 0 {
+		if o, dup, err := m.dedupCheck(req); err != nil || dup {
+			return o.seq, o.found, err
 		}
 	}
-	req.Seq = m.applied + 1
-	return req.Seq, m.apply(req), nil
+	req.Seq, req.ExpireSeq = m.applied+1, m.expireSeq()
+	return req.Seq, m.apply(req, true), nil
 }
 
-// apply executes the next write in sequence and keeps it for the successor.
-func (m *Machine) apply(w *codec.WriteT) bool {
+// apply executes the next write in sequence and keeps it for the
+// successor. At the head, the write takes the outcome along, so that every
+// node records the head's: a node catching up may replay a del its
+// snapshot already reflects.
+func (m *Machine) apply(w *codec.WriteT, atHead bool) bool {
 	found := m.store.Apply(w.Op, w.Key, w.Value)
 	m.applied = w.Seq
-	if w.ClientId != 0 {
-		m.record(w.ClientId, outcome{requestID: w.RequestId, seq: w.Seq, found: found})
+	if w.ExpireSeq > m.expiredTo {
+		m.forgetIdleClients(w.ExpireSeq)
 	}
-	if m.applied%dedupSweep == 0 {
-		m.forgetIdleClients()
+	if w.ClientId != 0 {
+		if atHead && w.Op == codec.OpDel {
+			w.Found = found
+		}
+		m.record(w)
 	}
 	if m.succState != succNone {
 		m.sent = append(m.sent, w)
@@ -470,27 +455,6 @@ func (m *Machine) apply(w *codec.WriteT) bool {
 	}
 	m.markDirty(w)
 	return found
-}
-
-func (m *Machine) record(clientID uint64, o outcome) {
-	log := m.dedup[clientID]
-	if log == nil {
-		log = new(clientLog)
-		m.dedup[clientID] = log
-	}
-	log.ring[o.requestID%dedupWindow] = o
-	log.highest = max(log.highest, o.requestID)
-	log.lastSeq = max(log.lastSeq, o.seq)
-}
-
-// forgetIdleClients drops the outcomes of clients that wrote nothing in
-// the last dedupHorizon writes.
-func (m *Machine) forgetIdleClients() {
-	for id, log := range m.dedup {
-		if log.lastSeq+dedupHorizon < m.applied {
-			delete(m.dedup, id)
-		}
-	}
 }
 
 // actingTail reports whether the node is the tail as far as the chain
@@ -590,7 +554,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 	}
 	if reset {
 		m.store.Reset()
-		m.dedup = make(map[uint64]*clientLog)
+		m.dedup, m.seqTimes, m.expiredTo = make(map[uint64]*clientLog), nil, 0
 		m.applied, m.committed, m.synced, m.live, m.whole = 0, 0, false, false, false
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
@@ -603,12 +567,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 	for _, e := range entries {
 		m.store.Apply(codec.OpPut, e.Key, e.Value)
 	}
-	for _, rec := range dedup {
-		if rec.GetSeq() == 0 {
-			continue // no write has sequence number 0: nothing to remember
-		}
-		m.record(rec.GetClientId(), outcome{requestID: rec.GetRequestId(), seq: rec.GetSeq(), found: rec.GetFound()})
-	}
+	m.installDedup(dedup)
 	if done {
 		m.applied, m.synced = seq, true
 		if m.commitsAlone() {
@@ -653,7 +612,7 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 		switch {
 		case w.Seq <= m.applied:
 		case w.Seq == m.applied+1:
-			m.apply(w)
+			m.apply(w, false)
 		default:
 			return last, 0, fmt.Errorf("%w: write %d after %d", ErrProtocol, w.Seq, m.applied)
 		}
@@ -754,19 +713,6 @@ func (m *Machine) startSnapshot() uint64 {
 		m.advanceCommitted(m.applied)
 	}
 	return m.applied + 1
-}
-
-// DedupRecords returns the exactly-once records, for a snapshot.
-func (m *Machine) DedupRecords() []*codec.DedupT {
-	var recs []*codec.DedupT
-	for id, log := range m.dedup {
-		for _, o := range log.ring {
-			if o.seq != 0 {
-				recs = append(recs, &codec.DedupT{ClientId: id, RequestId: o.requestID, Seq: o.seq, Found: o.found})
-			}
-		}
-	}
-	return recs
 }
 
 // Grant returns the grant of the successor's latest lease ask, to go with

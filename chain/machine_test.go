@@ -29,7 +29,13 @@ type sim struct {
 	acked    map[string]ackedWrite // key -> the acknowledged write with the highest seq
 	valueSeq map[string]uint64     // value -> seq it was applied under
 	observed map[string]uint64     // key -> the highest seq of a value a read returned
+
+	requests       uint64 // the last request id given to the sim's client
+	duringSnapshot func() // runs while a snapshot is read, after its point
 }
+
+// simClient is the client id of the sim's writes.
+const simClient = 99
 
 type ackedWrite struct {
 	value string // "" for a del
@@ -193,7 +199,8 @@ func (s *sim) write(key string, del bool) error {
 	if del {
 		op, value = codec.OpDel, ""
 	}
-	w := &codec.WriteT{Op: op, Key: key, Value: []byte(value)}
+	s.requests++
+	w := &codec.WriteT{Op: op, Key: key, Value: []byte(value), ClientId: simClient, RequestId: s.requests}
 	cw := &simClientWaiter{s: s, key: key, value: value, at: h.name}
 	// The waiter learns its seq before it can be called: ClientWrite
 	// assigns it, and calls happen only in drain.
@@ -235,11 +242,17 @@ func (s *sim) pump(n *simNode, step int) bool {
 			s.t.Fatalf("successor hello at %s: %v", n.name, err)
 		}
 		if act.Snapshot {
+			// As a Node does: the records as of the snapshot point, the
+			// table stripe by stripe while writes go on.
+			dedup := n.m.DedupRecords()
+			if s.duringSnapshot != nil {
+				s.duringSnapshot()
+			}
 			var entries []*codec.WriteT
 			for _, e := range n.store.Table.Entries() {
 				entries = append(entries, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
 			}
-			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, n.m.DedupRecords(), true, act.Next-1); err != nil {
+			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, dedup, true, act.Next-1); err != nil {
 				s.t.Fatalf("snapshot: %v", err)
 			}
 			if err := n.m.SuccessorAck(gen, sn.m.Position(), 0, false); err != nil {
@@ -457,6 +470,9 @@ func (s *sim) checkConverged() {
 		if n.m.Applied() != tail.m.Applied() || n.m.Committed() != n.m.Applied() {
 			s.t.Fatalf("%s: %v; tail %v", n.name, n.m, tail.m)
 		}
+		if got, want := dedupState(n.m), dedupState(tail.m); !slices.Equal(got, want) {
+			s.t.Fatalf("%s records %v, tail %s %v", n.name, got, tail.name, want)
+		}
 	}
 	for key, a := range s.acked {
 		v, found := tail.store.Table.Get(key)
@@ -473,6 +489,16 @@ func (s *sim) checkConverged() {
 			s.t.Fatalf("acknowledged put %s=%s at seq %d lost: tail has %q", key, a.value, a.seq, v)
 		}
 	}
+}
+
+// dedupState returns a node's exactly-once records in a canonical order.
+func dedupState(m *Machine) []string {
+	var recs []string
+	for _, r := range m.DedupRecords() {
+		recs = append(recs, fmt.Sprintf("%d/%d seq=%d found=%v digest=%x first=%d", r.ClientId, r.RequestId, r.Seq, r.Found, r.Digest, r.FirstUnacked))
+	}
+	slices.Sort(recs)
+	return recs
 }
 
 func TestMachineSingleNode(t *testing.T) {
@@ -839,28 +865,205 @@ func TestMachineLeaseRelease(t *testing.T) {
 	}
 }
 
-func TestMachineForgetsIdleClients(t *testing.T) {
-	horizon, sweep := dedupHorizon, dedupSweep
-	dedupHorizon, dedupSweep = 1000, 100
-	defer func() { dedupHorizon, dedupSweep = horizon, sweep }()
+func TestMachineDedupRules(t *testing.T) {
 	store, _ := srv.NewStore(2)
 	m := NewMachine("node0000000001", store, 0)
 	m.SetSessionLease(forever)
 	m.SetView([]Member{{Name: m.Self(), Addr: "a"}})
-	write := func(client uint64) {
-		t.Helper()
-		if _, _, err := m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", ClientId: client, RequestId: m.Applied() + 1}); err != nil {
+	const new = "new"
+	steps := []struct {
+		name              string
+		client, id, first uint64
+		op                codec.MessageT_Opcode
+		key, value        string
+		want              string // "new", "dup" or the error's text
+		wantFound         bool
+		err               error
+	}{
+		{"first write", 7, 1, 1, codec.OpPut, "a", "1", new, true, nil},
+		{"retry", 7, 1, 1, codec.OpPut, "a", "1", "dup", true, nil},
+		{"id reused for another value", 7, 1, 1, codec.OpPut, "a", "2", "", false, ErrIDReused},
+		{"id reused for another key", 7, 1, 1, codec.OpPut, "b", "1", "", false, ErrIDReused},
+		{"id reused for a del", 7, 1, 1, codec.OpDel, "a", "", "", false, ErrIDReused},
+		{"request id 0", 7, 0, 1, codec.OpPut, "a", "1", "", false, ErrOutOfWindow},
+		{"beyond the window", 7, 65, 1, codec.OpPut, "a", "1", "", false, ErrOutOfWindow},
+		{"below its own first_unacked", 7, 2, 3, codec.OpPut, "a", "1", "", false, ErrOutOfWindow},
+		{"last id of the window", 7, 64, 1, codec.OpPut, "c", "1", new, true, nil},
+		{"out of order, in the window", 7, 3, 1, codec.OpDel, "a", "", new, true, nil},
+		{"its retry keeps the outcome after the key is back", 7, 3, 1, codec.OpDel, "a", "", "dup", true, nil},
+		{"a del of a missing key", 7, 2, 1, codec.OpDel, "zz", "", new, false, nil},
+		{"and its retry", 7, 2, 1, codec.OpDel, "zz", "", "dup", false, nil},
+		{"the client is done with 1 and 2", 7, 4, 3, codec.OpPut, "d", "1", new, true, nil},
+		{"a late duplicate of 2", 7, 2, 2, codec.OpDel, "zz", "", "", false, ErrTooOld},
+		{"the slot of 1 is free again", 7, 65, 3, codec.OpPut, "e", "1", new, true, nil},
+		{"a client with answered writes and no record", 8, 5, 5, codec.OpPut, "a", "1", "", false, ErrSessionExpired},
+		{"a new client", 8, 1, 1, codec.OpPut, "a", "1", new, true, nil},
+		{"an old client that does not say first_unacked, no record", 9, 100, 0, codec.OpPut, "a", "1", "", false, ErrSessionExpired},
+		{"an old client from the start", 9, 1, 0, codec.OpPut, "a", "1", new, true, nil},
+		{"an old client 64 ahead", 9, 65, 0, codec.OpPut, "a", "2", new, true, nil},
+		{"an old client's retry 64 behind", 9, 1, 0, codec.OpPut, "a", "1", "", false, ErrTooOld},
+		{"a course client", 0, 0, 0, codec.OpPut, "a", "1", new, true, nil},
+		{"a course client, the same write", 0, 0, 0, codec.OpPut, "a", "1", new, true, nil},
+	}
+	for _, st := range steps {
+		if st.key == "a" && st.op == codec.OpDel && st.want == "dup" {
+			store.Table.Put("a", []byte("back"))
+		}
+		before := m.Applied()
+		w := &codec.WriteT{Op: st.op, Key: st.key, ClientId: st.client, RequestId: st.id, FirstUnacked: st.first}
+		if st.value != "" {
+			w.Value = []byte(st.value)
+		}
+		seq, found, err := m.ClientWrite(w)
+		switch {
+		case st.err != nil:
+			if !errors.Is(err, st.err) || m.Applied() != before {
+				t.Fatalf("%s: err %v, applied %d->%d; want %v, nothing applied", st.name, err, before, m.Applied(), st.err)
+			}
+		case err != nil || found != st.wantFound:
+			t.Fatalf("%s: found %v, err %v; want found %v", st.name, found, err, st.wantFound)
+		case st.want == new && (seq != before+1 || m.Applied() != seq):
+			t.Fatalf("%s: seq %d, applied %d->%d; want applied as %d", st.name, seq, before, m.Applied(), before+1)
+		case st.want == "dup" && (m.Applied() != before || seq == 0):
+			t.Fatalf("%s: seq %d, applied %d->%d; want the first outcome, nothing applied", st.name, seq, before, m.Applied())
+		}
+	}
+	if got := Status(ErrSessionExpired); got != codec.Status_STATUS_SESSION_EXPIRED {
+		t.Fatalf("status of an expired client: %v", got)
+	}
+}
+
+// A del that a snapshot already reflects is replayed on the new node, which
+// finds the key gone: it must record the head's outcome all the same, and
+// answer a retry with it once it is the head (issue 16, part 2).
+func TestMachineDelOutcomeThroughJoinAndFailover(t *testing.T) {
+	s := newSim(t, 16)
+	a := s.add()
+	s.settle()
+	for i := range 10 {
+		a.store.Table.Put(fmt.Sprintf("k%d", i), []byte("x"))
+	}
+	del := func(n *simNode, i int) (uint64, bool, error) {
+		return n.m.ClientWrite(&codec.WriteT{Op: codec.OpDel, Key: fmt.Sprintf("k%d", i), ClientId: 5, RequestId: uint64(i + 1), FirstUnacked: 1})
+	}
+	if _, found, err := del(a, 0); err != nil || !found {
+		t.Fatalf("del before the join: found %v, err %v", found, err)
+	}
+	s.duringSnapshot = func() {
+		s.duringSnapshot = nil
+		for i := 1; i < 10; i++ {
+			if _, found, err := del(a, i); err != nil || !found {
+				t.Fatalf("del during the snapshot: found %v, err %v", found, err)
+			}
+		}
+	}
+	b := s.add()
+	s.settle()
+	s.checkConverged()
+	applied := b.m.Applied()
+	s.kill(a.name)
+	s.settle()
+	for i := range 10 {
+		if _, found, err := del(b, i); err != nil || !found {
+			t.Fatalf("retry of del %d at the new head: found %v, err %v; want the first outcome (found)", i, found, err)
+		}
+	}
+	if b.m.Applied() != applied {
+		t.Fatalf("retries applied again: %d -> %d", applied, b.m.Applied())
+	}
+}
+
+// A snapshot carries what the chain knows of each client, not only its
+// outcomes: after a join and a failover, the new head takes the client's
+// next write, refuses what the client said it is done with, and answers
+// retries as the old head would.
+func TestMachineClientRecordThroughJoinAndFailover(t *testing.T) {
+	s := newSim(t, 18)
+	a := s.add()
+	s.settle()
+	put := func(n *simNode, id, first uint64) (uint64, error) {
+		seq, _, err := n.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte{byte(id)}, ClientId: 6, RequestId: id, FirstUnacked: first})
+		s.settle()
+		return seq, err
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if _, err := put(a, id, id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(1) // a client that goes away
-	for m.Applied() < dedupHorizon+2*dedupSweep {
-		write(2) // and one that keeps writing
+	b := s.add()
+	s.settle()
+	s.kill(a.name)
+	s.settle()
+	if _, err := put(b, 2, 2); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("a write the client was done with, at the new head: %v, want ErrTooOld", err)
 	}
-	if _, ok := m.dedup[1]; ok {
-		t.Fatalf("client 1 still remembered %d writes after its last", m.Applied()-1)
+	applied := b.m.Applied()
+	if seq, err := put(b, 3, 3); err != nil || seq != applied || b.m.Applied() != applied {
+		t.Fatalf("retry of the latest write at the new head: seq %d, err %v, applied %d; want its first outcome", seq, err, b.m.Applied())
 	}
-	if _, ok := m.dedup[2]; !ok {
-		t.Fatal("an active client was forgotten")
+	if seq, err := put(b, 4, 4); err != nil || seq != applied+1 {
+		t.Fatalf("the client's next write at the new head: seq %d, err %v", seq, err)
+	}
+}
+
+// A client's records expire by time, as the head measures it, on every
+// node alike; a client still writing keeps its own.
+func TestMachineClientExpiry(t *testing.T) {
+	s := newSim(t, 17)
+	a := s.add()
+	s.add()
+	s.settle()
+	a.m.SetClientExpiry(time.Minute) // only the head's setting counts
+	t0 := time.Unix(1000, 0)
+	write := func(at time.Duration, client, id uint64) error {
+		a.m.Tick(t0.Add(at))
+		_, _, err := a.m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", ClientId: client, RequestId: id, FirstUnacked: id})
+		s.settle()
+		return err
+	}
+	write(0, 1, 1) // a client that goes away
+	for i := range uint64(40) {
+		if err := write(time.Duration(i)*5*time.Second, 2, i+1); err != nil { // one that keeps writing
+			t.Fatal(err)
+		}
+	}
+	for _, n := range s.nodes {
+		if _, ok := n.m.dedup[1]; ok {
+			t.Fatalf("%s still remembers client 1 more than a minute after its write", n.name)
+		}
+		if _, ok := n.m.dedup[2]; !ok {
+			t.Fatalf("%s forgot an active client", n.name)
+		}
+	}
+	s.checkConverged()
+	if err := write(200*time.Second, 1, 2); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("client 1 back after its records expired: %v, want ErrSessionExpired", err)
+	}
+}
+
+// BenchmarkMachineClientWrite measures the head's work for one put with
+// exactly-once ids, 32-byte values, 64 writes in flight, 1000 clients.
+func BenchmarkMachineClientWrite(b *testing.B) {
+	store, _ := srv.NewStore(16)
+	m := NewMachine("node0000000001", store, 0)
+	m.SetSessionLease(forever)
+	m.SetView([]Member{{Name: m.Self(), Addr: "a"}})
+	value := make([]byte, 32)
+	ids := make([]uint64, 1000)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c := i % len(ids)
+		ids[c]++
+		first := uint64(1)
+		if ids[c] > 63 {
+			first = ids[c] - 63
+		}
+		w := &codec.WriteT{Op: codec.OpPut, Key: "key:12345", Value: value, ClientId: uint64(c + 1), RequestId: ids[c], FirstUnacked: first}
+		if _, _, err := m.ClientWrite(w); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

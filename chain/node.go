@@ -44,6 +44,10 @@ type NodeConfig struct {
 	// so it must never get one for a key that exists. Zero means
 	// DefaultHoldTimeout.
 	HoldTimeout time.Duration
+	// ClientExpiry is how long the exactly-once records of a client that
+	// writes nothing are kept, at the head (which decides for the chain);
+	// zero means DefaultClientExpiry.
+	ClientExpiry time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -122,6 +126,9 @@ func NewNode(cfg NodeConfig) *Node {
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 		fwd:   newForwarder(cfg.DialTimeout),
+	}
+	if cfg.ClientExpiry > 0 {
+		n.m.SetClientExpiry(cfg.ClientExpiry)
 	}
 	n.wg.Add(2)
 	go n.runLink()
@@ -691,7 +698,7 @@ func (b *blocks) write(req *codec.WriteRequest) *codec.WriteT {
 	}
 	w := &b.writes[0]
 	b.writes = b.writes[1:]
-	w.Op, w.ClientId, w.RequestId = req.Op, req.ClientID, req.RequestID
+	w.Op, w.ClientId, w.RequestId, w.FirstUnacked = req.Op, req.ClientID, req.RequestID, req.FirstUnacked
 	size := len(req.Key) + len(req.Value)
 	var dst []byte
 	switch {

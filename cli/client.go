@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/chaintable/chaintable/codec"
@@ -53,7 +51,9 @@ type Options struct {
 	// head or tail, or still catching up) go again, to wherever the
 	// Resolver then says, until it succeeds or RetryFor has passed. Writes
 	// then carry a client id and a request id, so that a retried write is
-	// applied once and answered with its first outcome.
+	// applied once and answered with its first outcome; at most
+	// codec.DedupWindow writes are in flight, and more wait their turn.
+	// RetryFor must be shorter than the servers' --client-expiry.
 	RetryFor time.Duration
 	// AttemptTimeout bounds one try when RetryFor is set; zero means 2s.
 	AttemptTimeout time.Duration
@@ -68,12 +68,15 @@ type Options struct {
 type Client struct {
 	res  Resolver
 	opts Options
-	id   uint64        // client id for exactly-once writes
-	seq  atomic.Uint64 // last request id given to a write
+
+	ctx    context.Context // ends at Close, and with it every request
+	cancel context.CancelFunc
+	calls  sync.WaitGroup // requests in progress, which Close waits for
 
 	mu     sync.Mutex // held while dialing, so one dial serves all waiters
 	conns  map[string]*Conn
 	closed bool
+	ids    *ids // numbers exactly-once writes; replaced if the servers forgot it
 }
 
 // Dial returns a Client that sends requests where res says, after
@@ -84,7 +87,8 @@ func Dial(ctx context.Context, res Resolver, opts Options) (*Client, error) {
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 2 * time.Second
 	}
-	c := &Client{res: res, opts: opts, id: rand.Uint64() | 1, conns: make(map[string]*Conn)}
+	c := &Client{res: res, opts: opts, conns: make(map[string]*Conn), ids: newIDs()}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if opts.RetryFor > 0 {
 		return c, nil
 	}
@@ -120,22 +124,54 @@ func (c *Client) conn(ctx context.Context, where func(context.Context) (string, 
 }
 
 // do sends req to the writer or the reader, as its opcode requires, and
-// retries as Options say.
+// retries as Options say. Close ends it at once, with ErrClosed.
 func (c *Client) do(ctx context.Context, req *codec.MessageT) (*codec.MessageT, error) {
-	if c.opts.RetryFor <= 0 {
-		return c.once(ctx, req)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
 	}
-	if codec.IsWrite(req.GetOpcode()) {
-		req.ClientId, req.RequestId = c.id, c.seq.Add(1)
+	c.calls.Add(1)
+	c.mu.Unlock()
+	defer c.calls.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.ctx, cancel)()
+
+	reply, err := c.retry(ctx, req)
+	if err != nil && c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	return reply, err
+}
+
+// retry is do without the bookkeeping of Close.
+func (c *Client) retry(ctx context.Context, req *codec.MessageT) (*codec.MessageT, error) {
+	if c.opts.RetryFor <= 0 {
+		return c.once(ctx, req, nil)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RetryFor)
 	defer cancel()
+	var w *write
+	if codec.IsWrite(req.GetOpcode()) {
+		w = &write{c: c}
+		defer func() { w.finish() }()
+		if err := w.reserve(ctx); err != nil {
+			return nil, fmt.Errorf("%s: waiting for a turn among the writes in flight: %w", opName(req.GetOpcode()), err)
+		}
+	}
 	backoff := 20 * time.Millisecond
 	waited := false
 	for {
 		actx, acancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
-		reply, err := c.once(actx, req)
+		reply, err := c.once(actx, req, w)
 		acancel()
+		if w != nil && w.renew(err) {
+			if err := w.reserve(ctx); err != nil {
+				return nil, fmt.Errorf("%s: waiting for a turn among the writes in flight: %w", opName(req.GetOpcode()), err)
+			}
+			continue // never applied: send again as the new client
+		}
 		if err == nil || !retryable(err) {
 			return reply, err
 		}
@@ -170,8 +206,9 @@ func retryable(err error) bool {
 	return !errors.Is(err, ErrProtocol) && !errors.Is(err, context.Canceled)
 }
 
-// once sends req one time to the writer or the reader.
-func (c *Client) once(ctx context.Context, req *codec.MessageT) (*codec.MessageT, error) {
+// once sends req one time to the writer or the reader; w, when not nil,
+// numbers it.
+func (c *Client) once(ctx context.Context, req *codec.MessageT, w *write) (*codec.MessageT, error) {
 	where := c.res.Reader
 	if codec.IsWrite(req.GetOpcode()) {
 		where = c.res.Writer
@@ -180,7 +217,71 @@ func (c *Client) once(ctx context.Context, req *codec.MessageT) (*codec.MessageT
 	if err != nil {
 		return nil, err
 	}
-	return cn.Do(ctx, req)
+	if w == nil {
+		return cn.Do(ctx, req)
+	}
+	return cn.do(ctx, req, w.stamp)
+}
+
+// write is the numbering of one exactly-once write.
+type write struct {
+	c       *Client
+	ids     *ids   // the numbering it reserved a turn in
+	id      uint64 // its request id, once it went out
+	attempt int    // attempts so far
+	firstAt int    // the attempt that first sent it
+}
+
+// reserve waits for a turn in the client's current numbering.
+func (w *write) reserve(ctx context.Context) error {
+	w.c.mu.Lock()
+	w.ids, w.id = w.c.ids, 0
+	w.c.mu.Unlock()
+	if err := w.ids.reserve(ctx); err != nil {
+		w.ids = nil
+		return err
+	}
+	return nil
+}
+
+// stamp numbers the request as it goes out: a new id the first time, the
+// latest first_unacked on every try.
+func (w *write) stamp(req *codec.MessageT) {
+	w.attempt++
+	if w.id == 0 {
+		w.ids.stamp(req)
+		w.id, w.firstAt = req.RequestId, w.attempt
+		return
+	}
+	w.ids.restamp(req)
+}
+
+// renew reports whether err says the servers forgot the client's
+// numbering (it was idle longer than their --client-expiry) for a write
+// that went out for the first time, and so was not applied: the client
+// then numbers its writes under a new client id, and the write is to be
+// sent again with one of them. A write sent before may have been applied
+// and its outcome forgotten: that error is the caller's.
+func (w *write) renew(err error) bool {
+	var se *ServerError
+	if !errors.As(err, &se) || se.Status != codec.Status_STATUS_SESSION_EXPIRED || w.firstAt != w.attempt {
+		return false
+	}
+	w.c.mu.Lock()
+	if w.c.ids == w.ids {
+		w.c.ids = newIDs()
+	}
+	w.c.mu.Unlock()
+	w.finish()
+	return true
+}
+
+// finish ends the write's turn: the client sends it no more.
+func (w *write) finish() {
+	if w.ids != nil {
+		w.ids.finish(w.id)
+		w.ids = nil
+	}
 }
 
 // Put stores value under key, replacing any value there.
@@ -250,15 +351,19 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	}, nil
 }
 
-// Close closes every connection. Requests in flight fail with ErrClosed,
-// and so do later ones.
+// Close closes every connection. Requests in flight fail at once with
+// ErrClosed, retrying or not, and so do later ones; Close returns when
+// they have, and the Client's goroutines have ended. It must not be
+// called from Options.OnWait.
 func (c *Client) Close() error {
+	c.cancel()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
 	for addr, cn := range c.conns {
 		cn.Close()
 		delete(c.conns, addr)
 	}
+	c.mu.Unlock()
+	c.calls.Wait()
 	return nil
 }

@@ -45,6 +45,8 @@ type Conn struct {
 	mu      sync.Mutex
 	pending []*call // written, not yet answered, oldest first
 	err     error   // why the Conn is unusable; nil while it works
+
+	exited chan struct{} // closed when readLoop returns
 }
 
 // A call is one request waiting for its reply.
@@ -62,7 +64,7 @@ func DialConn(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{addr: addr, nc: nc}
+	c := &Conn{addr: addr, nc: nc, exited: make(chan struct{})}
 	go c.readLoop()
 	slog.Debug("connected", "addr", addr)
 	return c, nil
@@ -78,8 +80,15 @@ func (c *Conn) Do(ctx context.Context, req *codec.MessageT) (*codec.MessageT, er
 	if _, _, ok := codec.ReplyOf(req.GetOpcode()); !ok {
 		return nil, fmt.Errorf("%s %s: opcode %v is not a request", op, c.addr, req.GetOpcode())
 	}
+	return c.do(ctx, req, nil)
+}
+
+// do is Do, with stamp, when not nil, called on req just before it is
+// encoded, in the order requests go on the wire.
+func (c *Conn) do(ctx context.Context, req *codec.MessageT, stamp func(*codec.MessageT)) (*codec.MessageT, error) {
+	op := opName(req.GetOpcode())
 	cl := &call{req: req, done: make(chan struct{})}
-	if err := c.send(ctx, cl); err != nil {
+	if err := c.send(ctx, cl, stamp); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", op, c.addr, err)
 	}
 	select {
@@ -95,16 +104,25 @@ func (c *Conn) Do(ctx context.Context, req *codec.MessageT) (*codec.MessageT, er
 
 // send queues cl and writes its request. Once cl is queued, every failure
 // reaches the caller through cl, so send reports only those before that.
-func (c *Conn) send(ctx context.Context, cl *call) error {
+func (c *Conn) send(ctx context.Context, cl *call, stamp func(*codec.MessageT)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	frame, err := codec.AppendMessage(nil, cl.req)
-	if err != nil {
-		return err
+	var frame []byte
+	var err error
+	if stamp == nil {
+		if frame, err = codec.AppendMessage(nil, cl.req); err != nil {
+			return err
+		}
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if stamp != nil {
+		stamp(cl.req)
+		if frame, err = codec.AppendMessage(nil, cl.req); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -146,6 +164,7 @@ func (c *Conn) write(ctx context.Context, frame []byte) error {
 // readLoop reads replies and hands each to the oldest pending call until
 // the connection fails.
 func (c *Conn) readLoop() {
+	defer close(c.exited)
 	r := bufio.NewReader(c.nc)
 	for {
 		reply := new(codec.MessageT)
@@ -233,10 +252,11 @@ func (c *Conn) Broken() bool {
 	return c.err != nil
 }
 
-// Close closes the connection. Requests still waiting for replies fail
-// with ErrClosed.
+// Close closes the connection and waits for its reader to end. Requests
+// still waiting for replies fail with ErrClosed.
 func (c *Conn) Close() error {
 	c.fail(ErrClosed)
+	<-c.exited
 	return nil
 }
 

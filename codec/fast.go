@@ -88,6 +88,7 @@ const (
 	fieldEntry     = 3
 	fieldClientID  = 10
 	fieldRequestID = 11
+	fieldFirst     = 40
 	fieldEntryKey  = 1
 	fieldEntryVal  = 2
 )
@@ -95,9 +96,9 @@ const (
 // WriteRequest is a put or del as ScanWrite finds it. Key and Value are
 // sub-slices of the payload scanned: copy what must outlive it.
 type WriteRequest struct {
-	Op                  MessageT_Opcode // OpPut or OpDel
-	Key, Value          []byte
-	ClientID, RequestID uint64
+	Op                                MessageT_Opcode // OpPut or OpDel
+	Key, Value                        []byte
+	ClientID, RequestID, FirstUnacked uint64
 }
 
 // ScanWrite reports whether payload is a plain put or del that the server
@@ -116,7 +117,7 @@ func ScanWrite(payload []byte, w *WriteRequest) bool {
 		}
 		payload = payload[n:]
 		switch {
-		case typ == protowire.VarintType && (num == fieldOpcode || num == fieldCType || num == fieldClientID || num == fieldRequestID):
+		case typ == protowire.VarintType && (num == fieldOpcode || num == fieldCType || num == fieldClientID || num == fieldRequestID || num == fieldFirst):
 			v, n := protowire.ConsumeVarint(payload)
 			if n < 0 {
 				return false
@@ -128,8 +129,10 @@ func ScanWrite(payload []byte, w *WriteRequest) bool {
 				ct = v
 			case fieldClientID:
 				w.ClientID = v
-			default:
+			case fieldRequestID:
 				w.RequestID = v
+			default:
+				w.FirstUnacked = v
 			}
 			payload = payload[n:]
 		case typ == protowire.BytesType && (num == fieldEntry || num == fieldKey):

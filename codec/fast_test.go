@@ -113,8 +113,8 @@ func TestScanWrite(t *testing.T) {
 		{"put", marshal(PutRequest("k", []byte("v v"))), &WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v")}},
 		{"put with an empty value", marshal(PutRequest("k", nil)), &WriteRequest{Op: OpPut, Key: []byte("k")}},
 		{"put with CT_NONE", marshal(&MessageT{Opcode: OpPut, CType: CtNone, Entry: entry}), &WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v")}},
-		{"put with ids", marshal(&MessageT{Opcode: OpPut, CType: CtEntry, Entry: entry, ClientId: 7, RequestId: 9}),
-			&WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v"), ClientID: 7, RequestID: 9}},
+		{"put with ids", marshal(&MessageT{Opcode: OpPut, CType: CtEntry, Entry: entry, ClientId: 7, RequestId: 9, FirstUnacked: 5}),
+			&WriteRequest{Op: OpPut, Key: []byte("k"), Value: []byte("v v"), ClientID: 7, RequestID: 9, FirstUnacked: 5}},
 		{"del", marshal(DelRequest("k")), &WriteRequest{Op: OpDel, Key: []byte("k")}},
 		{"put without entry", marshal(&MessageT{Opcode: OpPut, CType: CtEntry}), nil},
 		{"put with an empty key", marshal(PutRequest("", []byte("v"))), nil},
@@ -133,7 +133,7 @@ func TestScanWrite(t *testing.T) {
 				t.Fatalf("ScanWrite = %v, want %v", ok, tt.want != nil)
 			}
 			if ok && (w.Op != tt.want.Op || string(w.Key) != string(tt.want.Key) || string(w.Value) != string(tt.want.Value) ||
-				w.ClientID != tt.want.ClientID || w.RequestID != tt.want.RequestID) {
+				w.ClientID != tt.want.ClientID || w.RequestID != tt.want.RequestID || w.FirstUnacked != tt.want.FirstUnacked) {
 				t.Fatalf("ScanWrite = %+v, want %+v", w, tt.want)
 			}
 		})
@@ -143,7 +143,7 @@ func TestScanWrite(t *testing.T) {
 // FuzzScanWrite checks ScanWrite against protobuf and the server's rules:
 // whatever it accepts must decode to the same valid write and nothing else.
 func FuzzScanWrite(f *testing.F) {
-	for _, m := range []*MessageT{PutRequest("k", []byte("v")), DelRequest("k"), {Opcode: OpPut, Entry: &EntryT{Key: "k"}, ClientId: 3, RequestId: 4}} {
+	for _, m := range []*MessageT{PutRequest("k", []byte("v")), DelRequest("k"), {Opcode: OpPut, Entry: &EntryT{Key: "k"}, ClientId: 3, RequestId: 4, FirstUnacked: 2}} {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
 	}
@@ -158,7 +158,7 @@ func FuzzScanWrite(f *testing.F) {
 		}
 		got := WriteOf(&m)
 		if got.Op != w.Op || got.Key != string(w.Key) || string(got.Value) != string(w.Value) ||
-			got.ClientId != w.ClientID || got.RequestId != w.RequestID || len(m.ProtoReflect().GetUnknown()) != 0 {
+			got.ClientId != w.ClientID || got.RequestId != w.RequestID || got.FirstUnacked != w.FirstUnacked || len(m.ProtoReflect().GetUnknown()) != 0 {
 			t.Fatalf("ScanWrite %+v, proto decodes %v", w, &m)
 		}
 		if m.Opcode == OpPut && (m.Key != "" || m.Value != nil) || m.Opcode == OpDel && m.Entry != nil {

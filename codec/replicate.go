@@ -29,6 +29,9 @@ const (
 	fieldWriteValue     = 4
 	fieldWriteClientID  = 5
 	fieldWriteRequestID = 6
+	fieldWriteFound     = 7
+	fieldWriteFirst     = 8
+	fieldWriteExpire    = 9
 )
 
 // AppendReplicate appends to dst the framed bytes that AppendMessage makes
@@ -59,6 +62,9 @@ func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, g
 		dst = appendString(dst, fieldWriteValue, w.Value)
 		dst = appendVarint(dst, fieldWriteClientID, w.ClientId)
 		dst = appendVarint(dst, fieldWriteRequestID, w.RequestId)
+		dst = appendVarint(dst, fieldWriteFound, boolVarint(w.Found))
+		dst = appendVarint(dst, fieldWriteFirst, w.FirstUnacked)
+		dst = appendVarint(dst, fieldWriteExpire, w.ExpireSeq)
 	}
 	if live {
 		dst = protowire.AppendTag(dst, fieldLive, protowire.VarintType)
@@ -78,7 +84,16 @@ type Grant struct {
 func writeSize(w *WriteT) int {
 	return sizeVarint(fieldWriteSeq, w.Seq) + sizeVarint(fieldWriteOp, uint64(int64(w.Op))) +
 		sizeString(fieldWriteKey, w.Key) + sizeString(fieldWriteValue, w.Value) +
-		sizeVarint(fieldWriteClientID, w.ClientId) + sizeVarint(fieldWriteRequestID, w.RequestId)
+		sizeVarint(fieldWriteClientID, w.ClientId) + sizeVarint(fieldWriteRequestID, w.RequestId) +
+		sizeVarint(fieldWriteFound, boolVarint(w.Found)) + sizeVarint(fieldWriteFirst, w.FirstUnacked) +
+		sizeVarint(fieldWriteExpire, w.ExpireSeq)
+}
+
+func boolVarint(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // sizeVarint and sizeString give the size of a proto3 field, which is
@@ -244,7 +259,7 @@ func unmarshalWrite(b []byte, w *WriteT) bool {
 		}
 		b = b[n:]
 		switch {
-		case typ == protowire.VarintType && num >= fieldWriteSeq && num <= fieldWriteRequestID && num != fieldWriteKey && num != fieldWriteValue:
+		case typ == protowire.VarintType && num >= fieldWriteSeq && num <= fieldWriteExpire && num != fieldWriteKey && num != fieldWriteValue:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
@@ -257,8 +272,14 @@ func unmarshalWrite(b []byte, w *WriteT) bool {
 				w.Op = MessageT_Opcode(int32(v))
 			case fieldWriteClientID:
 				w.ClientId = v
-			default:
+			case fieldWriteRequestID:
 				w.RequestId = v
+			case fieldWriteFound:
+				w.Found = v != 0
+			case fieldWriteFirst:
+				w.FirstUnacked = v
+			default:
+				w.ExpireSeq = v
 			}
 		case typ == protowire.BytesType && (num == fieldWriteKey || num == fieldWriteValue):
 			v, n := protowire.ConsumeBytes(b)

@@ -26,6 +26,9 @@ func replicateCases() []*MessageT {
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{{Seq: 9, Op: OpPut, Key: "big", Value: big}}},
 		{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: many, Live: true, LeaseGrant: 1<<64 - 1, LeaseTermUs: 2_000_000},
 		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Seq: 2, Op: MessageT_Opcode(-5), Key: "négatif"}}},
+		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{
+			{Seq: 3, Op: OpDel, Key: "k", ClientId: 9, RequestId: 70, Found: true, FirstUnacked: 12, ExpireSeq: 1 << 33},
+			{Seq: 4, Op: OpPut, Key: "k", Value: []byte("v"), ClientId: 9, RequestId: 71, FirstUnacked: 12}}},
 	}
 }
 
@@ -69,7 +72,7 @@ func TestUnmarshal(t *testing.T) {
 		{"replicate", rep, true, false},
 		{"replicate, a field twice", append(append([]byte(nil), rep...), 0x6a, 1, 'z'), true, false}, // from again: the last counts
 		{"replicate with a hello's field", marshal(&MessageT{Opcode: MessageT_OP_REPLICATE, Synced: true}), false, false},
-		{"write with an unknown field", append(append([]byte(nil), rep...), 0x82, 1, 2, 0x38, 1), false, false},
+		{"write with an unknown field", append(append([]byte(nil), rep...), 0x82, 1, 2, 0x50, 1), false, false},
 		{"invalid UTF-8 in from", []byte{0x08, 120, 0x6a, 1, 0xff}, false, true},
 		{"invalid UTF-8 key in a write", []byte{0x08, 120, 0x82, 1, 3, 0x1a, 1, 0xff}, false, true},
 		{"truncated write", rep[:len(rep)-1], false, true},
@@ -108,7 +111,7 @@ func TestUnmarshal(t *testing.T) {
 // FuzzUnmarshal checks that whatever the hand decoder accepts, proto
 // decodes to the same message.
 func FuzzUnmarshal(f *testing.F) {
-	for _, m := range replicateCases()[:4] {
+	for _, m := range append(replicateCases()[:4], replicateCases()[7]) {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
 	}
@@ -130,10 +133,10 @@ func FuzzUnmarshal(f *testing.F) {
 // FuzzAppendReplicate checks that the hand encoder writes proto's bytes
 // for writes made of any field values.
 func FuzzAppendReplicate(f *testing.F) {
-	f.Add("node1", "node2", uint64(1), int32(10), "key", []byte("value"), uint64(3), uint64(4), true, uint64(5))
-	f.Add("", "", uint64(0), int32(-1), "", []byte{}, uint64(0), uint64(0), false, uint64(0))
-	f.Fuzz(func(t *testing.T, from, to string, seq uint64, op int32, key string, value []byte, client, request uint64, live bool, grant uint64) {
-		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request}
+	f.Add("node1", "node2", uint64(1), int32(10), "key", []byte("value"), uint64(3), uint64(4), true, uint64(5), true, uint64(2), uint64(6))
+	f.Add("", "", uint64(0), int32(-1), "", []byte{}, uint64(0), uint64(0), false, uint64(0), false, uint64(0), uint64(0))
+	f.Fuzz(func(t *testing.T, from, to string, seq uint64, op int32, key string, value []byte, client, request uint64, live bool, grant uint64, found bool, first, expire uint64) {
+		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request, Found: found, FirstUnacked: first, ExpireSeq: expire}
 		// The term varies with the grant, so that the corpus keeps its shape.
 		g := Grant{ID: grant, TermUS: grant >> 3}
 		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: g.ID, LeaseTermUs: g.TermUS}

@@ -23,6 +23,11 @@ const (
 	CtStats  = MessageT_CT_STATS
 )
 
+// DedupWindow is how many writes a client that sets ids may have in
+// flight: a server keeps the outcomes of request ids from the client's
+// first_unacked up to DedupWindow-1 above it.
+const DedupWindow = 64
+
 // ReplyOf returns the opcode and content type of a successful reply to a
 // request with opcode op: the request's opcode plus one, and the content
 // type the course protocol fixes for it. ok is false for opcodes that are
@@ -75,7 +80,7 @@ func ErrorReply() *MessageT {
 
 // WriteOf returns the write that a put or del request asks for.
 func WriteOf(req *MessageT) *WriteT {
-	w := &WriteT{Op: req.GetOpcode(), Key: req.GetKey(), ClientId: req.GetClientId(), RequestId: req.GetRequestId()}
+	w := &WriteT{Op: req.GetOpcode(), Key: req.GetKey(), ClientId: req.GetClientId(), RequestId: req.GetRequestId(), FirstUnacked: req.GetFirstUnacked()}
 	if w.Op == OpPut {
 		w.Key, w.Value = req.GetEntry().GetKey(), req.GetEntry().GetValue()
 	}

@@ -32,28 +32,34 @@ type Status int32
 
 const (
 	Status_STATUS_OK              Status = 0
-	Status_STATUS_NOT_FOUND       Status = 1 // get or del of a missing key
-	Status_STATUS_BAD_REQUEST     Status = 2 // the request is malformed
-	Status_STATUS_NOT_HEAD        Status = 3 // a write reached a node that is not the head
-	Status_STATUS_NOT_TAIL        Status = 4 // a read reached a node that is not the tail
-	Status_STATUS_UNAVAILABLE     Status = 5 // the node cannot serve now; retry shortly
-	Status_STATUS_STALE_CONFIG    Status = 6 // replication from a node that is not the predecessor
-	Status_STATUS_TOO_OLD         Status = 7 // a retried write whose outcome was forgotten
-	Status_STATUS_OUTCOME_UNKNOWN Status = 8 // a forwarded write was applied, but the node lost its place before it committed
+	Status_STATUS_NOT_FOUND       Status = 1  // get or del of a missing key
+	Status_STATUS_BAD_REQUEST     Status = 2  // the request is malformed
+	Status_STATUS_NOT_HEAD        Status = 3  // a write reached a node that is not the head
+	Status_STATUS_NOT_TAIL        Status = 4  // a read reached a node that is not the tail
+	Status_STATUS_UNAVAILABLE     Status = 5  // the node cannot serve now; retry shortly
+	Status_STATUS_STALE_CONFIG    Status = 6  // replication from a node that is not the predecessor
+	Status_STATUS_TOO_OLD         Status = 7  // a retried write whose outcome was forgotten
+	Status_STATUS_OUTCOME_UNKNOWN Status = 8  // a forwarded write was applied, but the node lost its place before it committed
+	Status_STATUS_ID_REUSED       Status = 12 // the request id was used by another write of the client
+	Status_STATUS_SESSION_EXPIRED Status = 13 // the client's records expired: start over with a new client id
+	Status_STATUS_OUT_OF_WINDOW   Status = 14 // request id 0, or not within 64 of first_unacked
 )
 
 // Enum value maps for Status.
 var (
 	Status_name = map[int32]string{
-		0: "STATUS_OK",
-		1: "STATUS_NOT_FOUND",
-		2: "STATUS_BAD_REQUEST",
-		3: "STATUS_NOT_HEAD",
-		4: "STATUS_NOT_TAIL",
-		5: "STATUS_UNAVAILABLE",
-		6: "STATUS_STALE_CONFIG",
-		7: "STATUS_TOO_OLD",
-		8: "STATUS_OUTCOME_UNKNOWN",
+		0:  "STATUS_OK",
+		1:  "STATUS_NOT_FOUND",
+		2:  "STATUS_BAD_REQUEST",
+		3:  "STATUS_NOT_HEAD",
+		4:  "STATUS_NOT_TAIL",
+		5:  "STATUS_UNAVAILABLE",
+		6:  "STATUS_STALE_CONFIG",
+		7:  "STATUS_TOO_OLD",
+		8:  "STATUS_OUTCOME_UNKNOWN",
+		12: "STATUS_ID_REUSED",
+		13: "STATUS_SESSION_EXPIRED",
+		14: "STATUS_OUT_OF_WINDOW",
 	}
 	Status_value = map[string]int32{
 		"STATUS_OK":              0,
@@ -65,6 +71,9 @@ var (
 		"STATUS_STALE_CONFIG":    6,
 		"STATUS_TOO_OLD":         7,
 		"STATUS_OUTCOME_UNKNOWN": 8,
+		"STATUS_ID_REUSED":       12,
+		"STATUS_SESSION_EXPIRED": 13,
+		"STATUS_OUT_OF_WINDOW":   14,
 	}
 )
 
@@ -424,7 +433,7 @@ type MessageT struct {
 	// Exactly-once writes: a client that sets client_id and a request_id
 	// increasing by one per write gets each put or del applied once, even
 	// when it retries the write at a new head after a failover. Zero means
-	// "no deduplication" (course clients).
+	// "no deduplication" (course clients). See README, "Exactly-once".
 	ClientId  uint64 `protobuf:"varint,10,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId uint64 `protobuf:"varint,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Why a request failed, in OP_ERROR replies; course clients ignore it.
@@ -448,7 +457,11 @@ type MessageT struct {
 	// node (a write to the head, a read to a node that can answer it): the
 	// receiver answers it or refuses it with a status, and never passes it
 	// on again.
-	Forwarded     bool `protobuf:"varint,26,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	Forwarded bool `protobuf:"varint,26,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// Exactly-once writes: the client sends no request id below this one
+	// again (every one below was answered or given up), so the chain may
+	// forget their outcomes. Zero means request_id - 63 (older clients).
+	FirstUnacked  uint64 `protobuf:"varint,40,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -672,6 +685,13 @@ func (x *MessageT) GetForwarded() bool {
 	return false
 }
 
+func (x *MessageT) GetFirstUnacked() uint64 {
+	if x != nil {
+		return x.FirstUnacked
+	}
+	return 0
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -681,6 +701,9 @@ type WriteT struct {
 	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
 	ClientId      uint64                 `protobuf:"varint,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Found         bool                   `protobuf:"varint,7,opt,name=found,proto3" json:"found,omitempty"`                                   // a client's del: the head found the key (the outcome every node records)
+	FirstUnacked  uint64                 `protobuf:"varint,8,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"` // the client's first_unacked (see message_t)
+	ExpireSeq     uint64                 `protobuf:"varint,9,opt,name=expire_seq,json=expireSeq,proto3" json:"expire_seq,omitempty"`          // forget clients whose latest write is at or below this seq
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -757,13 +780,38 @@ func (x *WriteT) GetRequestId() uint64 {
 	return 0
 }
 
+func (x *WriteT) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *WriteT) GetFirstUnacked() uint64 {
+	if x != nil {
+		return x.FirstUnacked
+	}
+	return 0
+}
+
+func (x *WriteT) GetExpireSeq() uint64 {
+	if x != nil {
+		return x.ExpireSeq
+	}
+	return 0
+}
+
 // dedup_t records the outcome of one client write, for exactly-once retries.
+// One with request_id 0 records the client itself: its first_unacked, and
+// in seq its latest write.
 type DedupT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	Found         bool                   `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"` // for a del: the key was present
+	Found         bool                   `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`                                   // for a del: the key was present
+	Digest        uint64                 `protobuf:"varint,5,opt,name=digest,proto3" json:"digest,omitempty"`                                 // hash of the write's opcode, key and value
+	FirstUnacked  uint64                 `protobuf:"varint,6,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"` // the client sends no request id below this again
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -826,6 +874,20 @@ func (x *DedupT) GetFound() bool {
 	return false
 }
 
+func (x *DedupT) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
+func (x *DedupT) GetFirstUnacked() uint64 {
+	if x != nil {
+		return x.FirstUnacked
+	}
+	return 0
+}
+
 var File_sdmessage_proto protoreflect.FileDescriptor
 
 const file_sdmessage_proto_rawDesc = "" +
@@ -845,7 +907,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aapplied\x18\b \x01(\x04R\aapplied\x12\x1c\n" +
 	"\tcommitted\x18\t \x01(\x04R\tcommitted\x12\x18\n" +
 	"\aserving\x18\n" +
-	" \x01(\bR\aserving\"\x90\t\n" +
+	" \x01(\bR\aserving\"\xb5\t\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -876,7 +938,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"leaseGrant\x12#\n" +
 	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\x12\"\n" +
 	"\rlease_term_us\x18\x1b \x01(\x04R\vleaseTermUs\x12\x1c\n" +
-	"\tforwarded\x18\x1a \x01(\bR\tforwarded\"\xb3\x01\n" +
+	"\tforwarded\x18\x1a \x01(\bR\tforwarded\x12#\n" +
+	"\rfirst_unacked\x18( \x01(\x04R\ffirstUnacked\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +
@@ -908,7 +971,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aCT_KEYS\x102\x12\f\n" +
 	"\bCT_TABLE\x10<\x12\v\n" +
 	"\aCT_NONE\x10F\x12\f\n" +
-	"\bCT_STATS\x10P\"\xac\x01\n" +
+	"\bCT_STATS\x10P\"\x86\x02\n" +
 	"\awrite_t\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x02op\x12\x10\n" +
@@ -916,13 +979,19 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12\x1b\n" +
 	"\tclient_id\x18\x05 \x01(\x04R\bclientId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\x04R\trequestId\"m\n" +
+	"request_id\x18\x06 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05found\x18\a \x01(\bR\x05found\x12#\n" +
+	"\rfirst_unacked\x18\b \x01(\x04R\ffirstUnacked\x12\x1d\n" +
+	"\n" +
+	"expire_seq\x18\t \x01(\x04R\texpireSeq\"\xaa\x01\n" +
 	"\adedup_t\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05found\x18\x04 \x01(\bR\x05found*\xd0\x01\n" +
+	"\x05found\x18\x04 \x01(\bR\x05found\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\x04R\x06digest\x12#\n" +
+	"\rfirst_unacked\x18\x06 \x01(\x04R\ffirstUnacked*\x9c\x02\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x14\n" +
 	"\x10STATUS_NOT_FOUND\x10\x01\x12\x16\n" +
@@ -932,7 +1001,10 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x12STATUS_UNAVAILABLE\x10\x05\x12\x17\n" +
 	"\x13STATUS_STALE_CONFIG\x10\x06\x12\x12\n" +
 	"\x0eSTATUS_TOO_OLD\x10\a\x12\x1a\n" +
-	"\x16STATUS_OUTCOME_UNKNOWN\x10\bB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
+	"\x16STATUS_OUTCOME_UNKNOWN\x10\b\x12\x14\n" +
+	"\x10STATUS_ID_REUSED\x10\f\x12\x1a\n" +
+	"\x16STATUS_SESSION_EXPIRED\x10\r\x12\x18\n" +
+	"\x14STATUS_OUT_OF_WINDOW\x10\x0eB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
 
 var (
 	file_sdmessage_proto_rawDescOnce sync.Once

@@ -183,3 +183,32 @@ func FuzzServe(f *testing.F) {
 		}
 	})
 }
+
+// holdingHandler never answers puts, and executes everything else.
+type holdingHandler struct{ store *Store }
+
+func (h holdingHandler) Serve(c *Conn, req, reply *codec.MessageT) bool {
+	if req.Opcode == codec.OpPut {
+		c.Defer()
+		return false
+	}
+	h.store.Execute(req, reply)
+	return true
+}
+
+// TestServerCapCountsQueuedReplies: replies queued behind one that is not
+// ready count toward MaxOutbound as much as written ones.
+func TestServerCapCountsQueuedReplies(t *testing.T) {
+	store, _ := NewStore(4)
+	store.Table.Put("big", make([]byte, 256<<10))
+	s, _ := startStore(t, Config{Handler: holdingHandler{store}, MaxOutbound: 1 << 20})
+	w := dial(t, s.Addr())
+	reqs := []*codec.MessageT{codec.PutRequest("held", nil)}
+	for range 200 {
+		reqs = append(reqs, codec.GetRequest("big"))
+	}
+	w.send(reqs...)
+	if !closedSoon(w) {
+		t.Fatal("the server kept 50 MiB of replies queued behind a held one")
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -78,7 +80,8 @@ type Config struct {
 	MaxConns int
 	// MaxOutbound caps the replies a connection may leave unread: a
 	// client that keeps sending requests without reading the replies is
-	// disconnected once this many bytes wait for it. Zero means
+	// disconnected once this many bytes wait for it, written or still
+	// queued behind a reply that is not ready. Zero means
 	// DefaultMaxOutbound.
 	MaxOutbound int
 	// IdleTimeout, when positive, closes connections that sent nothing
@@ -93,6 +96,11 @@ const (
 	DefaultMaxConns    = 10000
 	DefaultMaxOutbound = 64 << 20
 )
+
+// HalfClosedWait bounds how long the server goes on writing the replies it
+// owes a client that shut down its side of the connection (a script
+// piping requests through nc -N, say) once it has read them all.
+const HalfClosedWait = 30 * time.Second
 
 // Server is a running gnet server.
 type Server struct {
@@ -109,6 +117,9 @@ type Server struct {
 	writeServer WriteServer // cfg.Handler, when it is one
 
 	conns sync.Map // id -> *Conn, for the idle sweep
+
+	quit     chan struct{}  // closed by Stop
+	draining sync.WaitGroup // writers of half-closed connections' replies
 }
 
 // Start listens on cfg.Addr and serves in the background until Stop.
@@ -137,7 +148,7 @@ func Start(cfg Config) (*Server, error) {
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
 	s.getServer, _ = cfg.Handler.(GetServer)
 	s.writeServer, _ = cfg.Handler.(WriteServer)
 	go func() {
@@ -172,10 +183,12 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	select {
 	case <-s.done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("srv: stop: %w", ctx.Err())
 	}
+	close(s.quit)
+	s.draining.Wait()
+	return nil
 }
 
 // OnBoot learns the bound address (the port may have been 0).
@@ -217,9 +230,14 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-// OnClose forgets the connection.
+// OnClose forgets the connection. gnet closes a connection as soon as it
+// reads its end: a client that shut down only its sending side still
+// gets the replies it is owed, written from a descriptor of its own.
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
+	if errors.Is(err, io.EOF) && len(c.queue) > 0 {
+		s.keepHalfClosed(c, gc)
+	}
 	s.cfg.Stats.clients.Add(-1)
 	s.cfg.Stats.closed[c.closeReason.Load()].Add(1)
 	s.conns.Delete(c.id)
@@ -255,7 +273,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 		used += n
 		s.serve(c, payload)
-		if unread := len(c.out) + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
+		if unread := len(c.out) + c.queued + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
 			// Checked per request: one read can carry enough requests to
 			// make far more output than the cap.
 			s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
@@ -268,6 +286,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		gc.Discard(used)
 	}
 	c.flushReady()
+	if unread := len(c.out) + c.queued + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
+		// Replies that were waiting behind a deferred one count too.
+		s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+		c.closeFor(CloseUnread)
+		return gnet.Close
+	}
 	if len(c.out) > 0 {
 		gc.Write(c.out)
 		c.out = c.out[:0]
@@ -278,6 +302,67 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	return gnet.None
+}
+
+// keepHalfClosed goes on writing the replies queued on a connection that
+// gnet is closing, on a duplicate of its descriptor, since gnet has no way
+// to keep a half-closed connection. It gives up if gnet still holds bytes
+// for the connection, which it writes (as far as the socket takes them)
+// after OnClose: the stream would no longer be in order.
+func (s *Server) keepHalfClosed(c *Conn, gc gnet.Conn) {
+	if gc.OutboundBuffered() > 0 {
+		s.log.Debug("half-closed connection with unwritten replies: closing", "conn", c.id)
+		return
+	}
+	fd, err := unix.Dup(gc.Fd())
+	if err != nil {
+		s.log.Warn("cannot keep a half-closed connection", "conn", c.id, "err", err)
+		return
+	}
+	f := os.NewFile(uintptr(fd), "half-closed")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		s.log.Warn("cannot keep a half-closed connection", "conn", c.id, "err", err)
+		return
+	}
+	kick := make(chan struct{}, 1)
+	// From here on, Pendings kick this writer instead of waking gnet; the
+	// event loop never touches c again.
+	c.halfClosed.Store(&kick)
+	s.draining.Add(1)
+	go s.writeOwed(c, nc, kick)
+}
+
+// writeOwed writes c's queued replies to nc as they become ready, for at
+// most HalfClosedWait, then closes nc.
+func (s *Server) writeOwed(c *Conn, nc net.Conn, kick chan struct{}) {
+	defer s.draining.Done()
+	defer nc.Close()
+	deadline := time.NewTimer(HalfClosedWait)
+	defer deadline.Stop()
+	nc.SetWriteDeadline(time.Now().Add(HalfClosedWait))
+	for {
+		c.flushReady()
+		if len(c.out) > 0 {
+			if _, err := nc.Write(c.out); err != nil {
+				s.log.Debug("half-closed connection", "conn", c.id, "err", err)
+				return
+			}
+			c.out = c.out[:0]
+		}
+		if len(c.queue) == 0 || c.closing {
+			return // all written, or a reply abandoned
+		}
+		select {
+		case <-kick:
+		case <-deadline.C:
+			s.log.Debug("half-closed connection: replies still owed after the wait", "conn", c.id, "owed", len(c.queue))
+			return
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 // OnTick closes idle connections; it runs only when IdleTimeout is set.
@@ -369,14 +454,16 @@ type Conn struct {
 	scratch    []byte     // encoding space for one reply
 	out        []byte     // replies to write at the end of this pass
 	queue      []*Pending // replies not yet written, oldest first, once any was deferred
+	queued     int        // bytes of the ready replies in queue that answer copied
 	deferred   *Pending   // taken by the Handler during Serve
 	pendings   []Pending  // the rest of the block newPending hands out from
 	answered   bool       // the Handler answered with AnswerFrame during Serve
 	closing    bool       // a reply was abandoned: close once what precedes it is written
 
 	wakeQueued  atomic.Bool
-	lastActive  atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
-	closeReason atomic.Int32 // a CloseReason, set when the server closes the connection
+	halfClosed  atomic.Pointer[chan struct{}] // set once gnet closed the connection with replies owed (see keepHalfClosed)
+	lastActive  atomic.Int64                  // unix nanoseconds of the last request, with IdleTimeout
+	closeReason atomic.Int32                  // a CloseReason, set when the server closes the connection
 }
 
 func (c *Conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -430,7 +517,9 @@ func (c *Conn) answer(frame []byte) {
 	p := c.newPending()
 	p.frame = append([]byte(nil), frame...)
 	p.ready.Store(true)
+	p.copied = len(frame)
 	c.queue = append(c.queue, p)
+	c.queued += len(frame)
 }
 
 // flushReady moves the ready replies at the front of the queue to out.
@@ -442,6 +531,7 @@ func (c *Conn) flushReady() {
 			break
 		}
 		c.out = append(c.out, c.queue[i].frame...)
+		c.queued -= c.queue[i].copied
 		// The Pending's block outlives it; its frame, maybe a large
 		// reply, must not.
 		c.queue[i].frame = nil
@@ -459,6 +549,7 @@ type Pending struct {
 	frame     []byte
 	abandoned bool // set before ready: close the connection in its place
 	ready     atomic.Bool
+	copied    int // bytes of frame that answer copied and Conn.queued counts
 }
 
 // Abandon gives no reply: the connection is closed once the replies
@@ -499,6 +590,13 @@ func (p *Pending) publish() {
 	// Publish the reply before asking for a wake-up; the event loop
 	// clears wakeQueued before it looks at ready, so no wake is lost.
 	p.ready.Store(true)
+	if kick := p.c.halfClosed.Load(); kick != nil {
+		select {
+		case *kick <- struct{}{}:
+		default:
+		}
+		return
+	}
 	if p.c.wakeQueued.CompareAndSwap(false, true) {
 		_ = p.c.gc.Wake(nil)
 	}

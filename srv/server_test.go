@@ -321,6 +321,39 @@ func TestServerAbandonedReplyClosesAfterEarlierOnes(t *testing.T) {
 	}
 }
 
+// TestServerAnswersHalfClosedConnections: a client that sends its
+// requests and shuts down its side of the connection still gets every
+// reply, the deferred ones included, and then the connection closes.
+func TestServerAnswersHalfClosedConnections(t *testing.T) {
+	store, _ := NewStore(4)
+	h := &deferringHandler{store: store}
+	s, _ := startStore(t, Config{Handler: h})
+	for round := range 5 {
+		w := dial(t, s.Addr())
+		var reqs []*codec.MessageT
+		for i := range 50 {
+			reqs = append(reqs, codec.PutRequest(fmt.Sprintf("k%d", i), make([]byte, i)))
+		}
+		w.send(reqs...)
+		if err := w.conn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range reqs {
+			r := new(codec.MessageT)
+			if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, r); err != nil {
+				t.Fatalf("round %d: reply %d of 50 after the client shut down its side: %v", round, i, err)
+			}
+			if r.Opcode != codec.OpPut+1 || r.Result != int32(i) {
+				t.Fatalf("round %d: reply %d: %v", round, i, r)
+			}
+		}
+		if _, err := w.r.ReadByte(); err != io.EOF {
+			t.Fatalf("round %d: after the replies: %v, want the connection closed", round, err)
+		}
+	}
+	h.wg.Wait()
+}
+
 // BenchmarkServerGet and BenchmarkServerPut measure the server's path for
 // pipelined requests; -benchmem shows its allocations per request.
 func BenchmarkServerGet(b *testing.B) {

@@ -74,6 +74,8 @@ type Options struct {
 	// Metrics gives each node a --metrics-addr on a loopback port of its
 	// own, kept across restarts (see Node.MetricsAddr).
 	Metrics bool
+	// Flags are table_server flags for every node Start starts.
+	Flags []string
 	// ZKEnsemble, when above 1, runs a ZooKeeper ensemble of that many
 	// members instead of a standalone server. Clients get the members'
 	// connect string (ZKAddr); each node gets one of its proxies' (one
@@ -154,7 +156,7 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	tb.Cleanup(c.cleanup)
 
 	for range opts.Nodes {
-		c.Add()
+		c.Add(opts.Flags...)
 	}
 	return c
 }

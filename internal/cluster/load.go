@@ -20,6 +20,9 @@ type LoadOptions struct {
 	// Clients is how many clients run at once, each with its own
 	// cli.Client and ZooKeeper watch. Zero means 4.
 	Clients int
+	// Shared makes the clients goroutines of one program instead: they
+	// share one cli.Client, its connections and its exactly-once ids.
+	Shared bool
 	// Keys is how many keys they share ("k0", "k1", …). Few keys make
 	// clients contend, which is what finds ordering bugs. Zero means 5.
 	Keys int
@@ -100,6 +103,9 @@ func StartLoad(tb testing.TB, zkAddr string, opts LoadOptions) *Load {
 	errs := make([]error, opts.Clients)
 	var wg sync.WaitGroup
 	for i := range opts.Clients {
+		if opts.Shared && i > 0 {
+			continue
+		}
 		// Every other client reads at the tail, as the course's clients
 		// do; the rest read at any member.
 		readFrom := cli.ReadAny
@@ -109,6 +115,11 @@ func StartLoad(tb testing.TB, zkAddr string, opts LoadOptions) *Load {
 		wg.Go(func() { l.clients[i], l.closers[i], errs[i] = l.dial(readFrom) })
 	}
 	wg.Wait()
+	if opts.Shared {
+		for i := range l.clients {
+			l.clients[i] = l.clients[0]
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		tb.Fatalf("cluster: clients: %v", err)
 	}

@@ -46,7 +46,7 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 		}
 		return until
 	}
-	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, HoldTimeout: o.holdTimeout, SessionLease: sessionLease, Logger: log})
+	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, HoldTimeout: o.holdTimeout, ClientExpiry: o.clientExpiry, SessionLease: sessionLease, Logger: log})
 	defer node.Close()
 	s, err := srv.Start(o.serverConfig(node, store, log))
 	if err != nil {

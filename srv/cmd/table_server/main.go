@@ -49,6 +49,7 @@ type options struct {
 	sessionTimeout time.Duration
 	leaseTerm      time.Duration
 	holdTimeout    time.Duration
+	clientExpiry   time.Duration
 	forceStart     bool
 	maxFrame       int
 	maxConns       int
@@ -105,6 +106,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.sessionTimeout, "session-timeout", 4*time.Second, "ZooKeeper session `timeout`: a node cut off from ZooKeeper this long loses its place in the chain")
 	fs.DurationVar(&o.leaseTerm, "lease", 0, "how `long` a node keeps answering reads on its predecessor's word while ZooKeeper is unreachable, at most the session timeout (default: half of it)")
 	fs.DurationVar(&o.holdTimeout, "hold", chain.DefaultHoldTimeout, "how `long` a node holds a request it cannot answer correctly yet (it lost its place, or lost touch with ZooKeeper) before it closes that client's connection")
+	fs.DurationVar(&o.clientExpiry, "client-expiry", chain.DefaultClientExpiry, "how `long` the exactly-once records of a client that stopped writing are kept; longer than any client retries a write")
 	fs.BoolVar(&o.forceStart, "force-start", false, "if ZooKeeper lists nodes as holding the latest writes but none of them is registered, start the chain without them: their writes are lost")
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
 	fs.IntVar(&o.maxConns, "max-conns", srv.DefaultMaxConns, "most connections open at once; more are closed as they open")
@@ -146,8 +148,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 			return o, fmt.Errorf("-metrics-addr %q: want host:port", o.metricsAddr)
 		}
 	}
-	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.sessionTimeout <= 0 || o.holdTimeout <= 0 || o.leaseTerm < 0 || o.idleTimeout < 0 || o.loops < 0 {
-		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -session-timeout and -hold must be positive, -lease, -idle-timeout and -loops not negative")
+	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.sessionTimeout <= 0 || o.holdTimeout <= 0 || o.clientExpiry <= 0 || o.leaseTerm < 0 || o.idleTimeout < 0 || o.loops < 0 {
+		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -session-timeout, -hold and -client-expiry must be positive, -lease, -idle-timeout and -loops not negative")
 	}
 	if o.leaseTerm == 0 {
 		o.leaseTerm = o.sessionTimeout / 2

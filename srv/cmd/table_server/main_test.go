@@ -36,6 +36,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "lists too many", args: []string{"zk:1", "7000", "65537"}, errHas: `number of lists "65537"`},
 		{name: "lists not a number", args: []string{"zk:1", "7000", "many"}, errHas: `number of lists "many"`},
 		{name: "bad max frame", args: []string{"--max-frame", "0", "zk:1", "7000", "8"}, errHas: "must be positive"},
+		{name: "bad client expiry", args: []string{"--client-expiry", "0s", "zk:1", "7000", "8"}, errHas: "must be positive"},
 		{name: "bad idle timeout", args: []string{"--idle-timeout", "-1s", "zk:1", "7000", "8"}, errHas: "not negative"},
 		{name: "lease defaults to half the session", args: []string{"-session-timeout", "3s", "zk:1", "7000", "8"},
 			want: options{zkAddr: "zk:1", port: 7000, lists: 8, sessionTimeout: 3 * time.Second, leaseTerm: 1500 * time.Millisecond}},
@@ -65,7 +66,7 @@ func TestParseArgs(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread = got.maxFrame, got.maxConns, got.maxUnread
+				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.clientExpiry = got.maxFrame, got.maxConns, got.maxUnread, got.clientExpiry
 				if tt.want.sessionTimeout == 0 {
 					tt.want.sessionTimeout = 4 * time.Second
 				}
