@@ -637,7 +637,7 @@ func (h *heldWrite) try() {
 // route sends the write to head, if known, or tries again later.
 func (h *heldWrite) route(head Member, err error) {
 	if head.Addr != "" {
-		req := &codec.MessageT{Opcode: h.w.Op, CType: codec.CtKey, Key: h.w.Key, ClientId: h.w.ClientId, RequestId: h.w.RequestId}
+		req := &codec.MessageT{Opcode: h.w.Op, CType: codec.CtKey, Key: h.w.Key, ClientId: h.w.ClientId, RequestId: h.w.RequestId, FirstUnacked: h.w.FirstUnacked}
 		if h.w.Op == codec.OpPut {
 			req.CType, req.Key, req.Entry = codec.CtEntry, "", &codec.EntryT{Key: h.w.Key, Value: h.w.Value}
 		}
