@@ -114,6 +114,14 @@ type Client struct {
 
 	registered atomic.Bool // a Registration is open
 
+	// Connections to ZooKeeper, which Close closes so that none of
+	// go-zookeeper's waits outlives it, and how dialling went.
+	netConns map[*handshakeConn]struct{}
+	dialed   bool  // a connection was made
+	dialErr  error // the latest failure to connect
+	dialCtx  context.Context
+	endDials context.CancelFunc
+
 	leaseMu sync.Mutex
 	lease   time.Time // see Lease
 	leaseID int64     // the session the lease is for
@@ -143,10 +151,12 @@ func Dial(servers string, opts Options) (*Client, error) {
 		addrs = append(addrs, a)
 	}
 	c := &Client{
-		log:  opts.Logger,
-		subs: make(map[chan struct{}]struct{}),
-		done: make(chan struct{}),
+		log:      opts.Logger,
+		subs:     make(map[chan struct{}]struct{}),
+		netConns: make(map[*handshakeConn]struct{}),
+		done:     make(chan struct{}),
 	}
+	c.dialCtx, c.endDials = context.WithCancel(context.Background())
 	kick, unsubscribe := c.subscribe()
 	defer unsubscribe()
 
@@ -166,8 +176,14 @@ func Dial(servers string, opts Options) (*Client, error) {
 		select {
 		case <-kick:
 		case <-timeout:
+			c.mu.Lock()
+			why := "it accepts connections but does not answer"
+			if !c.dialed {
+				why = fmt.Sprintf("cannot connect: %v", c.dialErr)
+			}
+			c.mu.Unlock()
 			c.Close()
-			return nil, fmt.Errorf("zkwatch: cannot reach ZooKeeper at %s after %s", servers, opts.ConnectTimeout)
+			return nil, fmt.Errorf("zkwatch: no session with ZooKeeper at %s after %s: %s", servers, opts.ConnectTimeout, why)
 		}
 	}
 	if err := c.goroutine(c.renewLease); err != nil {
@@ -227,7 +243,9 @@ func (c *Client) Session() Session {
 
 // Close ends the session, which makes ZooKeeper delete the Client's member
 // node at once, stops its Watchers and Registration, and waits until all of
-// its goroutines, and go-zookeeper's, have returned.
+// its goroutines, and go-zookeeper's, have returned. It waits at most a
+// second for ZooKeeper to confirm the end of the session, and not at all
+// when there is no session; a session it could not end expires.
 func (c *Client) Close() {
 	c.mu.Lock()
 	if c.session.State == Closed {
@@ -238,7 +256,15 @@ func (c *Client) Close() {
 	c.mu.Unlock()
 
 	close(c.done)
+	c.endDials()
 	c.conn.Close()
+	// A connection still in its handshake, or whose close request went
+	// unanswered, would keep go-zookeeper waiting for its deadline.
+	c.mu.Lock()
+	for h := range c.netConns {
+		h.Conn.Close()
+	}
+	c.mu.Unlock()
 	c.wg.Wait()
 	// go-zookeeper closes its event channel as its last act.
 	for range c.events {
@@ -329,9 +355,18 @@ func (c *Client) goroutine(f func()) error {
 
 var errClosed = errors.New("zkwatch: client closed")
 
-// ensureChain creates ChainPath if it is missing.
+// ensureChain creates ChainPath if it is missing. It asks first: a create
+// that fails because the node exists is still a write that goes through
+// the quorum, and its failure is logged like any other transaction.
 func (c *Client) ensureChain() error {
-	_, err := c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
+	ok, _, err := c.conn.Exists(ChainPath)
+	if err != nil {
+		return fmt.Errorf("zkwatch: look for %s: %w", ChainPath, err)
+	}
+	if ok {
+		return nil
+	}
+	_, err = c.conn.Create(ChainPath, nil, 0, zk.WorldACL(zk.PermAll))
 	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 		return fmt.Errorf("zkwatch: create %s: %w", ChainPath, err)
 	}
@@ -343,16 +378,25 @@ func (c *Client) ensureChain() error {
 // the handshake for what go-zookeeper does not tell: the session id and the
 // timeout ZooKeeper granted.
 func (c *Client) dial(network, address string, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout(network, address, timeout)
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(c.dialCtx, network, address)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && c.session.State == Closed {
+		conn.Close()
+		err = errClosed
+	}
 	if err != nil {
+		c.dialErr = err
 		return nil, err
 	}
+	c.dialed = true
 	if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-		c.mu.Lock()
 		c.localIP = a.IP
-		c.mu.Unlock()
 	}
-	return &handshakeConn{Conn: conn, c: c}, nil
+	h := &handshakeConn{Conn: conn, c: c}
+	c.netConns[h] = struct{}{}
+	return h, nil
 }
 
 // handshakeConn reads the session id and timeout from the server's
@@ -367,6 +411,14 @@ type handshakeConn struct {
 }
 
 const handshakeHead = 4 + 4 + 4 + 8
+
+// Close closes the connection and forgets it.
+func (h *handshakeConn) Close() error {
+	h.c.mu.Lock()
+	delete(h.c.netConns, h)
+	h.c.mu.Unlock()
+	return h.Conn.Close()
+}
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
 	n, err := h.Conn.Read(p)

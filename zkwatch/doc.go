@@ -5,9 +5,10 @@
 // Each server registers a member node holding its "ip:port" and a trailing
 // NUL byte, as course C clients expect. Members are ordered by the sequence
 // number ZooKeeper appends to their names: the lowest is the head, the
-// highest the tail. Course C servers register plain "node0000000001" names;
-// Register uses go-zookeeper's protected names
-// ("_c_<guid>-node0000000001"); both are read alike.
+// highest the tail. Register uses plain "node0000000001" names, as course
+// C servers do, so that course clients, which order members by comparing
+// whole names, find the same head and tail; the protected names of older
+// versions ("_c_<guid>-node0000000001") are read alike.
 //
 // A Client holds one ZooKeeper session. Watch follows the chain; Register
 // puts the caller in it and keeps it there: ZooKeeper deletes a member node

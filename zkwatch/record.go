@@ -20,10 +20,13 @@ var ErrNotRegistered = errors.New("zkwatch: not registered")
 // sessions; clients that look for members ignore it. Its format is the
 // servers' business.
 func (c *Client) Record() (data []byte, version int32, err error) {
-	if err := c.ensureChain(); err != nil {
-		return nil, 0, err
-	}
 	data, stat, err := c.conn.Get(ChainPath)
+	if errors.Is(err, zk.ErrNoNode) {
+		if err := c.ensureChain(); err != nil {
+			return nil, 0, err
+		}
+		data, stat, err = c.conn.Get(ChainPath)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("zkwatch: read the chain record: %w", err)
 	}

@@ -186,51 +186,118 @@ func (r *Registration) run(kick <-chan struct{}) {
 	}
 }
 
-// register creates the member node. go-zookeeper's protected create finds
-// the node again if the connection drops before ZooKeeper's answer, so that
-// no node is left behind in the session, but only while the connection
-// comes back within its three tries; so register also deletes any other
-// node that its session owns, which can only be left by an earlier attempt
-// that failed, since a Client holds one Registration.
+// registerTries bounds how often register tries again after losing
+// contact with ZooKeeper; run tries again later.
+const registerTries = 3
+
+// register creates the member node, under the plain sequential name that
+// course servers use ("node0000000007"), so that clients ordering the
+// children of ChainPath by name, as course clients do, agree with the
+// order by sequence. A create whose connection drops before ZooKeeper's
+// answer may still have created the node, in the same session: so before
+// each create register adopts a member node that its session already
+// owns, and it deletes any other, since a Client holds one Registration
+// and no node of its session can be anyone else's.
 func (r *Registration) register() error {
-	c := r.c
-	if err := c.ensureChain(); err != nil {
+	if err := r.c.ensureChain(); err != nil {
 		return err
 	}
+	for try := 1; ; try++ {
+		p, owner, err := r.createOrAdopt()
+		if err == nil {
+			r.mu.Lock()
+			r.path, r.owner = p, owner
+			r.mu.Unlock()
+			r.c.log.Info("zkwatch: registered", "node", path.Base(p), "addr", r.addr, "session", sessionID(owner))
+			return nil
+		}
+		if try == registerTries || !lostContact(err) {
+			return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+		}
+	}
+}
+
+// createOrAdopt adopts the member node of the current session, or creates
+// one. It returns the node's path and the session that owns it.
+func (r *Registration) createOrAdopt() (string, int64, error) {
+	c := r.c
+	if p, owner, err := r.adopt(c.conn.SessionID()); err != nil || p != "" {
+		return p, owner, err
+	}
 	data := append([]byte(r.addr), 0)
-	p, err := c.conn.CreateProtectedEphemeralSequential(ChainPath+"/"+nodePrefix, data, zk.WorldACL(zk.PermAll))
+	p, err := c.conn.Create(ChainPath+"/"+nodePrefix, data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
 	if err != nil {
-		return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+		return "", 0, fmt.Errorf("create %s/%s: %w", ChainPath, nodePrefix, err)
 	}
 	// The node belongs to the session the connection had when ZooKeeper
 	// created it, which may be newer than the one this call began in.
 	ok, stat, err := c.conn.Exists(p)
 	if err == nil && !ok {
-		err = errors.New("member node vanished")
+		err = zk.ErrNoNode
 	}
 	if err != nil {
-		return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+		return "", 0, fmt.Errorf("read %s: %w", p, err)
+	}
+	if p, owner, err := r.adopt(stat.EphemeralOwner); err != nil || p != "" {
+		return p, owner, err
+	}
+	return "", 0, fmt.Errorf("member node %s vanished", p)
+}
+
+// lostContact reports whether a ZooKeeper request failed because the
+// connection or the session was lost, so that it may or may not have
+// taken effect.
+func lostContact(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrNoServer)
+}
+
+// adopt returns the newest member node that session owns if it holds the
+// member's address, and deletes every other member node the session owns. It
+// returns "" if there is none. It fails if it cannot tell or cannot
+// delete, so that a session never keeps two member nodes.
+func (r *Registration) adopt(session int64) (string, int64, error) {
+	c := r.c
+	if session == 0 {
+		return "", 0, nil
 	}
 	names, _, err := c.conn.Children(ChainPath)
 	if err != nil {
-		return fmt.Errorf("zkwatch: register %s: %w", r.addr, err)
+		return "", 0, fmt.Errorf("list %s: %w", ChainPath, err)
 	}
+	var mine []Member
 	for _, name := range names {
-		other := ChainPath + "/" + name
-		if other == p {
+		seq, ok := parseName(name)
+		if !ok {
 			continue
 		}
-		if ok, st, err := c.conn.Exists(other); err == nil && ok && st.EphemeralOwner == stat.EphemeralOwner {
-			if err := c.conn.Delete(other, -1); err == nil {
-				c.log.Info("zkwatch: deleted a member node left by a failed registration", "node", other)
-			}
+		data, stat, err := c.conn.Get(ChainPath + "/" + name)
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			continue
+		case err != nil:
+			return "", 0, fmt.Errorf("read %s/%s: %w", ChainPath, name, err)
+		case stat.EphemeralOwner == session:
+			mine = append(mine, Member{Name: name, Seq: seq, Addr: parseAddr(data)})
 		}
 	}
-	r.mu.Lock()
-	r.path, r.owner = p, stat.EphemeralOwner
-	r.mu.Unlock()
-	c.log.Info("zkwatch: registered", "node", path.Base(p), "addr", r.addr, "session", sessionID(stat.EphemeralOwner))
-	return nil
+	sortMembers(mine)
+	keep := len(mine) - 1
+	if keep >= 0 && mine[keep].Addr != r.addr {
+		keep = -1
+	}
+	for i, m := range mine {
+		if i == keep {
+			continue
+		}
+		if err := c.conn.Delete(ChainPath+"/"+m.Name, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return "", 0, fmt.Errorf("delete %s/%s, a second member node of session %v: %w", ChainPath, m.Name, sessionID(session), err)
+		}
+		c.log.Info("zkwatch: deleted a member node left by a failed registration", "node", m.Name, "session", sessionID(session))
+	}
+	if keep < 0 {
+		return "", 0, nil
+	}
+	return ChainPath + "/" + mine[keep].Name, session, nil
 }
 
 // publish makes the current standing the latest Status. Only one goroutine

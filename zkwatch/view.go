@@ -11,8 +11,8 @@ import (
 // Member is one server of the chain, as registered under ChainPath.
 type Member struct {
 	// Name is the member's node name under ChainPath, either plain
-	// ("node0000000007", as course servers register) or protected
-	// ("_c_<guid>-node0000000007", as Register does).
+	// ("node0000000007", as Register and course servers do) or protected
+	// ("_c_<guid>-node0000000007", as older versions of Register did).
 	Name string
 	// Seq is the sequence number ZooKeeper appended to Name. It orders the
 	// chain: members that registered earlier come first.

@@ -552,6 +552,15 @@ func (n *Node) HealZK() {
 	}
 }
 
+// FreezeZK freezes ZooKeeper for the node, and for it only: its
+// connections stay open but carry nothing until HealZK, as when ZooKeeper
+// hangs or a network silently drops every packet.
+func (n *Node) FreezeZK() {
+	for _, p := range n.zkProxies {
+		p.Pause()
+	}
+}
+
 // PartitionMode says how a partition treats the connections it cuts.
 type PartitionMode int
 

@@ -316,6 +316,12 @@ func (c *Conn) Close() {
 	c.shouldQuitOnce.Do(func() {
 		close(c.shouldQuit)
 
+		// Patched (see PATCHED.md): without a session there is nothing to
+		// close and no one to answer; waiting for the answer would only
+		// add its second.
+		if c.State() != StateHasSession {
+			return
+		}
 		select {
 		case <-c.queueRequest(opClose, &closeRequest{}, &closeResponse{}, nil):
 		case <-time.After(time.Second):
@@ -672,24 +678,27 @@ func (c *Conn) authenticate() error {
 
 	binary.BigEndian.PutUint32(buf[:4], uint32(n))
 
-	c.conn.SetWriteDeadline(time.Now().Add(c.recvTimeout * 10))
+	// Patched (see PATCHED.md): the receive timeout bounds the whole
+	// handshake, request and response, instead of ten times it for each
+	// of the request and the response's length, and nothing for its body.
+	c.conn.SetDeadline(time.Now().Add(c.recvTimeout))
+	defer c.conn.SetDeadline(time.Time{})
 	_, err = c.conn.Write(buf[:n+4])
-	c.conn.SetWriteDeadline(time.Time{})
 	if err != nil {
 		return err
 	}
 
 	// Receive and decode a connect response.
-	c.conn.SetReadDeadline(time.Now().Add(c.recvTimeout * 10))
 	_, err = io.ReadFull(c.conn, buf[:4])
-	c.conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		return err
 	}
 
+	// Patched: a connect response takes some 40 bytes; a longer one is
+	// refused before anything is allocated for it.
 	blen := int(binary.BigEndian.Uint32(buf[:4]))
-	if cap(buf) < blen {
-		buf = make([]byte, blen)
+	if blen > len(buf) {
+		return fmt.Errorf("zk: connect response of %d bytes, more than %d", blen, len(buf))
 	}
 
 	_, err = io.ReadFull(c.conn, buf[:blen])

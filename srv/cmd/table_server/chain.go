@@ -28,6 +28,12 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 		return err
 	}
 	defer zc.Close()
+	// From the first session on, a signal is the node's to handle: one
+	// that comes while it joins the chain ends the session at once, which
+	// fails what waits for ZooKeeper and deletes any member node made.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	joining := context.AfterFunc(ctx, zc.Close)
 
 	// The session the node's current member name belongs to: a lease on
 	// any other session says nothing about that name.
@@ -52,20 +58,29 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	}
 	defer stopServer()
 
+	// joinFailed tells why joining failed: the signal that cut it short,
+	// if one did.
+	joinFailed := func(err error) error {
+		if ctx.Err() != nil {
+			return errors.New("stopped by a signal while joining the chain")
+		}
+		return err
+	}
 	watcher, err := zc.Watch()
 	if err != nil {
-		return err
+		return joinFailed(err)
 	}
 	defer watcher.Close()
 	reg, err := zc.Register(net.JoinHostPort(o.advertise, strconv.Itoa(o.port)))
 	if err != nil {
-		return err
+		return joinFailed(err)
 	}
 	defer reg.Close()
+	if !joining() {
+		return joinFailed(nil)
+	}
 	log.Info("serving as a chain member", "member", reg.Name(), "addr", reg.Addr(), "zookeeper", o.zkAddr)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	f := &follower{node: node, zc: zc, reg: reg, watcher: watcher, memberSession: &memberSession, log: log, force: o.forceStart}
 	f.run(ctx)
 
@@ -73,20 +88,45 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	if !node.Drain(5 * time.Second) {
 		log.Warn("writes still in flight after 5s; leaving anyway", "state", node.State())
 	}
-	// A node that leaves takes its table with it: it leaves the holders
-	// record before the chain.
-	left := f.sync()
-	for i := 0; i < 10 && !left; i++ {
-		time.Sleep(retryDelay)
-		left = f.sync()
-	}
-	if !left {
-		log.Warn("could not take this node off the holders record")
-	}
-	if err := reg.Close(); err != nil {
-		log.Warn("could not delete the member node; ZooKeeper drops it when the session ends", "err", err)
-	}
+	f.leave(leaveTimeout)
 	return nil
+}
+
+// leaveTimeout bounds how long a node that stops waits for ZooKeeper to
+// take it off the holders record and the chain. After SIGTERM a node
+// drains for at most 5s, leaves within this, and closes its session
+// within 1s more: 9s, before scripts/run.sh sends SIGKILL at 10s.
+const leaveTimeout = 3 * time.Second
+
+// leave takes the node off the holders record, since a node that leaves
+// takes its table with it, and then deletes its member node, trying again
+// until within elapses. A ZooKeeper that does not answer in time is left
+// to drop the node when its session expires.
+func (f *follower) leave(within time.Duration) {
+	deadline := time.Now().Add(within)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		left := f.sync()
+		for !left && time.Until(deadline) > retryDelay {
+			time.Sleep(retryDelay)
+			left = f.sync()
+		}
+		if !left {
+			f.log.Warn("could not take this node off the holders record")
+		}
+		if err := f.reg.Close(); err != nil {
+			f.log.Warn("could not delete the member node; ZooKeeper drops it when the session ends", "err", err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(within):
+		f.log.Warn("ZooKeeper did not answer in time; leaving without it: the chain drops this node when its session expires", "waited", within)
+		// Closing the client fails the requests in flight at once.
+		f.zc.Close()
+		<-done
+	}
 }
 
 // follower feeds a node its member name, with the session it belongs to,
