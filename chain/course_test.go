@@ -696,6 +696,24 @@ func courseFreeze(pos int) courseFault {
 	}}
 }
 
+// courseCutZK cuts the node at pos off from ZooKeeper, and only from it,
+// until the others have dropped it and twice the session timeout has
+// passed: clients that have not yet seen it go still send it requests.
+// Healed, it joins again as the tail.
+func courseCutZK(pos int) courseFault {
+	return courseFault{"cut " + faultRole(pos) + " off from ZooKeeper", func(t *testing.T, c *cluster.Cluster) {
+		n := c.At(pos)
+		old, _ := n.Member()
+		n.CutZK()
+		cut := time.Now()
+		c.WaitView(func(v zkwatch.View) bool { return v.Index(old.Name) < 0 }, faultRecover)
+		c.WaitTailServes(faultRecover)
+		time.Sleep(time.Until(cut.Add(2 * c.SessionTimeout())))
+		n.HealZK()
+		nemesisWaitTail(t, c, n, old.Seq)
+	}}
+}
+
 // coursePartition cuts the links into the node at pos for twice the
 // session timeout, and heals them.
 func coursePartition(pos int, mode cluster.PartitionMode) courseFault {
@@ -713,8 +731,8 @@ func coursePartition(pos int, mode cluster.PartitionMode) courseFault {
 // mixed load through the fault schedule, reading at the tail and, in a
 // second run, at random members: kills of the head, the middle and the
 // tail (each added back, so joining as the tail), SIGSTOP of the tail and
-// of the head past their session, and partitions into the middle and the
-// tail.
+// of the head past their session, partitions into the middle and the
+// tail, and the tail cut off from ZooKeeper.
 func TestCourseFaults(t *testing.T) {
 	for _, from := range []course.ReadFrom{course.Tail, course.Any} {
 		t.Run("reads-at-"+from.String(), func(t *testing.T) {
@@ -732,6 +750,7 @@ func TestCourseFaults(t *testing.T) {
 				courseFreeze(0),
 				coursePartition(1, cluster.Silent),
 				coursePartition(2, cluster.Reset),
+				courseCutZK(2),
 			} {
 				phases[len(phases)-1].end = l.h.Now()
 				prefix := fmt.Sprintf("p%d-", i+1)
