@@ -5,7 +5,7 @@ GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 ZK_PORT ?= 2181
 
-.PHONY: all run test fuzz fault bench proto zk-up zk-down deps clean
+.PHONY: all run test fuzz fault bench proto course-client zk-up zk-down deps clean
 
 all:
 	$(GO) build -o table_server ./srv/cmd/table_server
@@ -19,7 +19,8 @@ run:
 
 # Tests start real ZooKeeper servers, so java and ZooKeeper must be there.
 test:
-	@command -v java >/dev/null 2>&1 && test -f /usr/share/java/zookeeper.jar && command -v redis-server >/dev/null 2>&1 || scripts/install-deps.sh
+	@command -v java >/dev/null 2>&1 && test -f /usr/share/java/zookeeper.jar && command -v redis-server >/dev/null 2>&1 && \
+		command -v protoc-c >/dev/null 2>&1 && test -f /usr/include/zookeeper/zookeeper.h || scripts/install-deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
 	scripts/fuzz.sh 10s
@@ -50,6 +51,19 @@ proto:
 	protoc --plugin=protoc-gen-go=$$bin/protoc-gen-go -I codec \
 		--go_out=codec --go_opt=paths=source_relative codec/sdmessage.proto
 
+# The C course client (internal/course/c) as COURSE_OUT/course_client
+# (default ./course_client), against Debian's libzookeeper-mt and
+# protobuf-c (scripts/install-deps.sh installs them); chain/course_test.go
+# builds it so to drive it. The generated protobuf-c sources are
+# temporary.
+COURSE_OUT ?= .
+course-client:
+	@gen=$$(mktemp -d) && trap 'rm -rf "$$gen"' EXIT && \
+	protoc-c --c_out=$$gen -I internal/course/c internal/course/c/sdmessage.proto && \
+	$(CC) -std=c99 -DTHREADED -Wall -Wextra -Werror -pedantic -O2 -I $$gen \
+		-o $(COURSE_OUT)/course_client internal/course/c/course_client.c $$gen/sdmessage.pb-c.c \
+		-lzookeeper_mt -lprotobuf-c -lpthread
+
 # A local ZooKeeper on 127.0.0.1:$(ZK_PORT) for running servers by hand.
 zk-up:
 	scripts/zk.sh up --port $(ZK_PORT)
@@ -61,4 +75,4 @@ deps:
 	scripts/install-deps.sh
 
 clean:
-	rm -f table_server table_client table_perf
+	rm -f table_server table_client table_perf course_client
