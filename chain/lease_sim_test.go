@@ -344,7 +344,7 @@ func (s *lsim) pump(p *lproc, step int) {
 			s.stepErr("replicate %s->%s: %v", f.from, f.to, err)
 			return
 		}
-		w := lackWaiter{p, f.gen, ask, sp.m.Draining()}
+		w := lackWaiter{p, f.gen, ask, sp.m.Released()}
 		if w.release {
 			sp.release = true
 		}

@@ -297,11 +297,20 @@ func (m *Machine) markDirty(w *codec.WriteT) {
 
 // Drain makes the node refuse new client writes and reads, so that what
 // is in flight can commit before it leaves the chain; it asks for no more
-// read leases, and its acknowledgements release the one it holds.
+// read leases and grants none, and once those it granted ran out its
+// acknowledgements release the one it holds (see Released).
 func (m *Machine) Drain() { m.draining = true }
 
 // Draining reports whether Drain was called.
 func (m *Machine) Draining() bool { return m.draining }
+
+// Released reports whether the node's acknowledgements may release the
+// read lease its predecessor granted it: it is draining, and no lease it
+// granted its own successor still runs. A draining node grants none (see
+// Grant), but one granted before may outlast the node's stay in the
+// chain, on the node's own session: a predecessor that took the release
+// while it ran would bypass a successor still answering reads.
+func (m *Machine) Released() bool { return m.draining && !m.now.Before(m.granted()) }
 
 // Idle reports whether every write the node applied is committed.
 func (m *Machine) Idle() bool { return m.committed == m.applied }
@@ -384,9 +393,11 @@ func (m *Machine) SetView(members []Member) error {
 	}
 	m.pred = pred
 	if succ != m.succ || succ.Name == "" && m.succState != succNone {
-		if m.succ.Name != "" && succ.Name != "" && succ.Name != m.succ.Name {
+		if m.succ.Name != "" && succ.Name != m.succ.Name {
 			// The old successor is bypassed, and may answer reads on
-			// what this node granted it until then.
+			// what this node granted it until then: no successor may
+			// get writes before, neither one that replaces it now nor
+			// one that joins after the node went on alone.
 			m.bypassUntil = maxTime(m.bypassUntil, m.granted())
 		}
 		m.succ = succ
@@ -421,6 +432,7 @@ func (m *Machine) Rejoin(self string) {
 	old := m
 	m2 := NewMachine(self, old.store, old.leaseTerm)
 	m2.failed, m2.zkLease, m2.linkGen, m2.now, m2.grantUntil = failed, old.zkLease, old.linkGen+1, old.now, old.granted()
+	m2.bypassUntil = maxTime(old.bypassUntil, old.granted())
 	m2.applied, m2.committed, m2.dedup = old.applied, old.committed, old.dedup
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
 	m2.partial = !old.whole
@@ -774,8 +786,8 @@ func (m *Machine) DedupRecords() []*codec.DedupT {
 // term, but never past the node's own lease, and a node without one
 // grants nothing (see lease). The zero Grant grants nothing.
 func (m *Machine) Grant(gen uint64, now time.Time) codec.Grant {
-	if gen != m.linkGen || m.grant == 0 {
-		return codec.Grant{}
+	if gen != m.linkGen || m.grant == 0 || m.draining {
+		return codec.Grant{} // a draining node lets its grants run out (see Released)
 	}
 	term := min(m.leaseTerm, m.lease().Sub(now)).Truncate(time.Microsecond)
 	if term <= 0 {

@@ -476,7 +476,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 			var last, ask uint64
 			grant := codec.Grant{ID: req.GetLeaseGrant(), TermUS: req.GetLeaseTermUs()}
 			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), grant); err == nil {
-				w := ackWaiter{p: c.Defer(), ask: ask, release: m.Draining()}
+				w := ackWaiter{p: c.Defer(), ask: ask, release: m.Released()}
 				if w.release {
 					n.released.Store(true)
 				}
