@@ -155,3 +155,51 @@ func TestLeaseDrainReleasesDownstreamGrant(t *testing.T) {
 	s.writeAcked(a, "k", 3*time.Second)
 	s.run(3*time.Second, "k")
 }
+
+// TestLeaseStaleAckAcrossHistories: A→B→C with A cut off ZooKeeper. A's
+// write w reaches B, whose acknowledgement waits for C. ZooKeeper drops A;
+// B leads and commits writes of its own under the sequence numbers that A,
+// still believing it leads, gives to writes of its own (the lost ones).
+// The acknowledgement B owed A for w must not tell A that those commit:
+// an acknowledgement says at most "up to w", never B's later position,
+// which counts writes of another history.
+func TestLeaseStaleAckAcrossHistories(t *testing.T) {
+	s, ps := newLeaseChain(t, 3)
+	a, b, c := ps[0], ps[1], ps[2]
+	a.cut = true
+	s.event(a)
+	s.writeAt(a, "k", false) // w
+	s.pump(a, 1)             // A sends w
+	s.pump(a, 2)             // B applies it; its acknowledgement waits for C
+	for slices.Contains(s.zk, a.name) {
+		s.advance(100 * time.Millisecond)
+		s.zkTick()
+	}
+	s.deliverViews() // B leads: [B, C]
+	if !b.m.IsHead() {
+		t.Fatalf("B: %v", b.m)
+	}
+	s.event(a)
+	s.writeAt(a, "lost", false) // A, cut off, still takes writes
+	s.writeAt(a, "lost", false)
+	s.event(b)
+	s.writeAt(b, "x", false) // the same sequence numbers at B
+	s.writeAt(b, "x", false)
+	s.batch = 10 // w and B's writes go to C in one frame
+	for range 5 {
+		for _, p := range []*lproc{b, c} {
+			for step := range 4 {
+				s.pump(p, step)
+			}
+		}
+	}
+	for len(a.acks) > 0 {
+		s.pump(a, 3) // B's acknowledgements reach A, the one of w last
+	}
+	if got, ok := s.acked["lost"]; ok {
+		t.Fatalf("A acknowledged %q (seq %d), a write no other node has: %v; B %v", got.value, got.seq, a.m, b.m)
+	}
+	if _, ok := c.store.Table.Get("lost"); ok {
+		t.Fatal("test broken: C has the lost write")
+	}
+}

@@ -36,7 +36,9 @@ type lsim struct {
 	heard map[string]time.Time
 	view  int // version of the view ZooKeeper lists (bumped on every change)
 
-	stepErr func(format string, args ...any) // t.Fatalf, or a recorder in minimisation
+	stepErr func(format string, args ...any) // t.Fatalf
+	profile int                              // index in lsimProfiles
+	batch   int                              // writes per frame; 0 draws 1 to 3
 }
 
 // lproc is a node's process.
@@ -230,13 +232,14 @@ func (s *lsim) breakLink(p *lproc) {
 type lackWaiter struct {
 	p       *lproc
 	gen     uint64
+	last    uint64
 	ask     uint64
 	release bool
 }
 
 func (w lackWaiter) Done(pos Position, err error) {
 	if err == nil {
-		w.p.acks = append(w.p.acks, lack{w.gen, pos, w.ask, w.release})
+		w.p.acks = append(w.p.acks, lack{w.gen, AckPosition(w.last, pos), w.ask, w.release})
 	}
 }
 
@@ -299,7 +302,11 @@ func (s *lsim) pump(p *lproc, step int) {
 			s.breakLink(p) // the successor's process is gone: the connection resets
 			return
 		}
-		ws, live, err := p.m.Writes(gen, p.next, 1+s.rng.IntN(3))
+		batch := s.batch
+		if batch == 0 {
+			batch = 1 + s.rng.IntN(3)
+		}
+		ws, live, err := p.m.Writes(gen, p.next, batch)
 		if err != nil {
 			// Frames of an older connection reached the successor after
 			// this one's handshake, and its acknowledgement passed what
@@ -344,7 +351,7 @@ func (s *lsim) pump(p *lproc, step int) {
 			s.stepErr("replicate %s->%s: %v", f.from, f.to, err)
 			return
 		}
-		w := lackWaiter{p, f.gen, ask, sp.m.Released()}
+		w := lackWaiter{p, f.gen, last, ask, sp.m.Released()}
 		if w.release {
 			sp.release = true
 		}
@@ -417,10 +424,15 @@ func (s *lsim) read(key string) {
 		if !s.up(p) || p.m.CanRead(s.now) != nil {
 			continue
 		}
+		lsimStats.reads++
+		if !slices.Contains(s.zk, p.name) {
+			lsimStats.dropped++ // answered by a node ZooKeeper no longer lists
+		}
 		v, found := p.store.Table.Get(key)
 		r := &simRead{s: s.sim, node: p.name, key: key, value: string(v), found: found, observed: s.observed[key]}
 		r.acked, r.wasAcked = s.acked[key]
 		if need := p.m.ReadNeed([]byte(key)); need != 0 {
+			lsimStats.dirty++
 			s.logf("read %s at %s = %q waits for %d", key, p.name, v, need)
 			p.m.Await(need, r)
 			continue
@@ -472,6 +484,49 @@ func (s *lsim) safe(victim *lproc) bool {
 	return false
 }
 
+// The events of step.
+const (
+	evWrite = iota
+	evPump
+	evRead
+	evView
+	evTick
+	evBreak
+	evCut
+	evHeal
+	evFreeze
+	evKill
+	evDrain
+	evJoin
+	evGroupCut
+	evTime
+	nEvents
+)
+
+// Profiles of how often each event comes, per mille: a steady one, and
+// one heavy with faults, where nodes ZooKeeper dropped go on longer.
+var lsimProfiles = [][nEvents]int{
+	{250, 450, 100, 80, 40, 10, 10, 5, 10, 5, 4, 8, 8, 15},
+	{120, 500, 100, 60, 50, 10, 30, 3, 10, 5, 15, 30, 20, 40},
+}
+
+// pick draws an event from the sim's profile.
+func (s *lsim) pick() int {
+	w := lsimProfiles[s.profile]
+	total := 0
+	for _, n := range w {
+		total += n
+	}
+	r := s.rng.IntN(total)
+	for ev, n := range w {
+		if r < n {
+			return ev
+		}
+		r -= n
+	}
+	return evTime
+}
+
 // step takes one random event.
 func (s *lsim) step(nkeys int) {
 	s.advance(time.Duration(s.rng.IntN(30)) * time.Millisecond)
@@ -482,56 +537,57 @@ func (s *lsim) step(nkeys int) {
 	}
 	p := s.procs[names[s.rng.IntN(len(names))]]
 	key := fmt.Sprintf("k%d", s.rng.IntN(nkeys))
-	switch r := s.rng.IntN(1000); {
-	case r < 250:
+	switch s.pick() {
+	case evWrite:
 		s.write(key, s.rng.IntN(5) == 0)
-	case r < 700:
+	case evPump:
 		s.pump(p, s.rng.IntN(4))
-	case r < 800:
+	case evRead:
 		s.read(key)
-	case r < 880:
+	case evView:
 		s.deliverView(p)
-	case r < 920:
+	case evTick:
 		if s.up(p) {
 			s.event(p)
 			s.flush(p)
 		}
 		s.maybeLeave(p)
-	case r < 930:
+	case evBreak:
 		if s.up(p) {
 			s.breakLink(p)
 		}
-	case r < 945:
-		// Cut p off ZooKeeper, or heal it.
+	case evCut:
+		if !p.cut && s.safe(p) {
+			s.logf("cut %s", p.name)
+			p.cut = true
+		}
+	case evHeal:
 		if p.cut {
 			s.logf("heal %s", p.name)
 			p.cut = false
 			if slices.Contains(s.zk, p.name) && s.up(p) {
 				s.heard[p.name] = s.now
 			}
-		} else if s.safe(p) {
-			s.logf("cut %s", p.name)
-			p.cut = true
 		}
-	case r < 955:
+	case evFreeze:
 		if s.up(p) && s.safe(p) {
 			d := time.Duration(s.rng.Int64N(int64(2 * s.session)))
 			s.logf("freeze %s for %v", p.name, d)
 			p.frozen = s.now.Add(d)
 		}
-	case r < 960:
+	case evKill:
 		if s.safe(p) {
 			s.kill(p)
 		}
-	case r < 964:
+	case evDrain:
 		if s.up(p) && !p.leaving && s.safe(p) {
 			s.drain(p)
 		}
-	case r < 972:
+	case evJoin:
 		if len(s.zk) < 5 {
 			s.join()
 		}
-	case r < 980:
+	case evGroupCut:
 		// A cut group: several nodes at once, the attack of issue 16.1.
 		for _, name := range names {
 			if q := s.procs[name]; q != nil && !q.cut && s.rng.IntN(2) == 0 && s.safe(q) {
@@ -539,7 +595,7 @@ func (s *lsim) step(nkeys int) {
 				q.cut = true
 			}
 		}
-	default:
+	case evTime:
 		// Time passes: leases and sessions run out.
 		s.advance(time.Duration(s.rng.Int64N(int64(s.session))))
 	}
@@ -595,6 +651,9 @@ func (s *lsim) converged() bool {
 	return s.procs[s.zk[0]].m.CanWrite() == nil
 }
 
+// lsimStats counts what the random simulation exercised.
+var lsimStats struct{ reads, dirty, dropped, acked int }
+
 // TestLeaseSimRandomFaults is the attack: random writes, reads at every
 // node, and faults, with real leases and a model of ZooKeeper.
 func TestLeaseSimRandomFaults(t *testing.T) {
@@ -611,6 +670,7 @@ func TestLeaseSimRandomFaults(t *testing.T) {
 				term = session // the most table_server allows
 			}
 			s := newLsim(t, seed, session, term)
+			s.profile = int(seed % 2)
 			for range 3 {
 				s.join()
 			}
@@ -620,8 +680,11 @@ func TestLeaseSimRandomFaults(t *testing.T) {
 			}
 			s.healAndSettle()
 			s.checkConverged()
+			lsimStats.acked += len(s.sim.acked)
 		})
 	}
+	t.Logf("%d seeds x %d steps: %d reads answered (%d dirty, %d by nodes ZooKeeper had dropped)",
+		seeds, steps, lsimStats.reads, lsimStats.dirty, lsimStats.dropped)
 }
 
 func init() {

@@ -563,6 +563,17 @@ func (m *Machine) TakeDone() (done []Waiter, pos Position, failed []Waiter) {
 	return done, m.Position(), failed
 }
 
+// AckPosition returns what an acknowledgement of the writes up to last,
+// sent once last is committed, may tell the predecessor: pos, the node's
+// position by then, but never past last. By then the node may have taken
+// the lead (its predecessor was dropped) and committed writes of its own
+// under sequence numbers that the old predecessor, still taking writes,
+// gave to others: reported, they would make it acknowledge writes no
+// other node has.
+func AckPosition(last uint64, pos Position) Position {
+	return Position{Applied: min(pos.Applied, last), Committed: min(pos.Committed, last)}
+}
+
 // Position returns how far the node has got.
 func (m *Machine) Position() Position { return Position{Applied: m.applied, Committed: m.committed} }
 
