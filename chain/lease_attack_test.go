@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -201,5 +202,33 @@ func TestLeaseStaleAckAcrossHistories(t *testing.T) {
 	}
 	if _, ok := c.store.Table.Get("lost"); ok {
 		t.Fatal("test broken: C has the lost write")
+	}
+}
+
+// TestLeaseSnapshotToNewSuccessorDuringBypass: A→B, B cut off ZooKeeper.
+// A's grants keep B answering reads; then the A→B link goes down with a
+// write w applied at A and not at B. ZooKeeper expires B, and D joins. A
+// snapshots D, w included, while its grant to B still runs: the hand-off
+// that follows must not commit w before that grant ran out, though w
+// never passes through Writes (which the bypass holds back).
+func TestLeaseSnapshotToNewSuccessorDuringBypass(t *testing.T) {
+	s, ps := newLeaseChain(t, 2)
+	a, b := ps[0], ps[1]
+	b.cut = true
+	s.run(3*time.Second, "k") // A grants B leases until past B's expiry
+	s.breakLink(a)
+	s.writeAt(a, "k", false) // w: applied at A only
+	for slices.Contains(s.zk, b.name) {
+		s.advance(50 * time.Millisecond)
+		s.read("k")
+	}
+	if err := b.m.CanRead(s.now); err != nil {
+		t.Fatalf("B lost its lease already (%v): the test needs it", b.m)
+	}
+	s.join() // D: A installs [A, D]
+	s.deliverViews()
+	s.run(3*time.Second, "k") // snapshot, hand-off, heartbeats; B still reads
+	if a, ok := s.acked["k"]; !ok || a.seq != s.valueSeq[fmt.Sprintf("v%d", s.val)] {
+		t.Fatalf("w not acknowledged once B's lease ran out: %v", s.acked)
 	}
 }

@@ -886,9 +886,12 @@ func (m *Machine) ackedBy(seq uint64) {
 // marker on the next message.
 //
 // Only a live node may hand off: a node still catching up lacks writes its
-// own predecessor committed, and so does everything it fed.
+// own predecessor committed, and so does everything it fed. Nor may it
+// while a successor it bypassed may still answer reads (bypassUntil): the
+// hand-off commits what the snapshot carried, which that one may lack, and
+// the first acknowledgement after it would commit them at once.
 func (m *Machine) maybeHandOff() {
-	if m.live && m.succApplied == m.applied {
+	if m.live && m.succApplied == m.applied && !m.now.Before(m.bypassUntil) {
 		m.succState = succLive
 		m.sendLive = true
 	}
