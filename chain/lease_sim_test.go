@@ -682,11 +682,17 @@ var lsimStats struct{ reads, dirty, notHead, dropped, acked int }
 // node, and faults, with real leases and a model of ZooKeeper.
 func TestLeaseSimRandomFaults(t *testing.T) {
 	const steps = 3000
-	seeds := uint64(200)
+	first, seeds := uint64(1), uint64(200)
 	if testing.Short() {
 		seeds = 20
 	}
-	for seed := uint64(1); seed <= seeds; seed++ {
+	// LSIM_SEEDS=first:count runs other seeds, for longer hunts.
+	if v := os.Getenv("LSIM_SEEDS"); v != "" {
+		if _, err := fmt.Sscanf(v, "%d:%d", &first, &seeds); err != nil {
+			t.Fatalf("LSIM_SEEDS=%q: want first:count (%v)", v, err)
+		}
+	}
+	for seed := first; seed < first+seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			session := 4 * time.Second
 			term := session / 2
