@@ -517,11 +517,13 @@ const (
 	nEvents
 )
 
-// Profiles of how often each event comes, per mille: a steady one, and
-// one heavy with faults, where nodes ZooKeeper dropped go on longer.
+// Profiles of how often each event comes, per mille: a steady one, one
+// heavy with faults, where nodes ZooKeeper dropped go on longer, and one
+// where nodes leave gracefully while others are cut off.
 var lsimProfiles = [][nEvents]int{
 	{250, 450, 100, 80, 40, 10, 10, 5, 10, 5, 4, 8, 8, 15},
 	{120, 500, 100, 60, 50, 10, 30, 3, 10, 5, 15, 30, 20, 40},
+	{120, 500, 100, 60, 50, 5, 20, 2, 3, 2, 40, 40, 30, 30},
 }
 
 // pick draws an event from the sim's profile.
@@ -700,7 +702,7 @@ func TestLeaseSimRandomFaults(t *testing.T) {
 				term = session // the most table_server allows
 			}
 			s := newLsim(t, seed, session, term)
-			s.profile = int(seed % 2)
+			s.profile = int(seed % uint64(len(lsimProfiles)))
 			for range 3 {
 				s.join()
 			}
