@@ -281,11 +281,20 @@ func (m *Machine) markDirty(w *codec.WriteT) {
 
 // Drain makes the node refuse new client writes and reads, so that what
 // is in flight can commit before it leaves the chain; it asks for no more
-// read leases, and its acknowledgements release the one it holds.
+// read leases and grants none, and once those it granted ran out its
+// acknowledgements release the one it holds (see Released).
 func (m *Machine) Drain() { m.draining = true }
 
 // Draining reports whether Drain was called.
 func (m *Machine) Draining() bool { return m.draining }
+
+// Released reports whether the node's acknowledgements may release the
+// read lease its predecessor granted it: it is draining, and no lease it
+// granted its own successor still runs. A draining node grants none (see
+// Grant), but one granted before may outlast the node's stay in the
+// chain, on the node's own session: a predecessor that took the release
+// while it ran would bypass a successor still answering reads.
+func (m *Machine) Released() bool { return m.draining && !m.now.Before(m.granted()) }
 
 // Idle reports whether every write the node applied is committed.
 func (m *Machine) Idle() bool { return m.committed == m.applied }
@@ -368,9 +377,11 @@ func (m *Machine) SetView(members []Member) error {
 	}
 	m.pred = pred
 	if succ != m.succ || succ.Name == "" && m.succState != succNone {
-		if m.succ.Name != "" && succ.Name != "" && succ.Name != m.succ.Name {
+		if m.succ.Name != "" && succ.Name != m.succ.Name {
 			// The old successor is bypassed, and may answer reads on
-			// what this node granted it until then.
+			// what this node granted it until then: no successor may
+			// get writes before, neither one that replaces it now nor
+			// one that joins after the node went on alone.
 			m.bypassUntil = maxTime(m.bypassUntil, m.granted())
 		}
 		m.succ = succ
@@ -405,6 +416,7 @@ func (m *Machine) Rejoin(self string) {
 	old := m
 	m2 := NewMachine(self, old.store, old.leaseTerm)
 	m2.failed, m2.zkLease, m2.linkGen, m2.now, m2.grantUntil = failed, old.zkLease, old.linkGen+1, old.now, old.granted()
+	m2.bypassUntil = maxTime(old.bypassUntil, old.granted())
 	m2.applied, m2.committed, m2.dedup = old.applied, old.committed, old.dedup
 	m2.clientExpiry, m2.expiredTo = old.clientExpiry, old.expiredTo
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
@@ -513,6 +525,17 @@ func (m *Machine) TakeDone() (done []Waiter, pos Position, failed []Waiter) {
 	failed = m.failed
 	m.done, m.failed = m.done[:0], nil
 	return done, m.Position(), failed
+}
+
+// AckPosition returns what an acknowledgement of the writes up to last,
+// sent once last is committed, may tell the predecessor: pos, the node's
+// position by then, but never past last. By then the node may have taken
+// the lead (its predecessor was dropped) and committed writes of its own
+// under sequence numbers that the old predecessor, still taking writes,
+// gave to others: reported, they would make it acknowledge writes no
+// other node has.
+func AckPosition(last uint64, pos Position) Position {
+	return Position{Applied: min(pos.Applied, last), Committed: min(pos.Committed, last)}
 }
 
 // Position returns how far the node has got.
@@ -720,8 +743,8 @@ func (m *Machine) startSnapshot() uint64 {
 // term, but never past the node's own lease, and a node without one
 // grants nothing (see lease). The zero Grant grants nothing.
 func (m *Machine) Grant(gen uint64, now time.Time) codec.Grant {
-	if gen != m.linkGen || m.grant == 0 {
-		return codec.Grant{}
+	if gen != m.linkGen || m.grant == 0 || m.draining {
+		return codec.Grant{} // a draining node lets its grants run out (see Released)
 	}
 	term := min(m.leaseTerm, m.lease().Sub(now)).Truncate(time.Microsecond)
 	if term <= 0 {
@@ -809,9 +832,12 @@ func (m *Machine) ackedBy(seq uint64) {
 // marker on the next message.
 //
 // Only a live node may hand off: a node still catching up lacks writes its
-// own predecessor committed, and so does everything it fed.
+// own predecessor committed, and so does everything it fed. Nor may it
+// while a successor it bypassed may still answer reads (bypassUntil): the
+// hand-off commits what the snapshot carried, which that one may lack, and
+// the first acknowledgement after it would commit them at once.
 func (m *Machine) maybeHandOff() {
-	if m.live && m.succApplied == m.applied {
+	if m.live && m.succApplied == m.applied && !m.now.Before(m.bypassUntil) {
 		m.succState = succLive
 		m.sendLive = true
 	}

@@ -491,7 +491,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 			var last, ask uint64
 			grant := codec.Grant{ID: req.GetLeaseGrant(), TermUS: req.GetLeaseTermUs()}
 			if last, ask, err = m.Replicate(req.GetFrom(), req.GetTo(), req.GetWrites(), req.GetLive(), grant); err == nil {
-				w := ackWaiter{p: c.Defer(), ask: ask, release: m.Draining()}
+				w := ackWaiter{p: c.Defer(), last: last, ask: ask, release: m.Released()}
 				if w.release {
 					n.released.Store(true)
 				}
@@ -775,11 +775,13 @@ func writeStatus(found bool, err error) codec.Status {
 // for a read lease.
 type ackWaiter struct {
 	p       *srv.Pending
+	last    uint64 // the last write of the frame acknowledged
 	ask     uint64
 	release bool
 }
 
 func (w ackWaiter) Done(pos Position, err error) {
+	pos = AckPosition(w.last, pos)
 	reply := new(codec.MessageT)
 	if err != nil {
 		srv.SetError(reply, Status(err))

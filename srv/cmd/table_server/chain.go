@@ -91,8 +91,12 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	f.run(ctx)
 
 	log.Info("leaving the chain")
-	if !node.Drain(5 * time.Second) {
-		log.Warn("writes still in flight after 5s; leaving anyway", "state", node.State())
+	// A node gives its read lease back only once the leases it granted
+	// ran out (chain.Machine.Released): it waits at least that long, so
+	// that it never leaves a successor answering reads behind it.
+	drain := max(5*time.Second, o.leaseTerm+time.Second)
+	if !node.Drain(drain) {
+		log.Warn("writes still in flight, or a lease granted still running, after the drain; leaving anyway", "wait", drain, "state", node.State())
 	}
 	f.leave(leaveTimeout)
 	return nil
