@@ -137,17 +137,29 @@ func (f osFile) Allocate(size int64) error {
 
 // Sync uses fdatasync: the log needs the data, and the file's size only
 // when it changes, which fdatasync also covers.
+// It goes through SyscallConn so that a Close meanwhile waits for it
+// rather than freeing the descriptor under it.
 func (f osFile) Sync() error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("syncing %s: %w", f.Name(), err)
-		}
-		return nil
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", f.Name(), err)
 	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			serr = syscall.Fdatasync(int(fd))
+			if serr != syscall.EINTR {
+				return
+			}
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // sortedKeys returns m's keys, sorted.
