@@ -2,6 +2,7 @@ package diskfs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,15 +14,15 @@ import (
 // Mem is an in-memory FS for tests that keeps, beside every file's
 // content, what a crash would leave of it: the content as of its last
 // Sync, and the directories' entries as of their last SyncDir. Crash
-// replaces the live state with that, plus a torn part of what followed.
-// Fault, when set, makes chosen operations fail. Mem is safe for
-// concurrent use.
+// returns the disk as a restarted machine finds it: that, plus a torn
+// part of what followed. Fault, when set, makes chosen operations fail.
+// Mem is safe for concurrent use.
 type Mem struct {
-	mu    sync.Mutex
-	dirs  map[string]map[string]*inode // live entries, by directory
-	saved map[string]map[string]*inode // entries as of each SyncDir
-	syncs int
-	gen   int // counts crashes; a File opened before one fails
+	mu      sync.Mutex
+	dirs    map[string]map[string]*inode // live entries, by directory
+	saved   map[string]map[string]*inode // entries as of each SyncDir
+	syncs   int
+	crashed bool // every operation fails, as for a process killed by the crash
 
 	// Fault, when not nil, is asked before every operation named op
 	// ("create", "write", "allocate", "truncate", "sync", "rename",
@@ -72,17 +73,20 @@ func (m *Mem) Syncs() int {
 	return m.syncs
 }
 
-// Crash simulates a power cut, after which every open File fails: each
-// directory holds the entries it had at its last SyncDir, and each file
-// its content as of its last Sync followed by the first few of the
-// writes since, of which the last may be torn at a random byte; rng
-// picks how many and where.
-func (m *Mem) Crash(rng *rand.Rand) {
+// Crash simulates a power cut. From then on m, and every File opened on
+// it, fails every operation, as for the processes the cut killed; the
+// returned Mem is the disk after the restart: each directory holds the
+// entries it had at its last SyncDir, and each file its content as of
+// its last Sync followed by the first few of the writes since, of which
+// the last may be torn at a random byte; rng picks how many and where.
+// Its Fault is m's.
+func (m *Mem) Crash(rng *rand.Rand) *Mem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.gen++
+	m.crashed = true
+	n := NewMem()
+	n.Fault = m.Fault
 	seen := map[*inode]*inode{}
-	m.dirs = map[string]map[string]*inode{}
 	for dir, entries := range m.saved {
 		live := map[string]*inode{}
 		for name, ino := range entries {
@@ -102,12 +106,10 @@ func (m *Mem) Crash(rng *rand.Rand) {
 			seen[ino] = after
 			live[name] = after
 		}
-		m.dirs[dir] = live
+		n.dirs[dir] = live
+		n.saved[dir] = copyEntries(live)
 	}
-	m.saved = map[string]map[string]*inode{}
-	for dir, entries := range m.dirs {
-		m.saved[dir] = copyEntries(entries)
-	}
+	return n
 }
 
 // Corrupt overwrites the live and the synced content of name at off with
@@ -148,7 +150,13 @@ func copyEntries(entries map[string]*inode) map[string]*inode {
 	return c
 }
 
+// errCrashed is what every operation on a crashed Mem returns.
+var errCrashed = errors.New("the disk crashed")
+
 func (m *Mem) fault(op, name string) error {
+	if m.crashed {
+		return &fs.PathError{Op: op, Path: name, Err: errCrashed}
+	}
 	if m.Fault == nil {
 		return nil
 	}
@@ -156,6 +164,9 @@ func (m *Mem) fault(op, name string) error {
 }
 
 func (m *Mem) lookup(name string) (*inode, error) {
+	if m.crashed {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errCrashed}
+	}
 	dir, base := filepath.Split(filepath.Clean(name))
 	ino, ok := m.dirs[filepath.Clean(dir)][base]
 	if !ok {
@@ -168,6 +179,9 @@ func (m *Mem) lookup(name string) (*inode, error) {
 func (m *Mem) MkdirAll(dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.fault("mkdir", dir); err != nil {
+		return err
+	}
 	dir = filepath.Clean(dir)
 	if m.dirs[dir] == nil {
 		m.dirs[dir] = map[string]*inode{}
@@ -180,6 +194,9 @@ func (m *Mem) MkdirAll(dir string) error {
 func (m *Mem) ReadDir(dir string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.crashed {
+		return nil, &fs.PathError{Op: "readdir", Path: dir, Err: errCrashed}
+	}
 	entries, ok := m.dirs[filepath.Clean(dir)]
 	if !ok {
 		return nil, &fs.PathError{Op: "readdir", Path: dir, Err: fs.ErrNotExist}
@@ -204,7 +221,7 @@ func (m *Mem) Create(name string) (File, error) {
 	}
 	ino := &inode{}
 	entries[base] = ino
-	return &memFile{m: m, ino: ino, name: name, gen: m.gen}, nil
+	return &memFile{m: m, ino: ino, name: name}, nil
 }
 
 // OpenWrite implements FS.
@@ -215,7 +232,7 @@ func (m *Mem) OpenWrite(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &memFile{m: m, ino: ino, name: name, gen: m.gen}, nil
+	return &memFile{m: m, ino: ino, name: name}, nil
 }
 
 // Open implements FS. The reader sees the content as of the call.
@@ -282,13 +299,11 @@ func (m *Mem) SyncDir(dir string) error {
 	return nil
 }
 
-// memFile is a File of a Mem. gen is the Mem's crash count when it was
-// opened: after a Crash, the file fails, as a process's files do.
+// memFile is a File of a Mem.
 type memFile struct {
 	m      *Mem
 	ino    *inode
 	name   string
-	gen    int
 	closed bool
 }
 
@@ -312,9 +327,6 @@ func (f *memFile) change(opName string, o op) error {
 func (f *memFile) usable(op string) error {
 	if f.closed {
 		return fmt.Errorf("%s %s: file closed", op, f.name)
-	}
-	if f.gen != f.m.gen {
-		return fmt.Errorf("%s %s: the disk crashed", op, f.name)
 	}
 	return f.m.fault(op, f.name)
 }
@@ -341,7 +353,11 @@ func (f *memFile) Sync() error {
 		return err
 	}
 	f.m.syncs++
-	f.ino.synced = bytes.Clone(f.ino.data)
+	// Replaying the writes costs what they did, where copying the
+	// content would cost its size (a preallocated segment is large).
+	for _, o := range f.ino.unsynced {
+		f.ino.synced = o.apply(f.ino.synced)
+	}
 	f.ino.unsynced = nil
 	return nil
 }

@@ -47,7 +47,8 @@ func TestMemCrash(t *testing.T) {
 		g.WriteAt([]byte("lost"), 0)
 		g.Sync()
 
-		m.Crash(rand.New(rand.NewPCG(seed, 1)))
+		old := m
+		m = m.Crash(rand.New(rand.NewPCG(seed, 1)))
 		got, err := readAll(t, m, "d/a")
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
@@ -60,6 +61,9 @@ func TestMemCrash(t *testing.T) {
 		}
 		if _, err := f.WriteAt([]byte("x"), 0); err == nil {
 			t.Errorf("seed %d: a file opened before the crash still writes", seed)
+		}
+		if _, err := old.Create("d/c"); err == nil {
+			t.Errorf("seed %d: the crashed disk still makes files", seed)
 		}
 	}
 }
@@ -82,7 +86,7 @@ func TestMemRenameAndAllocate(t *testing.T) {
 	if got, _ := readAll(t, m, "d/final"); !bytes.Equal(got, []byte("abc\x00\x00\x00\x00\x00")) {
 		t.Errorf("d/final = %q", got)
 	}
-	m.Crash(rand.New(rand.NewPCG(1, 1)))
+	m = m.Crash(rand.New(rand.NewPCG(1, 1)))
 	if names, _ := m.ReadDir("d"); len(names) != 1 || names[0] != "tmp" {
 		t.Errorf("after a crash before SyncDir, d holds %v, want [tmp]", names)
 	}

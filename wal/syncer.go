@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -61,6 +62,9 @@ type Syncer struct {
 	durable  uint64     // the last seq durable as the mode promises
 	err      error      // sticky: a failed write or sync, or Close
 	closed   bool
+
+	notifyMu sync.Mutex
+	notified uint64 // the last seq passed to notify
 }
 
 // NewSyncer returns a Syncer over w in mode m. notify, if not nil, is
@@ -88,14 +92,20 @@ func (s *Syncer) Append(ws []*codec.WriteT) (uint64, error) {
 	if len(ws) == 0 {
 		return s.w.LastSeq(), nil
 	}
+	s.mu.Lock()
+	err := s.err
+	s.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
 	if err := s.w.Append(ws); err != nil {
 		return 0, s.failed(err)
 	}
 	seq := ws[len(ws)-1].Seq
 	s.mu.Lock()
-	if s.err != nil {
+	if s.err != nil || s.closed {
 		defer s.mu.Unlock()
-		return 0, s.err
+		return 0, cmp.Or(s.err, errClosed)
 	}
 	s.appended = max(s.appended, seq)
 	if s.mode == Batch {
@@ -156,7 +166,15 @@ func (s *Syncer) advance(seq uint64) {
 	s.durable = seq
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	if s.notify != nil {
+	if s.notify == nil {
+		return
+	}
+	// Concurrent Appends (under Always and None) advance concurrently:
+	// notify hears of each seq in order, skipping any overtaken.
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	if seq > s.notified {
+		s.notified = seq
 		s.notify(seq, nil)
 	}
 }
@@ -202,29 +220,31 @@ func (s *Syncer) Durable() uint64 {
 // errClosed is the Syncer's sticky error once it is closed.
 var errClosed = errors.New("wal: the syncer is closed")
 
-// Close syncs what was appended (under every mode), stops the Syncer and
-// wakes its waiters. It does not close the WAL.
+// Close stops the Syncer, syncs what was appended (under every mode),
+// and wakes its waiters. It does not close the WAL.
 func (s *Syncer) Close() error {
-	err := s.w.Sync()
-	if err == nil {
-		s.advance(s.w.SyncedSeq())
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return errClosed
 	}
 	s.closed = true
-	if s.err == nil {
-		s.err = errClosed
-		s.cond.Broadcast()
-	}
 	if s.mode == Batch {
-		close(s.kick)
+		close(s.kick) // under mu, which Append holds to send on it
 	}
 	s.mu.Unlock()
 	if s.mode == Batch {
 		<-s.done
 	}
+	err := s.w.Sync()
+	if err == nil {
+		s.advance(s.w.SyncedSeq())
+	}
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = errClosed
+		s.cond.Broadcast()
+	}
+	s.mu.Unlock()
 	return err
 }
