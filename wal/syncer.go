@@ -221,7 +221,8 @@ func (s *Syncer) Durable() uint64 {
 var errClosed = errors.New("wal: the syncer is closed")
 
 // Close stops the Syncer, syncs what was appended (under every mode),
-// and wakes its waiters. It does not close the WAL.
+// and wakes its waiters. It does not close the WAL, which is to be
+// closed after it.
 func (s *Syncer) Close() error {
 	s.mu.Lock()
 	if s.closed {

@@ -288,3 +288,32 @@ func TestSyncerClose(t *testing.T) {
 		t.Errorf("second Close = %v, want %v", err, errClosed)
 	}
 }
+
+// TestNotifyInOrder checks that notify hears of durable seqs in
+// increasing order when concurrent Appends advance them (Always, None),
+// and hears of the last one.
+func TestNotifyInOrder(t *testing.T) {
+	for _, m := range []Mode{Always, None, Batch} {
+		t.Run(m.String(), func(t *testing.T) {
+			fsys := diskfs.NewMem()
+			w := mustCreate(t, fsys, 1, quiet(t, Options{SegmentSize: 1 << 16}))
+			var mu sync.Mutex
+			var last uint64
+			s := NewSyncer(w, m, func(durable uint64, err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil || durable <= last {
+					t.Errorf("notify(%d, %v) after notify(%d)", durable, err, last)
+				}
+				last = durable
+			})
+			if _, err := appenders(s, 1, 8, 200); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if last != 8*200 {
+				t.Errorf("last notified %d, want %d", last, 8*200)
+			}
+		})
+	}
+}
