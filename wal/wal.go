@@ -443,3 +443,66 @@ func readSegment(fsys diskfs.FS, name string) ([]byte, error) {
 	defer r.Close()
 	return io.ReadAll(r)
 }
+
+// TruncateAfter deletes every record after seq, for a node that restarts
+// and keeps only what it knows was committed; seq must not be below
+// FirstSeq()-1. It is for recovery: call it before any Syncer runs on
+// the log. A crash midway leaves the log longer than asked, never
+// shorter, so a caller that decides again after restarting, and
+// truncates again, loses nothing it kept.
+func (w *WAL) TruncateAfter(seq uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if seq >= w.last {
+		return nil
+	}
+	if seq+1 < w.segs[0].first {
+		return fmt.Errorf("%w: truncating after %d, before the oldest record kept, %d", ErrReleased, seq, w.segs[0].first)
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	i := len(w.segs) - 1
+	for w.segs[i].first > seq+1 {
+		i--
+	}
+	// Newest first, so that a crash midway leaves a prefix of the log.
+	if i < len(w.segs)-1 {
+		w.retired = append(w.retired, w.tail)
+		w.tail = nil
+		for j := len(w.segs) - 1; j > i; j-- {
+			if err := w.fsys.Remove(w.segs[j].name); err != nil {
+				return w.fail(fmt.Errorf("wal: truncating: %w", err))
+			}
+		}
+		if err := w.fsys.SyncDir(w.dir); err != nil {
+			return w.fail(fmt.Errorf("wal: truncating: %w", err))
+		}
+	}
+	sg := w.segs[i]
+	data, err := readSegment(w.fsys, sg.name)
+	if err != nil {
+		return w.fail(fmt.Errorf("wal: truncating: %w", err))
+	}
+	_, crc, _ := parseHeader(data)
+	s := scanner{data: data, off: headerSize, crc: crc}
+	for range seq + 1 - sg.first {
+		if p, _ := s.next(); p == nil {
+			return w.fail(&CorruptError{File: sg.name, Offset: int64(s.off), Reason: "the segment changed under the log"})
+		}
+	}
+	if w.tail == nil {
+		if w.tail, err = w.fsys.OpenWrite(sg.name); err != nil {
+			return w.fail(fmt.Errorf("wal: truncating: %w", err))
+		}
+	}
+	w.segs = w.segs[:i+1]
+	w.flushed, w.crc, w.last, w.synced = int64(s.off), s.crc, seq, min(w.synced, seq)
+	if err := w.resetTail(true); err != nil {
+		return w.fail(err)
+	}
+	return nil
+}

@@ -334,7 +334,7 @@ func TestReleaseWhileReading(t *testing.T) {
 }
 
 // TestCrashRecovery is the property test: a log appended to, synced now
-// and then, rotated and released, then crashed at a random point,
+// and then, rotated, released and truncated, then crashed at a random point,
 // recovers a prefix of the writes that holds every synced one; and the
 // recovered log takes appends and survives another crash.
 func TestCrashRecovery(t *testing.T) {
@@ -358,7 +358,7 @@ func TestCrashRecovery(t *testing.T) {
 					t.Fatalf("seed %d: %v", seed, err)
 				}
 				next += n
-				switch rng.IntN(6) {
+				switch rng.IntN(7) {
 				case 0:
 					if err := w.Sync(); err != nil {
 						t.Fatalf("seed %d: %v", seed, err)
@@ -372,6 +372,15 @@ func TestCrashRecovery(t *testing.T) {
 					if err := w.ReleaseBefore(at); err != nil {
 						t.Fatalf("seed %d: %v", seed, err)
 					}
+				case 3:
+					// A restart's truncation to the committed point; the
+					// writes after it come again (write(seq) is the same).
+					first := w.FirstSeq()
+					at := first - 1 + uint64(rng.IntN(int(next-first)+1))
+					if err := w.TruncateAfter(at); err != nil {
+						t.Fatalf("seed %d: %v", seed, err)
+					}
+					next, synced = at+1, min(synced, at)
 				}
 			}
 			fsys = fsys.Crash(rng)
@@ -627,5 +636,63 @@ func TestWriteFailure(t *testing.T) {
 				t.Errorf("SyncedSeq = %d, want 5", w.SyncedSeq())
 			}
 		})
+	}
+}
+
+// TestTruncateAfter cuts the log at points inside a segment, at segment
+// boundaries, and before every record, then appends different writes
+// after the cut: a reopened log holds the kept records and the new ones.
+func TestTruncateAfter(t *testing.T) {
+	fsys := diskfs.NewMem()
+	o := quiet(t, Options{SegmentSize: 200})
+	w := mustCreate(t, fsys, 1, o)
+	for s := uint64(1); s <= 60; s++ {
+		w.Append(writes(s, s))
+	}
+	w.Close()
+	var firsts []uint64
+	for _, n := range segments(t, fsys) {
+		var f uint64
+		fmt.Sscanf(n, "%016x.wal", &f)
+		firsts = append(firsts, f)
+	}
+	points := []uint64{0, 1, 30, 59, 60, 61, firsts[1] - 1, firsts[1], firsts[len(firsts)-1] - 1, firsts[len(firsts)-1]}
+	for _, seq := range points {
+		fsys := diskfs.NewMem()
+		w := mustCreate(t, fsys, 1, o)
+		for s := uint64(1); s <= 60; s++ {
+			w.Append(writes(s, s))
+		}
+		if err := w.TruncateAfter(seq); err != nil {
+			t.Fatalf("TruncateAfter(%d): %v", seq, err)
+		}
+		kept := min(seq, 60)
+		if w.LastSeq() != kept || w.SyncedSeq() > kept {
+			t.Fatalf("TruncateAfter(%d): LastSeq %d, SyncedSeq %d", seq, w.LastSeq(), w.SyncedSeq())
+		}
+		// Different writes after the cut: the seqs are reused.
+		again := writes(kept+1, kept+5)
+		for _, a := range again {
+			a.Key = "again"
+		}
+		if err := w.Append(again); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		w, err := Open(fsys, dir, o)
+		if err != nil {
+			t.Fatalf("TruncateAfter(%d), reopened: %v", seq, err)
+		}
+		got := readAll(t, w, 1)
+		checkRecords(t, got[:kept], 1, kept)
+		if len(got) != int(kept)+5 || got[kept].Key != "again" {
+			t.Fatalf("TruncateAfter(%d): read %d records, want %d ending with the new ones", seq, len(got), kept+5)
+		}
+	}
+	// Not before the released records.
+	w, _ = Open(fsys, dir, o)
+	w.ReleaseBefore(firsts[2])
+	if err := w.TruncateAfter(firsts[2] - 2); !errors.Is(err, ErrReleased) {
+		t.Errorf("TruncateAfter into released records = %v, want ErrReleased", err)
 	}
 }
