@@ -7,7 +7,6 @@ package diskfs
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"syscall"
@@ -25,8 +24,8 @@ type FS interface {
 	Create(name string) (File, error)
 	// OpenWrite opens the existing file name for writing.
 	OpenWrite(name string) (File, error)
-	// Open opens the file name for reading.
-	Open(name string) (io.ReadCloser, error)
+	// ReadFile returns the content of the file name.
+	ReadFile(name string) ([]byte, error)
 	// Rename renames oldname to newname, replacing it.
 	Rename(oldname, newname string) error
 	// Remove removes the file name.
@@ -87,8 +86,8 @@ func (OS) OpenWrite(name string) (File, error) {
 	return osFile{f}, nil
 }
 
-// Open implements FS.
-func (OS) Open(name string) (io.ReadCloser, error) { return os.Open(name) }
+// ReadFile implements FS.
+func (OS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
 
 // Rename implements FS.
 func (OS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"path/filepath"
@@ -131,7 +130,7 @@ func (m *Mem) Corrupt(name string, off int64, data []byte) error {
 	return nil
 }
 
-// ReadFile returns a copy of name's live content.
+// ReadFile implements FS: it returns a copy of name's live content.
 func (m *Mem) ReadFile(name string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -233,17 +232,6 @@ func (m *Mem) OpenWrite(name string) (File, error) {
 		return nil, err
 	}
 	return &memFile{m: m, ino: ino, name: name}, nil
-}
-
-// Open implements FS. The reader sees the content as of the call.
-func (m *Mem) Open(name string) (io.ReadCloser, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ino, err := m.lookup(name)
-	if err != nil {
-		return nil, err
-	}
-	return io.NopCloser(bytes.NewReader(bytes.Clone(ino.data))), nil
 }
 
 // Rename implements FS.

@@ -3,19 +3,13 @@ package diskfs
 import (
 	"bytes"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"testing"
 )
 
 func readAll(t *testing.T, m *Mem, name string) ([]byte, error) {
 	t.Helper()
-	r, err := m.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
+	return m.ReadFile(name)
 }
 
 // TestMemCrash checks what a crash leaves: synced data and synced

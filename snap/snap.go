@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"io/fs"
 	"iter"
 	"log/slog"
@@ -343,7 +342,7 @@ func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, e
 		return 0, err
 	}
 	for _, s := range snaps {
-		b, err := readFile(fsys, s.name)
+		b, err := fsys.ReadFile(s.name)
 		if err != nil {
 			return 0, fmt.Errorf("snap: %w", err)
 		}
@@ -361,13 +360,4 @@ func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, e
 		return seq, nil
 	}
 	return 0, ErrNoSnapshot
-}
-
-func readFile(fsys diskfs.FS, name string) ([]byte, error) {
-	r, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
 }

@@ -178,7 +178,7 @@ func Open(fsys diskfs.FS, dir string, opts Options) (*WAL, error) {
 	var next uint64
 	var tail segmentScan
 	for i, sg := range segs {
-		data, err := readSegment(fsys, sg.name)
+		data, err := fsys.ReadFile(sg.name)
 		if err != nil {
 			return nil, fmt.Errorf("wal: %w", err)
 		}
@@ -301,7 +301,7 @@ func (r *Reader) Next() (*codec.WriteT, error) {
 func (r *Reader) load() error {
 	sg := r.segs[0]
 	r.segs = r.segs[1:]
-	data, err := readSegment(r.fsys, sg.name)
+	data, err := r.fsys.ReadFile(sg.name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %s was deleted while it was read", ErrReleased, sg.name)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"io/fs"
 	"log/slog"
 	"path/filepath"
@@ -434,16 +433,6 @@ func (w *WAL) Close() error {
 	return err
 }
 
-// readSegment reads a whole segment file.
-func readSegment(fsys diskfs.FS, name string) ([]byte, error) {
-	r, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
-}
-
 // TruncateAfter deletes every record after seq, for a node that restarts
 // and keeps only what it knows was committed; seq must not be below
 // FirstSeq()-1. It is for recovery: call it before any Syncer runs on
@@ -483,7 +472,7 @@ func (w *WAL) TruncateAfter(seq uint64) error {
 		}
 	}
 	sg := w.segs[i]
-	data, err := readSegment(w.fsys, sg.name)
+	data, err := w.fsys.ReadFile(sg.name)
 	if err != nil {
 		return w.fail(fmt.Errorf("wal: truncating: %w", err))
 	}
