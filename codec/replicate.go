@@ -56,15 +56,7 @@ func AppendReplicate(dst []byte, from, to string, writes []*WriteT, live bool, g
 	for _, w := range writes {
 		dst = protowire.AppendTag(dst, fieldWrites, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(writeSize(w)))
-		dst = appendVarint(dst, fieldWriteSeq, w.Seq)
-		dst = appendVarint(dst, fieldWriteOp, uint64(int64(w.Op)))
-		dst = appendString(dst, fieldWriteKey, w.Key)
-		dst = appendString(dst, fieldWriteValue, w.Value)
-		dst = appendVarint(dst, fieldWriteClientID, w.ClientId)
-		dst = appendVarint(dst, fieldWriteRequestID, w.RequestId)
-		dst = appendVarint(dst, fieldWriteFound, boolVarint(w.Found))
-		dst = appendVarint(dst, fieldWriteFirst, w.FirstUnacked)
-		dst = appendVarint(dst, fieldWriteExpire, w.ExpireSeq)
+		dst = AppendWrite(dst, w)
 	}
 	if live {
 		dst = protowire.AppendTag(dst, fieldLive, protowire.VarintType)
