@@ -42,7 +42,6 @@ type Waiter interface {
 // Errors a Machine reports. Each maps to a codec.Status for the wire.
 var (
 	ErrNotHead     = errors.New("chain: this node is not the head")
-	ErrNotTail     = errors.New("chain: this node is not the tail")
 	ErrUnavailable = errors.New("chain: this node cannot serve now")
 	ErrCatchingUp  = errors.New("chain: this node is still catching up")
 	ErrLeaving     = errors.New("chain: this node is leaving the chain")
@@ -55,8 +54,6 @@ func Status(err error) codec.Status {
 	switch {
 	case errors.Is(err, ErrNotHead):
 		return codec.Status_STATUS_NOT_HEAD
-	case errors.Is(err, ErrNotTail):
-		return codec.Status_STATUS_NOT_TAIL
 	case errors.Is(err, ErrStale):
 		return codec.Status_STATUS_STALE_CONFIG
 	case errors.Is(err, ErrTooOld):

@@ -586,7 +586,7 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	})
 	switch {
 	case cw != nil:
-	case err == nil || forwarded || errors.Is(err, ErrTooOld) || errors.Is(err, ErrProtocol):
+	case err == nil || forwarded || !notTakenHere(err):
 		// Answered, or refused for good; a member that forwarded the
 		// write decides for itself what to do next.
 		n.answeredWrite(w.Op, writeStatus(found, err), start)
@@ -595,6 +595,13 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 		hw := &heldWrite{n: n, p: c.Defer(), w: w, deadline: time.Now().Add(n.cfg.HoldTimeout)}
 		hw.route(head, err)
 	}
+}
+
+// notTakenHere reports whether a write was refused only because this node
+// cannot take it (not the head, or not now), so that it may go to the
+// head or be tried again; any other refusal is the write's answer.
+func notTakenHere(err error) bool {
+	return errors.Is(err, ErrNotHead) || errors.Is(err, ErrUnavailable)
 }
 
 // heldWrite is a client's write that reached a node that cannot apply it:
@@ -626,7 +633,7 @@ func (h *heldWrite) try() {
 	})
 	switch {
 	case waiting:
-	case err == nil || errors.Is(err, ErrTooOld) || errors.Is(err, ErrProtocol):
+	case err == nil || !notTakenHere(err):
 		n.store.Stats.CountRequest(h.w.Op, writeStatus(found, err))
 		h.p.CompleteFrame(writeReplyFrame(h.w.Op, found, err))
 	default:
