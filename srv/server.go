@@ -228,10 +228,58 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*Conn)
 	c.wakeQueued.Store(false)
-	buf, _ := gc.Peek(-1)
-	if len(buf) > 0 && s.cfg.IdleTimeout > 0 {
+	if s.cfg.IdleTimeout > 0 && gc.InboundBuffered() > 0 {
 		c.touch()
 	}
+	if act := s.decode(c, gc); act != gnet.None {
+		return act
+	}
+	c.flushReady()
+	if len(c.out) > 0 {
+		gc.Write(c.out)
+		c.out = c.out[:0]
+	}
+	// A large reply must not stay with its connection for good.
+	if cap(c.out) > keptBuffer {
+		c.out = nil
+	}
+	if cap(c.scratch) > keptBuffer {
+		c.scratch = nil
+	}
+	return gnet.None
+}
+
+// Frames of at least largeFrame payload bytes that do not arrive in one
+// piece are read into a buffer of their own; smaller ones wait in gnet's.
+// Buffers above keptBuffer bytes are dropped once used.
+const (
+	largeFrame = 64 << 10
+	keptBuffer = 1 << 20
+)
+
+// decode serves the complete frames of gc's inbound bytes.
+//
+// A frame that has not arrived whole is not looked at again until it has:
+// Peek hands out a contiguous copy of everything buffered, so peeking at a
+// 10 MB frame on each of the hundreds of reads it arrives in would copy it
+// hundreds of times. A large frame's payload goes instead into c.body, its
+// bytes copied there once as they arrive; a small one's waits in gnet's
+// buffer until c.need bytes are there.
+func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
+	if c.bodySize > 0 {
+		if !c.fillBody(gc) {
+			return gnet.None
+		}
+		body := c.body
+		c.body, c.bodySize = nil, 0
+		if s.serveFrame(c, gc, body) {
+			return gnet.Close
+		}
+	}
+	if gc.InboundBuffered() < c.need {
+		return gnet.None
+	}
+	buf, _ := gc.Peek(-1)
 	used := 0
 	for {
 		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
@@ -243,24 +291,44 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 			break
 		}
 		used += n
-		s.serve(c, payload)
-		if unread := len(c.out) + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
-			// Checked per request: one read can carry enough requests to
-			// make far more output than the cap.
-			s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+		if s.serveFrame(c, gc, payload) {
 			return gnet.Close
 		}
+	}
+	rest := buf[used:]
+	// Split checked this header already: no error.
+	size, hdr, _ := codec.ParseHeader(rest, s.cfg.MaxFrame)
+	switch {
+	case hdr > 0 && size >= largeFrame:
+		c.bodySize = size
+		c.body = append(c.grow(len(rest)-hdr), rest[hdr:]...)
+		used, c.need = len(buf), 0
+	case hdr > 0:
+		c.need = hdr + size
+	case len(rest) >= 2:
+		c.need = 6 // the long form of the header
+	default:
+		c.need = len(rest) + 1
 	}
 	if used > 0 {
 		// Discard(0) would drop the whole inbound buffer, partial frame included.
 		gc.Discard(used)
 	}
-	c.flushReady()
-	if len(c.out) > 0 {
-		gc.Write(c.out)
-		c.out = c.out[:0]
-	}
 	return gnet.None
+}
+
+// serveFrame serves one request and reports whether its connection must
+// close because its client does not read its replies.
+func (s *Server) serveFrame(c *Conn, gc gnet.Conn, payload []byte) bool {
+	s.serve(c, payload)
+	// Checked per request: one read can carry enough requests to make far
+	// more output than the cap.
+	unread := len(c.out) + gc.OutboundBuffered()
+	if unread <= s.cfg.MaxOutbound {
+		return false
+	}
+	s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+	return true
 }
 
 // OnTick closes idle connections; it runs only when IdleTimeout is set.
@@ -352,6 +420,9 @@ type Conn struct {
 	deferred   *Pending   // taken by the Handler during Serve
 	pendings   []Pending  // the rest of the block newPending hands out from
 	answered   bool       // the Handler answered with AnswerFrame during Serve
+	body       []byte     // the payload so far of a large frame arriving
+	bodySize   int        // the size body will have once complete; 0 with none arriving
+	need       int        // inbound bytes needed before decoding again
 
 	wakeQueued atomic.Bool
 	lastActive atomic.Int64 // unix nanoseconds of the last request, with IdleTimeout
@@ -406,6 +477,34 @@ func (c *Conn) answer(frame []byte) {
 	p.frame = append([]byte(nil), frame...)
 	p.ready.Store(true)
 	c.queue = append(c.queue, p)
+}
+
+// grow makes room in c.body for n more bytes. The body grows by doubling
+// up to its declared size, so that what a connection holds follows the
+// bytes that did arrive, not what its header claims, and each byte is
+// copied about twice at most.
+func (c *Conn) grow(n int) []byte {
+	if len(c.body)+n > cap(c.body) {
+		grown := make([]byte, len(c.body), min(c.bodySize, max(2*cap(c.body), len(c.body)+n, largeFrame)))
+		copy(grown, c.body)
+		c.body = grown
+	}
+	return c.body
+}
+
+// fillBody moves the connection's inbound bytes into the large frame
+// arriving, and reports whether it is complete.
+func (c *Conn) fillBody(gc gnet.Conn) bool {
+	for len(c.body) < c.bodySize {
+		n := min(gc.InboundBuffered(), c.bodySize-len(c.body))
+		if n == 0 {
+			return false
+		}
+		b := c.grow(n)
+		got, _ := gc.Read(b[len(b) : len(b)+n])
+		c.body = b[:len(b)+got]
+	}
+	return true
 }
 
 // flushReady moves the ready replies at the front of the queue to out.
