@@ -262,12 +262,17 @@ const (
 // A frame that has not arrived whole is not looked at again until it has:
 // Peek hands out a contiguous copy of everything buffered, so peeking at a
 // 10 MB frame on each of the hundreds of reads it arrives in would copy it
-// hundreds of times. A large frame's payload goes instead into c.body, its
-// bytes copied there once as they arrive; a small one's waits in gnet's
-// buffer until c.need bytes are there.
+// hundreds of times. A large frame's payload goes instead into c.body, read
+// there as it arrives; a small one's waits in gnet's buffer until c.need
+// bytes are there.
 func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 	if c.bodySize > 0 {
-		if !c.fillBody(gc) {
+		done, err := c.fillBody(gc)
+		if err != nil {
+			s.log.Debug("closing connection", "conn", c.id, "remote", gc.RemoteAddr(), "reason", err)
+			return gnet.Close
+		}
+		if !done {
 			return gnet.None
 		}
 		body := c.body
@@ -479,32 +484,45 @@ func (c *Conn) answer(frame []byte) {
 	c.queue = append(c.queue, p)
 }
 
-// grow makes room in c.body for n more bytes. The body grows by doubling
-// up to its declared size, so that what a connection holds follows the
-// bytes that did arrive, not what its header claims, and each byte is
-// copied about twice at most.
+// grow makes room in c.body for n more bytes. The body grows fourfold at
+// a time up to its declared size, so that what a connection holds follows
+// the bytes that did arrive, not what its header claims, while growing
+// costs little: the copies add up to a third of the frame.
 func (c *Conn) grow(n int) []byte {
 	if len(c.body)+n > cap(c.body) {
-		grown := make([]byte, len(c.body), min(c.bodySize, max(2*cap(c.body), len(c.body)+n, largeFrame)))
+		grown := make([]byte, len(c.body), min(c.bodySize, max(4*cap(c.body), len(c.body)+n, largeFrame)))
 		copy(grown, c.body)
 		c.body = grown
 	}
 	return c.body
 }
 
-// fillBody moves the connection's inbound bytes into the large frame
-// arriving, and reports whether it is complete.
-func (c *Conn) fillBody(gc gnet.Conn) bool {
-	for len(c.body) < c.bodySize {
-		n := min(gc.InboundBuffered(), c.bodySize-len(c.body))
-		if n == 0 {
-			return false
-		}
+// fillBody moves the bytes of the large frame arriving into c.body: first
+// those gnet has read, then straight from the socket until it has no more,
+// which saves copying them through gnet's buffer. It reports whether the
+// frame is complete; an error means the connection is over.
+func (c *Conn) fillBody(gc gnet.Conn) (bool, error) {
+	if n := min(gc.InboundBuffered(), c.bodySize-len(c.body)); n > 0 {
 		b := c.grow(n)
 		got, _ := gc.Read(b[len(b) : len(b)+n])
 		c.body = b[:len(b)+got]
 	}
-	return true
+	for len(c.body) < c.bodySize {
+		b := c.grow(1)
+		n, err := unix.Read(gc.Fd(), b[len(b):cap(b)])
+		switch {
+		case n > 0:
+			c.body = b[:len(b)+n]
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false, nil
+		case err == nil:
+			return false, fmt.Errorf("connection closed %d bytes into a %d-byte frame", len(b), c.bodySize)
+		default:
+			return false, fmt.Errorf("read: %w", err)
+		}
+	}
+	return true, nil
 }
 
 // flushReady moves the ready replies at the front of the queue to out.

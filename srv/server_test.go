@@ -300,7 +300,7 @@ func TestBodyGrowsWithWhatArrives(t *testing.T) {
 	}{
 		{64 << 20, 0, 100, largeFrame},
 		{64 << 20, 100, largeFrame, largeFrame + 100},
-		{64 << 20, 1 << 20, 10, 2 << 20},
+		{64 << 20, 1 << 20, 10, 4 << 20},
 		{3 << 20, 2 << 20, 1 << 20, 3 << 20},
 		{largeFrame + 1, 0, largeFrame + 1, largeFrame + 1},
 		{64 << 20, 0, 5 << 20, 5 << 20},
@@ -431,7 +431,7 @@ func TestWrittenPendingsDropTheirFrames(t *testing.T) {
 // the request written whole and its reply awaited: the cost of taking in
 // a frame that arrives in many reads.
 func BenchmarkServerLargePut(b *testing.B) {
-	for _, size := range []int{1 << 20, 10 << 20} {
+	for _, size := range []int{1 << 20, 10 << 20, 60 << 20} {
 		b.Run(fmt.Sprintf("size=%dMiB", size>>20), func(b *testing.B) {
 			s, _ := startStore(b, Config{})
 			w := dial(b, s.Addr())
