@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -287,6 +288,38 @@ func TestServerFramesInPieces(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServerMemoryWhileLargeFrameArrives sends all but the last byte of a
+// 16 MiB put, and checks what the server holds meanwhile: the frame's
+// bytes once, not copies of them. (gnet's own buffer, which doubles, and
+// the contiguous copies Peek made of it held four times the frame.)
+func TestServerMemoryWhileLargeFrameArrives(t *testing.T) {
+	s, store := startStore(t, Config{})
+	w := dial(t, s.Addr())
+	frame := mustFrame(codec.PutRequest("big", make([]byte, 16<<20)))
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	before := heap()
+	w.sendRaw(frame[:len(frame)-1])
+	// The server reads what is sent within moments; give it plenty.
+	time.Sleep(time.Second)
+	held := heap() - before
+	w.sendRaw(frame[len(frame)-1:])
+	if r := w.recv(); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put: %v", r.Opcode)
+	}
+	if v, _ := store.Table.Get("big"); len(v) != 16<<20 {
+		t.Fatalf("stored %d bytes, want %d", len(v), 16<<20)
+	}
+	t.Logf("held %d bytes while a %d-byte frame arrived", held, len(frame))
+	if held > int64(len(frame))*3/2 {
+		t.Fatalf("the server held %d bytes while a %d-byte frame arrived, want at most 1.5x", held, len(frame))
 	}
 }
 
