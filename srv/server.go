@@ -104,7 +104,8 @@ type Server struct {
 	getServer   GetServer   // cfg.Handler, when it is one
 	writeServer WriteServer // cfg.Handler, when it is one
 
-	conns sync.Map // id -> *Conn, for the idle sweep
+	conns  sync.Map     // id -> *Conn, for the idle sweep
+	bodies atomic.Int64 // bytes of bodyBudget taken
 }
 
 // Start listens on cfg.Addr and serves in the background until Stop.
@@ -216,6 +217,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
 	s.cfg.Stats.clients.Add(-1)
 	s.conns.Delete(c.id)
+	s.release(c)
 	if h, ok := s.cfg.Handler.(ConnCloseHandler); ok {
 		h.ConnClosed(c)
 	}
@@ -257,6 +259,13 @@ const (
 	keptBuffer = 1 << 20
 )
 
+// bodyBudget bounds the bytes that the server allocates, all connections
+// together, for large frames on the word of their headers, before the
+// bytes arrive. Beyond it, a body grows with the bytes that did arrive, so
+// that clients that declare large frames and send nothing cannot make the
+// server hold more than this.
+const bodyBudget = 256 << 20
+
 // decode serves the complete frames of gc's inbound bytes.
 //
 // A frame that has not arrived whole is not looked at again until it has:
@@ -277,6 +286,7 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 		}
 		body := c.body
 		c.body, c.bodySize = nil, 0
+		s.release(c)
 		if s.serveFrame(c, gc, body) {
 			return gnet.Close
 		}
@@ -306,6 +316,13 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 	switch {
 	case hdr > 0 && size >= largeFrame:
 		c.bodySize = size
+		if s.bodies.Add(int64(size)) <= bodyBudget {
+			// Within the budget the body is allocated whole at once:
+			// growing it costs copies and clearing.
+			c.reserved, c.body = size, make([]byte, 0, size)
+		} else {
+			s.bodies.Add(-int64(size))
+		}
 		c.body = append(c.grow(len(rest)-hdr), rest[hdr:]...)
 		used, c.need = len(buf), 0
 	case hdr > 0:
@@ -320,6 +337,12 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 		gc.Discard(used)
 	}
 	return gnet.None
+}
+
+// release gives back the part of bodyBudget that c's body took.
+func (s *Server) release(c *Conn) {
+	s.bodies.Add(-int64(c.reserved))
+	c.reserved = 0
 }
 
 // serveFrame serves one request and reports whether its connection must
@@ -427,6 +450,7 @@ type Conn struct {
 	answered   bool       // the Handler answered with AnswerFrame during Serve
 	body       []byte     // the payload so far of a large frame arriving
 	bodySize   int        // the size body will have once complete; 0 with none arriving
+	reserved   int        // the bytes of Server.bodies that body holds
 	need       int        // inbound bytes needed before decoding again
 
 	wakeQueued atomic.Bool
@@ -484,10 +508,11 @@ func (c *Conn) answer(frame []byte) {
 	c.queue = append(c.queue, p)
 }
 
-// grow makes room in c.body for n more bytes. The body grows fourfold at
-// a time up to its declared size, so that what a connection holds follows
-// the bytes that did arrive, not what its header claims, while growing
-// costs little: the copies add up to a third of the frame.
+// grow makes room in c.body for n more bytes. Beyond bodyBudget, the body
+// grows fourfold at a time up to its declared size, so that what a
+// connection holds follows the bytes that did arrive, not what its header
+// claims, while growing costs little: the copies add up to half the frame
+// at most.
 func (c *Conn) grow(n int) []byte {
 	if len(c.body)+n > cap(c.body) {
 		grown := make([]byte, len(c.body), min(c.bodySize, max(4*cap(c.body), len(c.body)+n, largeFrame)))

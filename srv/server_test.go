@@ -323,6 +323,44 @@ func TestServerMemoryWhileLargeFrameArrives(t *testing.T) {
 	}
 }
 
+// TestServerBodyBudget checks the budget of bodies allocated on the word
+// of their headers: taken while a large frame arrives, given back when it
+// is complete or its connection closes, and never exceeded, however many
+// clients declare large frames and send nothing more.
+func TestServerBodyBudget(t *testing.T) {
+	s, _ := startStore(t, Config{})
+	header := codec.AppendHeader(nil, 60<<20)
+	taken := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); s.bodies.Load() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("budget taken: %d bytes, want %d", s.bodies.Load(), want)
+			}
+		}
+	}
+	var idle []*wireClient
+	for range bodyBudget/(60<<20) + 2 {
+		w := dial(t, s.Addr())
+		w.sendRaw(append(header, 1, 2, 3))
+		idle = append(idle, w)
+	}
+	taken(bodyBudget / (60 << 20) * (60 << 20))
+	for _, w := range idle {
+		w.conn.Close()
+	}
+	taken(0)
+
+	w := dial(t, s.Addr())
+	frame := mustFrame(codec.PutRequest("k", make([]byte, 1<<20)))
+	w.sendRaw(frame[:len(frame)-1])
+	taken(int64(len(frame) - 6))
+	w.sendRaw(frame[len(frame)-1:])
+	if r := w.recv(); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put: %v", r.Opcode)
+	}
+	taken(0)
+}
+
 // TestBodyGrowsWithWhatArrives checks that a large frame's buffer follows
 // the bytes received, not the size its header declares: a client that
 // declares 64 MiB and sends 100 bytes does not make the server hold 64 MiB.
