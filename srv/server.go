@@ -217,6 +217,10 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
 	s.cfg.Stats.clients.Add(-1)
 	s.conns.Delete(c.id)
+	if c.reserved > 0 {
+		putBody(c.body)
+		c.body = nil
+	}
 	s.release(c)
 	if h, ok := s.cfg.Handler.(ConnCloseHandler); ok {
 		h.ConnClosed(c)
@@ -284,10 +288,14 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 		if !done {
 			return gnet.None
 		}
-		body := c.body
+		body, pooled := c.body, c.reserved > 0
 		c.body, c.bodySize = nil, 0
 		s.release(c)
-		if s.serveFrame(c, gc, body) {
+		closing := s.serveFrame(c, gc, body)
+		if pooled {
+			putBody(body) // the Handler keeps nothing of a request
+		}
+		if closing {
 			return gnet.Close
 		}
 	}
@@ -317,9 +325,9 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 	case hdr > 0 && size >= largeFrame:
 		c.bodySize = size
 		if s.bodies.Add(int64(size)) <= bodyBudget {
-			// Within the budget the body is allocated whole at once:
-			// growing it costs copies and clearing.
-			c.reserved, c.body = size, make([]byte, 0, size)
+			// Within the budget the body comes whole at once: growing
+			// it costs copies and clearing.
+			c.reserved, c.body = size, getBody(size)
 		} else {
 			s.bodies.Add(-int64(size))
 		}
@@ -534,7 +542,7 @@ func (c *Conn) fillBody(gc gnet.Conn) (bool, error) {
 	}
 	for len(c.body) < c.bodySize {
 		b := c.grow(1)
-		n, err := unix.Read(gc.Fd(), b[len(b):cap(b)])
+		n, err := unix.Read(gc.Fd(), b[len(b):min(cap(b), c.bodySize)])
 		switch {
 		case n > 0:
 			c.body = b[:len(b)+n]

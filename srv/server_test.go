@@ -292,9 +292,10 @@ func TestServerFramesInPieces(t *testing.T) {
 }
 
 // TestServerMemoryWhileLargeFrameArrives sends all but the last byte of a
-// 16 MiB put, and checks what the server holds meanwhile: the frame's
-// bytes once, not copies of them. (gnet's own buffer, which doubles, and
-// the contiguous copies Peek made of it held four times the frame.)
+// 16 MiB put, and checks what the server holds meanwhile: one buffer for
+// the frame, at most a quarter larger, not copies of it. (gnet's own
+// buffer, which doubles, and the contiguous copies Peek made of it held
+// four times the frame.)
 func TestServerMemoryWhileLargeFrameArrives(t *testing.T) {
 	s, store := startStore(t, Config{})
 	w := dial(t, s.Addr())
@@ -517,5 +518,26 @@ func BenchmarkServerLargePut(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestBodyClass(t *testing.T) {
+	tests := []struct{ size, class, capacity int }{
+		{1 << 16, 0, 1 << 16},
+		{1<<16 + 1, 1, 1<<16 + 1<<14},
+		{1<<16 + 1<<14, 1, 1<<16 + 1<<14},
+		{1<<17 - 1, 4, 1 << 17},
+		{1 << 17, 4, 1 << 17},
+		{16<<20 + 25, 4*8 + 1, 20 << 20},
+		{10 << 20, 4*7 + 1, 10 << 20},
+	}
+	for _, tt := range tests {
+		class, capacity := bodyClass(tt.size)
+		if class != tt.class || capacity != tt.capacity {
+			t.Errorf("bodyClass(%d) = %d, %d; want %d, %d", tt.size, class, capacity, tt.class, tt.capacity)
+		}
+		if b := getBody(tt.size); cap(b) != tt.capacity || len(b) != 0 {
+			t.Errorf("getBody(%d): len %d cap %d", tt.size, len(b), cap(b))
+		}
 	}
 }
