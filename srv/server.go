@@ -241,12 +241,15 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return act
 	}
 	c.flushReady()
-	if len(c.out) > 0 {
+	sent := len(c.out)
+	if sent > 0 {
 		gc.Write(c.out)
 		c.out = c.out[:0]
 	}
-	// A large reply must not stay with its connection for good.
-	if cap(c.out) > keptBuffer {
+	// A large output buffer stays while the connection's passes fill a
+	// good part of it (a client reading large values one by one: new
+	// memory for each would cost a page fault per 4 KiB), not for good.
+	if cap(c.out) > keptBuffer && sent < cap(c.out)/4 {
 		c.out = nil
 	}
 	if cap(c.scratch) > keptBuffer {
