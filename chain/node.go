@@ -94,8 +94,18 @@ const DefaultHoldTimeout = 3 * time.Second
 // retryHeld is how often a held request is tried again.
 const retryHeld = 20 * time.Millisecond
 
-// linkBatch is the most writes one replication frame carries.
-const linkBatch = 1024
+// linkBatch is the most writes one replication frame carries, and
+// linkBytes the most bytes of keys and values, unless one write alone
+// has more: a frame must stay below the successor's largest frame.
+const (
+	linkBatch = 1024
+	linkBytes = 4 << 20
+)
+
+// linkOverhead is what a replication or snapshot frame may add to the key
+// and value of the one write it carries: names, numbers, field tags. A
+// client write must leave that much room below the largest frame.
+const linkOverhead = 4 << 10
 
 // snapshotChunk is the payload size a snapshot frame aims for.
 const snapshotChunk = 1 << 20
@@ -566,6 +576,18 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	var found bool
 	var cw *clientWaiter
 	var err error
+	size := len(w.GetKey()) + len(w.GetValue())
+	if req != nil {
+		size = len(req.Key) + len(req.Value)
+	}
+	if size > n.cfg.MaxFrame-linkOverhead {
+		// Its replication frame would not fit in the successor's largest
+		// frame, and would hold up every write after it.
+		n.log.Debug("refused write too large to replicate", "bytes", size, "max", n.cfg.MaxFrame-linkOverhead)
+		n.store.Stats.CountRequest(codec.OpPut, codec.Status_STATUS_BAD_REQUEST)
+		c.AnswerFrame(srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST))
+		return
+	}
 	var head Member
 	var start time.Duration
 	n.step(func(m *Machine) {
@@ -919,9 +941,17 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	idle := time.NewTimer(n.heartbeat())
 	defer idle.Stop()
 	heartbeat := false
+	liveOwed := false // the live marker came with writes that did not fit in one frame
 	for {
 		n.mu.Lock()
 		ws, live, err := n.m.Writes(gen, next, linkBatch)
+		if fit := fitFrame(ws); len(fit) < len(ws) {
+			// The marker says the successor has every write: it goes with
+			// the last of these writes.
+			ws, liveOwed, live = fit, liveOwed || live, false
+		} else if liveOwed {
+			live, liveOwed = true, false
+		}
 		var grant codec.Grant
 		if len(ws) > 0 || live || heartbeat {
 			grant = n.m.Grant(gen, time.Now())
@@ -965,6 +995,18 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	}
 }
 
+// fitFrame returns the longest prefix of ws whose keys and values add up
+// to at most linkBytes, or the first write alone if it is larger.
+func fitFrame(ws []*codec.WriteT) []*codec.WriteT {
+	size := 0
+	for i, w := range ws {
+		if size += len(w.Key) + len(w.Value); size > linkBytes && i > 0 {
+			return ws[:i]
+		}
+	}
+	return ws
+}
+
 // readAcks takes the successor's replies until the link breaks.
 func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 	for {
@@ -993,15 +1035,17 @@ func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 // applying them again in order ends in the same state.
 func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, dedup []*codec.DedupT, seq uint64) error {
 	frame := &codec.MessageT{Opcode: codec.MessageT_OP_SNAPSHOT, From: self, To: to, Reset_: true, Dedup: dedup}
-	size := 0
+	size := proto.Size(frame) // the exactly-once records
 	var entries []srv.Entry
 	t := n.store.Table
 	for i := range t.Stripes() {
 		entries = t.AppendStripe(entries[:0], i)
 		for _, e := range entries {
-			frame.Writes = append(frame.Writes, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
-			size += len(e.Key) + len(e.Value) + 8
-			if size >= snapshotChunk {
+			// A large entry goes in a frame of its own, so that a frame
+			// holds at most one write more than snapshotChunk allows, and
+			// never that write and the exactly-once records.
+			esize := len(e.Key) + len(e.Value) + 8
+			if size > 0 && size+esize > snapshotChunk {
 				n.counters.snapshotSent(frame)
 				if err := send(frame); err != nil {
 					return err
@@ -1009,6 +1053,8 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 				frame = &codec.MessageT{Opcode: codec.MessageT_OP_SNAPSHOT, From: self, To: to}
 				size = 0
 			}
+			frame.Writes = append(frame.Writes, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
+			size += esize
 		}
 	}
 	frame.Done, frame.Seq = true, seq

@@ -59,16 +59,17 @@ func AppendMessage(dst []byte, m proto.Message) ([]byte, error) {
 // wait for more bytes. A frame declaring more than max payload bytes is an
 // error, and nothing more can be read from that stream.
 func Split(buf []byte, max int) (payload []byte, n int, err error) {
-	size, hdr, err := parseHeader(buf, max)
+	size, hdr, err := ParseHeader(buf, max)
 	if err != nil || hdr == 0 || len(buf)-hdr < size {
 		return nil, 0, err
 	}
 	return buf[hdr : hdr+size], hdr + size, nil
 }
 
-// parseHeader decodes the frame header at the start of buf. hdr is the
-// header's length, 0 when buf does not hold a whole header yet.
-func parseHeader(buf []byte, max int) (size, hdr int, err error) {
+// ParseHeader decodes the frame header at the start of buf: the payload
+// size it declares and the header's length hdr, 0 when buf does not hold
+// a whole header yet. A size over max is an error, as in Split.
+func ParseHeader(buf []byte, max int) (size, hdr int, err error) {
 	if len(buf) < 2 {
 		return 0, 0, nil
 	}
@@ -105,7 +106,7 @@ func ReadFrame(r *bufio.Reader, max int) ([]byte, error) {
 			return nil, unexpected(err)
 		}
 	}
-	size, hdr, err := parseHeader(buf, max)
+	size, hdr, err := ParseHeader(buf, max)
 	if err != nil {
 		return nil, err
 	}

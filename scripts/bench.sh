@@ -10,6 +10,11 @@
 #                             MEMORY_KEYS 32-byte values
 #   scripts/bench.sh keys     gets at -P 16 over key spaces of KEYS_SWEEP
 #                             keys: how throughput changes with table size
+#   scripts/bench.sh values   puts and gets of values of VALUES_SWEEP bytes,
+#                             one table_server vs one Redis, then a chain of
+#                             three vs Redis + 2 replicas with WAIT 2 0;
+#                             BENCH_CONNS defaults to 2 and BENCH_KEYS to 4
+#                             here
 #
 # Standard comparison: one standalone table_server and one Redis (no
 # persistence); put and get at -P 1 and -P 16, each row a run of the same
@@ -31,6 +36,9 @@
 #   BENCH_DIR    the --json reports go to BENCH_DIR/<date-time>/ [bench-results]
 #   MEMORY_KEYS  values stored by the memory comparison [1000000]
 #   KEYS_SWEEP   key spaces of the keys sweep ["10000 100000 1000000 10000000"]
+#   BENCH_PIPELINE requests in flight per connection in the values sweep [1]
+#   VALUES_SWEEP value sizes of the values sweep, in bytes
+#                ["1024 65536 1048576 4194304 10485760 16777216"]
 #
 # Builds with make, installs redis-server when it is missing (and ZooKeeper
 # via scripts/install-deps.sh for the chain part). Every server runs on
@@ -41,13 +49,13 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-all}
 case $mode in
-all | compare | chain | memory | keys) ;;
+all | compare | chain | memory | keys | values) ;;
 -h | --help | help)
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 	exit 0
 	;;
 *)
-	echo "usage: $0 [all|compare|chain|memory|keys]" >&2
+	echo "usage: $0 [all|compare|chain|memory|keys|values]" >&2
 	exit 2
 	;;
 esac
@@ -56,10 +64,16 @@ time_per_run=${BENCH_TIME:-2s}
 rounds=${BENCH_ROUNDS:-3}
 conns=${BENCH_CONNS:-50}
 keys=${BENCH_KEYS:-100000}
+values_pipeline=${BENCH_PIPELINE:-1}
+if [[ $mode == values ]]; then
+	# Large values: few of them, one at a time, as a client storing files would.
+	conns=${BENCH_CONNS:-2} keys=${BENCH_KEYS:-4}
+fi
 value=${BENCH_VALUE:-32}
 lists=${BENCH_LISTS:-1024}
 memory_keys=${MEMORY_KEYS:-1000000}
 keys_sweep=${KEYS_SWEEP:-10000 100000 1000000 10000000}
+values_sweep=${VALUES_SWEEP:-1024 65536 1048576 4194304 10485760 16777216}
 results=${BENCH_DIR:-bench-results}/$(date +%Y%m%d-%H%M%S)
 
 # --- processes -------------------------------------------------------------
@@ -318,37 +332,49 @@ compare() {
 	table "$results"/std-put-P1.json "$results"/std-get-P1.json "$results"/std-put-P16.json "$results"/std-get-P16.json
 }
 
-chain() {
+# start_chain starts our ZooKeeper and a chain of three table_servers, and
+# sets chain_zk to its address and chain_pids to their PIDs, head first.
+start_chain() {
 	if ! command -v java >/dev/null 2>&1 || [[ ! -f /usr/share/java/zookeeper.jar ]]; then
 		scripts/install-deps.sh
 	fi
 	free_port
 	zk_port=$REPLY
 	scripts/zk.sh up --port "$zk_port" --dir "$tmp/zk" >/dev/null
-	local zk=127.0.0.1:$zk_port i chain_pids=()
+	chain_zk=127.0.0.1:$zk_port
+	chain_pids=()
+	local i
 	for i in 1 2 3; do
-		start_table_server "$zk"
+		start_table_server "$chain_zk"
 		chain_pids+=("$REPLY_PID")
 		# The next one joins behind this one: chain_pids is in chain
 		# order, head first, for table_perf's CPU per member.
 		wait_members "$i"
 	done
+}
 
-	local primary redis_pids=()
+# start_redis_replicas starts a Redis primary and two replicas, and sets
+# redis_primary to the primary's port and redis_pids to the three PIDs.
+start_redis_replicas() {
+	local i
 	start_redis
-	primary=$REPLY
-	redis_pids+=("$REPLY_PID")
+	redis_primary=$REPLY
+	redis_pids=("$REPLY_PID")
 	for i in 1 2; do
-		start_redis --replicaof 127.0.0.1 "$primary"
+		start_redis --replicaof 127.0.0.1 "$redis_primary"
 		redis_pids+=("$REPLY_PID")
 	done
 	for ((i = 0; i < 200; i++)); do
-		[[ $(redis-cli -h 127.0.0.1 -p "$primary" info replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online') -ge 2 ]] && break
+		[[ $(redis-cli -h 127.0.0.1 -p "$redis_primary" info replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online') -ge 2 ]] && break
 		sleep 0.1
 	done
 	((i < 200)) || die "Redis replicas not online after 20s"
+}
 
-	perf_run "chain-put-P16" "$zk" --chain-members 3 --vs-redis "127.0.0.1:$primary" --redis-wait 2 \
+chain() {
+	start_chain
+	start_redis_replicas
+	perf_run "chain-put-P16" "$chain_zk" --chain-members 3 --vs-redis "127.0.0.1:$redis_primary" --redis-wait 2 \
 		-pids "$(pid_list "${chain_pids[@]}")" -redis-pids "$(pid_list "${redis_pids[@]}")" \
 		-w put -P 16 -label "chain of 3 put -P 16 / redis + 2 replicas, WAIT 2"
 	header "chain of three table_servers vs Redis with two replicas and WAIT 2 0 after every SET"
@@ -365,6 +391,66 @@ chain() {
 	perf_run "single-get-P16" --direct "127.0.0.1:$REPLY" -pids "$REPLY_PID" -w get -P 16 -label "one table_server get -P 16"
 	header "gets from a chain of three, at every member and at the tail, and from one table_server"
 	table "$results"/chain-get-P16-any.json "$results"/chain-get-P16-tail.json "$results"/single-get-P16.json
+}
+
+# values_sweep_run measures puts and gets of each value size of
+# values_sweep: on one table_server against one Redis, then through a
+# chain of three against Redis with two replicas (WAIT 2 0 after every
+# SET; gets from the primary). Fresh servers for each size, so that no
+# size runs on the memory another left.
+values_sweep_run() {
+	local n w pid ts ts_pid rs rs_pid files=() chain_files=()
+	for n in $values_sweep; do
+		start_table_server
+		ts=$REPLY ts_pid=$REPLY_PID
+		start_redis
+		rs=$REPLY rs_pid=$REPLY_PID
+		for w in put get; do
+			# The later -d overrides perf_run's value size.
+			perf_run "values-$w-$n" --direct "127.0.0.1:$ts" --vs-redis "127.0.0.1:$rs" -pids "$ts_pid" -redis-pids "$rs_pid" \
+				-d "$n" -w "$w" -P "$values_pipeline" -label "1 node $w $(size_name "$n")"
+			files+=("$results/values-$w-$n.json")
+		done
+		stop_server "$ts_pid"
+		stop_server "$rs_pid"
+	done
+	for n in $values_sweep; do
+		start_chain
+		start_redis_replicas
+		for w in put get; do
+			perf_run "values-chain-$w-$n" "$chain_zk" --chain-members 3 --vs-redis "127.0.0.1:$redis_primary" --redis-wait 2 \
+				-pids "$(pid_list "${chain_pids[@]}")" -redis-pids "$(pid_list "${redis_pids[@]}")" \
+				-d "$n" -w "$w" -P "$values_pipeline" -label "chain of 3 $w $(size_name "$n")"
+			chain_files+=("$results/values-chain-$w-$n.json")
+		done
+		for pid in "${chain_pids[@]}" "${redis_pids[@]}"; do
+			stop_server "$pid"
+		done
+		scripts/zk.sh down --port "$zk_port" --dir "$tmp/zk" >/dev/null 2>&1 || true
+		zk_port=""
+		rm -rf "$tmp/zk"
+	done
+	echo
+	echo "== puts and gets by value size, one table_server vs one Redis"
+	echo "   $(nproc) cores, loopback, $conns connections, -P $values_pipeline, $keys keys preloaded, $rounds rounds of $time_per_run each, in turns"
+	echo
+	table "${files[@]}"
+	echo
+	echo "== the same through a chain of three vs Redis with two replicas and WAIT 2 0 after every SET"
+	echo
+	table "${chain_files[@]}"
+}
+
+# size_name prints a byte count the way the sweep's rows name it.
+size_name() {
+	local n=$1
+	if ((n >= 1048576 && n % 1048576 == 0)); then
+		echo "$((n / 1048576)) MiB"
+	elif ((n >= 1024 && n % 1024 == 0)); then
+		echo "$((n / 1024)) KiB"
+	else
+		echo "$n B"
+	fi
 }
 
 # keys_sweep_run measures gets at -P 16 on fresh servers for each key space
@@ -474,6 +560,7 @@ compare)
 chain) chain ;;
 memory) memory ;;
 keys) keys_sweep_run ;;
+values) values_sweep_run ;;
 esac
 echo
 if ((failed)); then

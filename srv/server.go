@@ -116,7 +116,8 @@ type Server struct {
 	getServer   GetServer   // cfg.Handler, when it is one
 	writeServer WriteServer // cfg.Handler, when it is one
 
-	conns sync.Map // id -> *Conn, for the idle sweep
+	conns  sync.Map     // id -> *Conn, for the idle sweep
+	bodies atomic.Int64 // bytes of bodyBudget taken
 
 	quit     chan struct{}  // closed by Stop
 	draining sync.WaitGroup // writers of half-closed connections' replies
@@ -241,6 +242,11 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	s.cfg.Stats.clients.Add(-1)
 	s.cfg.Stats.closed[c.closeReason.Load()].Add(1)
 	s.conns.Delete(c.id)
+	if c.reserved > 0 {
+		putBody(c.body)
+		c.body = nil
+	}
+	s.release(c)
 	if h, ok := s.cfg.Handler.(ConnCloseHandler); ok {
 		h.ConnClosed(c)
 	}
@@ -256,10 +262,90 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.closing {
 		return gnet.Close
 	}
-	buf, _ := gc.Peek(-1)
-	if len(buf) > 0 && s.cfg.IdleTimeout > 0 {
+	if s.cfg.IdleTimeout > 0 && gc.InboundBuffered() > 0 {
 		c.touch()
 	}
+	if act := s.decode(c, gc); act != gnet.None {
+		return act
+	}
+	c.flushReady()
+	if unread := len(c.out) + c.queued + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
+		// Replies that were waiting behind a deferred one count too.
+		s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+		c.closeFor(CloseUnread)
+		return gnet.Close
+	}
+	sent := len(c.out)
+	if sent > 0 {
+		gc.Write(c.out)
+		c.out = c.out[:0]
+	}
+	if c.closing {
+		// gnet writes what is queued before it closes.
+		s.log.Debug("closing connection: a reply was abandoned", "conn", c.id)
+		return gnet.Close
+	}
+	// A large output buffer stays while the connection's passes fill a
+	// good part of it (a client reading large values one by one: new
+	// memory for each would cost a page fault per 4 KiB), not for good.
+	if cap(c.out) > keptBuffer && sent < cap(c.out)/4 {
+		c.out = nil
+	}
+	if cap(c.scratch) > keptBuffer {
+		c.scratch = nil
+	}
+	return gnet.None
+}
+
+// Frames of at least largeFrame payload bytes that do not arrive in one
+// piece are read into a buffer of their own; smaller ones wait in gnet's.
+// Buffers above keptBuffer bytes are dropped once used.
+const (
+	largeFrame = 64 << 10
+	keptBuffer = 1 << 20
+)
+
+// bodyBudget bounds the bytes that the server allocates, all connections
+// together, for large frames on the word of their headers, before the
+// bytes arrive. Beyond it, a body grows with the bytes that did arrive, so
+// that clients that declare large frames and send nothing cannot make the
+// server hold more than this.
+const bodyBudget = 256 << 20
+
+// decode serves the complete frames of gc's inbound bytes.
+//
+// A frame that has not arrived whole is not looked at again until it has:
+// Peek hands out a contiguous copy of everything buffered, so peeking at a
+// 10 MB frame on each of the hundreds of reads it arrives in would copy it
+// hundreds of times. A large frame's payload goes instead into c.body, read
+// there as it arrives; a small one's waits in gnet's buffer until c.need
+// bytes are there.
+func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
+	if c.bodySize > 0 {
+		done, err := c.fillBody(gc)
+		if err != nil {
+			s.log.Debug("closing connection", "conn", c.id, "remote", gc.RemoteAddr(), "reason", err)
+			c.closeFor(CloseBadFrame)
+			return gnet.Close
+		}
+		if !done {
+			return gnet.None
+		}
+		body, pooled := c.body, c.reserved > 0
+		c.body, c.bodySize = nil, 0
+		s.release(c)
+		closing := s.serveFrame(c, gc, body)
+		if pooled {
+			putBody(body) // the Handler keeps nothing of a request
+		}
+		if closing {
+			return gnet.Close
+		}
+	}
+	if gc.InboundBuffered() < c.need {
+		return gnet.None
+	}
+	buf, _ := gc.Peek(-1)
 	used := 0
 	for {
 		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
@@ -272,36 +358,58 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 			break
 		}
 		used += n
-		s.serve(c, payload)
-		if unread := len(c.out) + c.queued + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
-			// Checked per request: one read can carry enough requests to
-			// make far more output than the cap.
-			s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
-			c.closeFor(CloseUnread)
+		if s.serveFrame(c, gc, payload) {
 			return gnet.Close
 		}
+	}
+	rest := buf[used:]
+	// Split checked this header already: no error.
+	size, hdr, _ := codec.ParseHeader(rest, s.cfg.MaxFrame)
+	switch {
+	case hdr > 0 && size >= largeFrame:
+		c.bodySize = size
+		if s.bodies.Add(int64(size)) <= bodyBudget {
+			// Within the budget the body comes whole at once: growing
+			// it costs copies and clearing.
+			c.reserved, c.body = size, getBody(size)
+		} else {
+			s.bodies.Add(-int64(size))
+		}
+		c.body = append(c.grow(len(rest)-hdr), rest[hdr:]...)
+		used, c.need = len(buf), 0
+	case hdr > 0:
+		c.need = hdr + size
+	case len(rest) >= 2:
+		c.need = 6 // the long form of the header
+	default:
+		c.need = len(rest) + 1
 	}
 	if used > 0 {
 		// Discard(0) would drop the whole inbound buffer, partial frame included.
 		gc.Discard(used)
 	}
-	c.flushReady()
-	if unread := len(c.out) + c.queued + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
-		// Replies that were waiting behind a deferred one count too.
-		s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
-		c.closeFor(CloseUnread)
-		return gnet.Close
-	}
-	if len(c.out) > 0 {
-		gc.Write(c.out)
-		c.out = c.out[:0]
-	}
-	if c.closing {
-		// gnet writes what is queued before it closes.
-		s.log.Debug("closing connection: a reply was abandoned", "conn", c.id)
-		return gnet.Close
-	}
 	return gnet.None
+}
+
+// release gives back the part of bodyBudget that c's body took.
+func (s *Server) release(c *Conn) {
+	s.bodies.Add(-int64(c.reserved))
+	c.reserved = 0
+}
+
+// serveFrame serves one request and reports whether its connection must
+// close because its client does not read its replies.
+func (s *Server) serveFrame(c *Conn, gc gnet.Conn, payload []byte) bool {
+	s.serve(c, payload)
+	// Checked per request: one read can carry enough requests to make far
+	// more output than the cap.
+	unread := len(c.out) + c.queued + gc.OutboundBuffered()
+	if unread <= s.cfg.MaxOutbound {
+		return false
+	}
+	s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
+	c.closeFor(CloseUnread)
+	return true
 }
 
 // keepHalfClosed goes on writing the replies queued on a connection that
@@ -459,6 +567,10 @@ type Conn struct {
 	pendings   []Pending  // the rest of the block newPending hands out from
 	answered   bool       // the Handler answered with AnswerFrame during Serve
 	closing    bool       // a reply was abandoned: close once what precedes it is written
+	body       []byte     // the payload so far of a large frame arriving
+	bodySize   int        // the size body will have once complete; 0 with none arriving
+	reserved   int        // the bytes of Server.bodies that body holds
+	need       int        // inbound bytes needed before decoding again
 
 	wakeQueued  atomic.Bool
 	halfClosed  atomic.Pointer[chan struct{}] // set once gnet closed the connection with replies owed (see keepHalfClosed)
@@ -520,6 +632,48 @@ func (c *Conn) answer(frame []byte) {
 	p.copied = len(frame)
 	c.queue = append(c.queue, p)
 	c.queued += len(frame)
+}
+
+// grow makes room in c.body for n more bytes. Beyond bodyBudget, the body
+// grows fourfold at a time up to its declared size, so that what a
+// connection holds follows the bytes that did arrive, not what its header
+// claims, while growing costs little: the copies add up to half the frame
+// at most.
+func (c *Conn) grow(n int) []byte {
+	if len(c.body)+n > cap(c.body) {
+		grown := make([]byte, len(c.body), min(c.bodySize, max(4*cap(c.body), len(c.body)+n, largeFrame)))
+		copy(grown, c.body)
+		c.body = grown
+	}
+	return c.body
+}
+
+// fillBody moves the bytes of the large frame arriving into c.body: first
+// those gnet has read, then straight from the socket until it has no more,
+// which saves copying them through gnet's buffer. It reports whether the
+// frame is complete; an error means the connection is over.
+func (c *Conn) fillBody(gc gnet.Conn) (bool, error) {
+	if n := min(gc.InboundBuffered(), c.bodySize-len(c.body)); n > 0 {
+		b := c.grow(n)
+		got, _ := gc.Read(b[len(b) : len(b)+n])
+		c.body = b[:len(b)+got]
+	}
+	for len(c.body) < c.bodySize {
+		b := c.grow(1)
+		n, err := unix.Read(gc.Fd(), b[len(b):min(cap(b), c.bodySize)])
+		switch {
+		case n > 0:
+			c.body = b[:len(b)+n]
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false, nil
+		case err == nil:
+			return false, fmt.Errorf("connection closed %d bytes into a %d-byte frame", len(b), c.bodySize)
+		default:
+			return false, fmt.Errorf("read: %w", err)
+		}
+	}
+	return true, nil
 }
 
 // flushReady moves the ready replies at the front of the queue to out.

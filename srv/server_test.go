@@ -2,12 +2,14 @@ package srv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -215,6 +217,178 @@ func TestServerTrickledBytesAndLargeValues(t *testing.T) {
 	}
 }
 
+// TestServerFramesInPieces sends a stream of puts and gets, of values
+// on both sides of each framing and buffering boundary, in pieces: of
+// fixed sizes, or cut inside each frame's header, just after it, in the
+// middle of its body and just before its end, with a pause at each cut so
+// that the server reads the pieces apart. Every value must come back
+// byte-exact, in order.
+func TestServerFramesInPieces(t *testing.T) {
+	sizes := []int{0, 1, 65534, 65535, 65536, largeFrame - 7, largeFrame, 3*largeFrame + 5, 1 << 20}
+	tests := []struct {
+		name  string
+		piece int // 0: cut at the places above
+		sizes []int
+	}{
+		{"one byte at a time", 1, []int{0, 1, 300}},
+		{"cut in every frame", 0, sizes},
+		{"1000 bytes", 1000, sizes},
+		{"64 KiB + 3", 64<<10 + 3, sizes},
+		{"whole", 1 << 30, sizes},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := startStore(t, Config{})
+			w := dial(t, s.Addr())
+			var pieces [][]byte
+			var stream []byte
+			add := func(frame []byte) {
+				if tt.piece > 0 {
+					stream = append(stream, frame...)
+					return
+				}
+				hdr := codec.HeaderLen(len(frame) - 2)
+				last := 0
+				for _, cut := range []int{1, hdr, hdr + 1, len(frame) / 2, len(frame) - 1, len(frame)} {
+					if cut > last && cut <= len(frame) {
+						pieces = append(pieces, frame[last:cut])
+						last = cut
+					}
+				}
+			}
+			values := make([][]byte, len(tt.sizes))
+			for i, n := range tt.sizes {
+				values[i] = make([]byte, n)
+				for j := range values[i] {
+					values[i][j] = byte(i*31 + j*7 + j>>8)
+				}
+				add(mustFrame(codec.PutRequest(fmt.Sprint("k", i), values[i])))
+				add(mustFrame(codec.GetRequest(fmt.Sprint("k", i))))
+			}
+			for rest := stream; len(rest) > 0; rest = rest[min(len(rest), tt.piece):] {
+				pieces = append(pieces, rest[:min(len(rest), tt.piece)])
+			}
+			go func() {
+				for _, p := range pieces {
+					if _, err := w.conn.Write(p); err != nil {
+						return
+					}
+					if len(pieces) > 1 {
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+			}()
+			for i, v := range values {
+				if r := w.recv(); r.Opcode != codec.OpPut+1 {
+					t.Fatalf("put of %d bytes: reply %v", len(v), r.Opcode)
+				}
+				r := w.recv()
+				if r.Opcode != codec.OpGet+1 || !bytes.Equal(r.Value, v) {
+					t.Fatalf("get %d of %d bytes: opcode %v, %d bytes back, equal %v", i, len(v), r.Opcode, len(r.Value), bytes.Equal(r.Value, v))
+				}
+			}
+		})
+	}
+}
+
+// TestServerMemoryWhileLargeFrameArrives sends all but the last byte of a
+// 16 MiB put, and checks what the server holds meanwhile: one buffer for
+// the frame, at most a quarter larger, not copies of it. (gnet's own
+// buffer, which doubles, and the contiguous copies Peek made of it held
+// four times the frame.)
+func TestServerMemoryWhileLargeFrameArrives(t *testing.T) {
+	s, store := startStore(t, Config{})
+	w := dial(t, s.Addr())
+	frame := mustFrame(codec.PutRequest("big", make([]byte, 16<<20)))
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	before := heap()
+	w.sendRaw(frame[:len(frame)-1])
+	// The server reads what is sent within moments; give it plenty.
+	time.Sleep(time.Second)
+	held := heap() - before
+	w.sendRaw(frame[len(frame)-1:])
+	if r := w.recv(); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put: %v", r.Opcode)
+	}
+	if v, _ := store.Table.Get("big"); len(v) != 16<<20 {
+		t.Fatalf("stored %d bytes, want %d", len(v), 16<<20)
+	}
+	t.Logf("held %d bytes while a %d-byte frame arrived", held, len(frame))
+	if held > int64(len(frame))*3/2 {
+		t.Fatalf("the server held %d bytes while a %d-byte frame arrived, want at most 1.5x", held, len(frame))
+	}
+}
+
+// TestServerBodyBudget checks the budget of bodies allocated on the word
+// of their headers: taken while a large frame arrives, given back when it
+// is complete or its connection closes, and never exceeded, however many
+// clients declare large frames and send nothing more.
+func TestServerBodyBudget(t *testing.T) {
+	s, _ := startStore(t, Config{})
+	header := codec.AppendHeader(nil, 60<<20)
+	taken := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); s.bodies.Load() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("budget taken: %d bytes, want %d", s.bodies.Load(), want)
+			}
+		}
+	}
+	var idle []*wireClient
+	for range bodyBudget/(60<<20) + 2 {
+		w := dial(t, s.Addr())
+		w.sendRaw(append(header, 1, 2, 3))
+		idle = append(idle, w)
+	}
+	taken(bodyBudget / (60 << 20) * (60 << 20))
+	for _, w := range idle {
+		w.conn.Close()
+	}
+	taken(0)
+
+	w := dial(t, s.Addr())
+	frame := mustFrame(codec.PutRequest("k", make([]byte, 1<<20)))
+	w.sendRaw(frame[:len(frame)-1])
+	taken(int64(len(frame) - 6))
+	w.sendRaw(frame[len(frame)-1:])
+	if r := w.recv(); r.Opcode != codec.OpPut+1 {
+		t.Fatalf("put: %v", r.Opcode)
+	}
+	taken(0)
+}
+
+// TestBodyGrowsWithWhatArrives checks that a large frame's buffer follows
+// the bytes received, not the size its header declares: a client that
+// declares 64 MiB and sends 100 bytes does not make the server hold 64 MiB.
+func TestBodyGrowsWithWhatArrives(t *testing.T) {
+	tests := []struct {
+		declared, have, arrive int
+		wantCap                int
+	}{
+		{64 << 20, 0, 100, largeFrame},
+		{64 << 20, 100, largeFrame, largeFrame + 100},
+		{64 << 20, 1 << 20, 10, 4 << 20},
+		{3 << 20, 2 << 20, 1 << 20, 3 << 20},
+		{largeFrame + 1, 0, largeFrame + 1, largeFrame + 1},
+		{64 << 20, 0, 5 << 20, 5 << 20},
+	}
+	for _, tt := range tests {
+		c := &Conn{bodySize: tt.declared}
+		if tt.have > 0 {
+			c.body = make([]byte, tt.have)
+		}
+		b := c.grow(tt.arrive)
+		if cap(b) != tt.wantCap || len(b) != tt.have {
+			t.Errorf("declared %d, have %d, %d arriving: len %d cap %d, want len %d cap %d", tt.declared, tt.have, tt.arrive, len(b), cap(b), tt.have, tt.wantCap)
+		}
+	}
+}
+
 // deferringHandler answers every put later, from another goroutine, after
 // a random delay, and everything else at once.
 type deferringHandler struct {
@@ -403,5 +577,48 @@ func TestWrittenPendingsDropTheirFrames(t *testing.T) {
 	}
 	if p.frame != nil || queued.frame != nil {
 		t.Errorf("written Pendings still hold %d and %d bytes", len(p.frame), len(queued.frame))
+	}
+}
+
+// BenchmarkServerLargePut measures one put of a large value at a time,
+// the request written whole and its reply awaited: the cost of taking in
+// a frame that arrives in many reads.
+func BenchmarkServerLargePut(b *testing.B) {
+	for _, size := range []int{1 << 20, 10 << 20, 60 << 20} {
+		b.Run(fmt.Sprintf("size=%dMiB", size>>20), func(b *testing.B) {
+			s, _ := startStore(b, Config{})
+			w := dial(b, s.Addr())
+			frame := mustFrame(codec.PutRequest("key", make([]byte, size)))
+			reply := make([]byte, len(WrittenFrame(codec.OpPut)))
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for range b.N {
+				w.sendRaw(frame)
+				if _, err := io.ReadFull(w.r, reply); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestBodyClass(t *testing.T) {
+	tests := []struct{ size, class, capacity int }{
+		{1 << 16, 0, 1 << 16},
+		{1<<16 + 1, 1, 1<<16 + 1<<14},
+		{1<<16 + 1<<14, 1, 1<<16 + 1<<14},
+		{1<<17 - 1, 4, 1 << 17},
+		{1 << 17, 4, 1 << 17},
+		{16<<20 + 25, 4*8 + 1, 20 << 20},
+		{10 << 20, 4*7 + 1, 10 << 20},
+	}
+	for _, tt := range tests {
+		class, capacity := bodyClass(tt.size)
+		if class != tt.class || capacity != tt.capacity {
+			t.Errorf("bodyClass(%d) = %d, %d; want %d, %d", tt.size, class, capacity, tt.class, tt.capacity)
+		}
+		if b := getBody(tt.size); cap(b) != tt.capacity || len(b) != 0 {
+			t.Errorf("getBody(%d): len %d cap %d", tt.size, len(b), cap(b))
+		}
 	}
 }
