@@ -70,7 +70,7 @@ if [ "$soak" = 1 ]; then
 	extra+=(-soak -soak.duration "$duration")
 	echo "fault: soak for $duration; report in $report, log in $log"
 else
-	args+=(-timeout 20m -run '^(TestFault|TestE2E|TestMachineStaleRejoinerYields)')
+	args+=(-timeout 20m -run '^(TestFault|TestE2E|TestCourse|TestMachineStaleRejoinerYields)')
 	echo "fault: short profile; report in $report, log in $log"
 fi
 
