@@ -1,0 +1,159 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/srv"
+)
+
+// Tests of how the features of the chain meet: reads at every member,
+// requests held and passed on, exactly-once ids, metrics, Close.
+
+// startNodeWith is startNode with its own hold timeout and lease term.
+func startNodeWith(t *testing.T, name string, hold, lease time.Duration) *testNode {
+	t.Helper()
+	store, _ := srv.NewStore(8)
+	tn := &testNode{name: name, store: store}
+	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: lease, HoldTimeout: hold, SessionLease: tn.sessionLease})
+	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.node, tn.server = n, s
+	n.Rejoin(name)
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+// requestsOf returns how many requests of op the stats counted, whatever
+// their outcome.
+func requestsOf(st *srv.Stats, op codec.MessageT_Opcode) uint64 {
+	counts := st.Requests()
+	for i, o := range srv.RequestOps {
+		if o == op {
+			var sum uint64
+			for _, c := range counts[i] {
+				sum += c
+			}
+			return sum
+		}
+	}
+	return 0
+}
+
+// TestInteractionHeldReadCountedOnce: a get of a key dirty at the head
+// waits for the write it sees to commit; the commit does not come (the
+// tail is gone and the head waits out the lease it granted), so the head
+// gives up on the read. Stats count each request once, by its outcome
+// ("whoever decides a request's outcome counts it, once"): one get, not
+// one answered from the table and one given up.
+func TestInteractionHeldReadCountedOnce(t *testing.T) {
+	a := startNodeWith(t, "node0000000001", 150*time.Millisecond, 1200*time.Millisecond)
+	b := startNodeWith(t, "node0000000002", 150*time.Millisecond, 1200*time.Millisecond)
+	setViews(a, b)
+	put(t, a, "k", "v0")
+	b.stop() // A keeps its view [A, B], and waits out B's lease before committing alone
+	w := dialWire(t, a.server.Addr())
+	if _, err := w.conn.Write(mustFrame(t, codec.PutRequest("k", []byte("v1")))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A applies k=v1", func() error {
+		if v, _ := a.store.Table.Get("k"); string(v) != "v1" {
+			return fmt.Errorf("A has k=%q (%s)", v, a.node.State())
+		}
+		return nil
+	})
+	before := requestsOf(a.store.Stats, codec.OpGet)
+	r, err := dialWire(t, a.server.Addr()).try(codec.GetRequest("k"))
+	if err == nil {
+		t.Logf("the get was answered: %v (%s)", r, a.node.State())
+	}
+	t.Logf("%v %v", a.store.Stats.Requests()[1], a.node.State())
+	if got := requestsOf(a.store.Stats, codec.OpGet) - before; got != 1 {
+		t.Fatalf("one get counted %d times (answered: %v, err %v)", got, r, err)
+	}
+}
+
+// fakeHead accepts connections, reads and never answers: a head that
+// takes a forwarded write and goes silent. It counts the connections.
+type fakeHead struct {
+	ln       net.Listener
+	accepted atomic.Int32
+}
+
+func startFakeHead(t *testing.T) *fakeHead {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeHead{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.accepted.Add(1)
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return f
+}
+
+// TestInteractionCloseEndsHeldWrites: a write with exactly-once ids that
+// reached a member other than the head is passed on to the head, which
+// says nothing. Node.Close ends "every forwarded request, and waits for
+// them": the write must end with it (its client's connection closed, as
+// at the hold timeout), not go on being retried by timers that nobody
+// waits for, through a forwarder that is closed, for the rest of the hold.
+func TestInteractionCloseEndsHeldWrites(t *testing.T) {
+	head := startFakeHead(t)
+	b := startNodeWith(t, "node0000000002", 5*time.Second, testLease)
+	b.node.SetView([]Member{{Name: "node0000000001", Addr: head.ln.Addr().String()}, {Name: b.name, Addr: b.server.Addr()}})
+	w := dialWire(t, b.server.Addr())
+	req := codec.PutRequest("k", []byte("v"))
+	req.ClientId, req.RequestId, req.FirstUnacked = 7, 1, 1
+	if _, err := w.conn.Write(mustFrame(t, req)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B passes the write on to the head", func() error {
+		if n := head.accepted.Load(); n == 0 {
+			return fmt.Errorf("no connection to the head yet (%s)", b.node.State())
+		}
+		return nil
+	})
+	time.Sleep(50 * time.Millisecond)
+	b.node.Close()
+	closed := time.Now()
+	w.conn.SetReadDeadline(closed.Add(time.Second))
+	reply := new(codec.MessageT)
+	err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, reply)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b.server.Stop(ctx)
+	b.server = nil // stopped here: the cleanup must not close the node again
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the held write still holds its client %v after Node.Close returned", time.Since(closed))
+	}
+	if err == nil {
+		t.Fatalf("the client got %v for a write the head never answered", reply)
+	}
+}
