@@ -362,8 +362,10 @@ type heldRead struct {
 	p        *srv.Pending
 	req      *codec.MessageT
 	deadline time.Time
-	frame    []byte      // the answer as of the write it waits for
-	expiry   *time.Timer // ends the wait for that write at the deadline
+	frame    []byte       // the answer as of the write it waits for
+	status   codec.Status // frame's outcome, counted once it is given
+	expiry   *time.Timer  // ends the wait for that write at the deadline
+	ended    atomic.Bool  // an outcome was given (and counted): the read is over
 }
 
 // try answers the read, or arranges for it to be answered.
@@ -378,9 +380,10 @@ func (r *heldRead) try() {
 		case err == nil:
 			need := n.readNeed(r.req)
 			reply := new(codec.MessageT)
-			n.store.Execute(r.req, reply)
+			// Counted when given: the wait may end without it.
+			r.status = n.store.ExecuteUncounted(r.req, reply)
 			if r.frame, err = codec.AppendMessage(nil, reply); err != nil {
-				r.frame, err = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST), nil
+				r.frame, r.status, err = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST), codec.Status_STATUS_BAD_REQUEST, nil
 			}
 			if need <= m.Committed() {
 				answered = true
@@ -400,7 +403,7 @@ func (r *heldRead) try() {
 	})
 	switch {
 	case answered:
-		r.p.CompleteFrame(r.frame)
+		r.give(r.status, r.frame)
 	case err == nil:
 		// Waits for the commit (Done).
 	case fwd.Addr != "" && (!r.req.GetForwarded() || errors.Is(err, ErrCatchingUp)):
@@ -418,17 +421,35 @@ func (r *heldRead) try() {
 func (r *heldRead) Done(_ Position, err error) {
 	r.expiry.Stop()
 	if err == nil {
-		r.p.CompleteFrame(r.frame)
+		r.give(r.status, r.frame)
 		return
 	}
 	r.later(err)
 }
 
+// give ends the read with frame, whose outcome is status, and counts it,
+// unless it already ended: the commit it waits for and the expiry of
+// that wait may both come.
+func (r *heldRead) give(status codec.Status, frame []byte) {
+	if !r.ended.CompareAndSwap(false, true) {
+		return
+	}
+	r.n.store.Stats.CountRequest(r.req.GetOpcode(), status)
+	if frame == nil {
+		r.p.Abandon()
+		return
+	}
+	r.p.CompleteFrame(frame)
+}
+
 // forwarded takes the answer of the member the read went to.
 func (r *heldRead) forwarded(res forwardResult) {
 	if res.reply != nil && !res.refused() {
-		r.n.store.Stats.CountRequest(r.req.GetOpcode(), res.status)
-		r.p.Complete(res.reply)
+		frame, err := codec.AppendMessage(nil, res.reply)
+		if err != nil {
+			frame = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST)
+		}
+		r.give(res.status, frame)
 		return
 	}
 	r.later(ErrUnavailable)
@@ -448,13 +469,12 @@ func (r *heldRead) later(err error) {
 // elsewhere; a client's connection is closed, since a course client takes
 // any OP_ERROR for "not found". Only the first answer given counts.
 func (r *heldRead) giveUp(err error) {
-	r.n.store.Stats.CountRequest(r.req.GetOpcode(), Status(err))
 	if r.req.GetForwarded() {
-		r.p.CompleteFrame(srv.ErrorFrame(Status(err)))
+		r.give(Status(err), srv.ErrorFrame(Status(err)))
 		return
 	}
 	r.n.log.Debug("gave up on a read", "op", r.req.GetOpcode(), "err", err)
-	r.p.Abandon()
+	r.give(Status(err), nil)
 }
 
 // serveLink serves the replication messages of a predecessor's link.
