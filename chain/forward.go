@@ -22,8 +22,9 @@ type forwarder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[string]*cli.Conn
+	mu     sync.Mutex
+	conns  map[string]*cli.Conn
+	closed bool // by close: no request starts, so that wg.Add never races wg.Wait
 }
 
 func newForwarder(dialTimeout time.Duration) *forwarder {
@@ -54,10 +55,18 @@ func (r forwardResult) refused() bool {
 }
 
 // forward sends req, which it takes over, to the member at addr and calls
-// done with the outcome, on a goroutine of its own, within timeout.
+// done with the outcome, on a goroutine of its own, within timeout. Once
+// the forwarder is closed, it calls done at once with a request not sent.
 func (f *forwarder) forward(addr string, req *codec.MessageT, timeout time.Duration, done func(forwardResult)) {
 	req.Forwarded = true
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		done(forwardResult{})
+		return
+	}
 	f.wg.Add(1)
+	f.mu.Unlock()
 	go func() {
 		defer f.wg.Done()
 		ctx, cancel := context.WithTimeout(f.ctx, timeout)
@@ -119,6 +128,9 @@ func (f *forwarder) drop(addr string, c *cli.Conn) {
 
 // close ends every forwarded request and connection and waits for them.
 func (f *forwarder) close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
 	f.mu.Lock()

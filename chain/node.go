@@ -175,11 +175,23 @@ func (n *Node) runClock() {
 }
 
 // Close stops the link to the successor and every forwarded request, and
-// waits for them.
+// waits for them. A held request that would be tried again gives up
+// instead, as at its hold timeout.
 func (n *Node) Close() {
 	close(n.quit)
 	n.wg.Wait()
 	n.fwd.close()
+}
+
+// closed reports whether Close was called: held requests end rather
+// than being tried again.
+func (n *Node) closed() bool {
+	select {
+	case <-n.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // step runs f on the machine under the lock, then wakes whoever is done
@@ -455,9 +467,10 @@ func (r *heldRead) forwarded(res forwardResult) {
 	r.later(ErrUnavailable)
 }
 
-// later tries the read again soon, or gives up at the deadline.
+// later tries the read again soon, or gives up at the deadline, or once
+// the node is closed.
 func (r *heldRead) later(err error) {
-	if r.req.GetForwarded() || time.Now().Add(retryHeld).After(r.deadline) {
+	if r.req.GetForwarded() || time.Now().Add(retryHeld).After(r.deadline) || r.n.closed() {
 		r.giveUp(err)
 		return
 	}
@@ -713,10 +726,11 @@ func (h *heldWrite) forwarded(res forwardResult) {
 	}
 }
 
-// later tries the write again soon, or gives up at the deadline by
-// closing the client's connection: the write was never applied.
+// later tries the write again soon, or gives up at the deadline, or once
+// the node is closed, by closing the client's connection: the write was
+// never applied.
 func (h *heldWrite) later(err error) {
-	if time.Now().Add(retryHeld).After(h.deadline) {
+	if time.Now().Add(retryHeld).After(h.deadline) || h.n.closed() {
 		h.n.store.Stats.CountRequest(h.w.Op, Status(err))
 		h.n.log.Debug("gave up on a write", "op", h.w.Op, "err", err)
 		h.p.Abandon()
