@@ -16,13 +16,14 @@ import (
 // Tests of how the features of the chain meet: reads at every member,
 // requests held and passed on, exactly-once ids, metrics, Close.
 
-// startNodeWith is startNode with its own hold timeout and lease term.
-func startNodeWith(t *testing.T, name string, hold, lease time.Duration) *testNode {
+// startNodeWith is startNode with its own hold timeout and lease term,
+// and the server's MaxOutbound (0: the default).
+func startNodeWith(t *testing.T, name string, hold, lease time.Duration, maxOutbound int) *testNode {
 	t.Helper()
 	store, _ := srv.NewStore(8)
 	tn := &testNode{name: name, store: store}
 	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: lease, HoldTimeout: hold, SessionLease: tn.sessionLease})
-	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
+	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2, MaxOutbound: maxOutbound})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +56,8 @@ func requestsOf(st *srv.Stats, op codec.MessageT_Opcode) uint64 {
 // ("whoever decides a request's outcome counts it, once"): one get, not
 // one answered from the table and one given up.
 func TestInteractionHeldReadCountedOnce(t *testing.T) {
-	a := startNodeWith(t, "node0000000001", 150*time.Millisecond, 1200*time.Millisecond)
-	b := startNodeWith(t, "node0000000002", 150*time.Millisecond, 1200*time.Millisecond)
+	a := startNodeWith(t, "node0000000001", 150*time.Millisecond, 1200*time.Millisecond, 0)
+	b := startNodeWith(t, "node0000000002", 150*time.Millisecond, 1200*time.Millisecond, 0)
 	setViews(a, b)
 	put(t, a, "k", "v0")
 	b.stop() // A keeps its view [A, B], and waits out B's lease before committing alone
@@ -75,7 +76,6 @@ func TestInteractionHeldReadCountedOnce(t *testing.T) {
 	if err == nil {
 		t.Logf("the get was answered: %v (%s)", r, a.node.State())
 	}
-	t.Logf("%v %v", a.store.Stats.Requests()[1], a.node.State())
 	if got := requestsOf(a.store.Stats, codec.OpGet) - before; got != 1 {
 		t.Fatalf("one get counted %d times (answered: %v, err %v)", got, r, err)
 	}
@@ -125,7 +125,7 @@ func startFakeHead(t *testing.T) *fakeHead {
 // waits for, through a forwarder that is closed, for the rest of the hold.
 func TestInteractionCloseEndsHeldWrites(t *testing.T) {
 	head := startFakeHead(t)
-	b := startNodeWith(t, "node0000000002", 5*time.Second, testLease)
+	b := startNodeWith(t, "node0000000002", 5*time.Second, testLease, 0)
 	b.node.SetView([]Member{{Name: "node0000000001", Addr: head.ln.Addr().String()}, {Name: b.name, Addr: b.server.Addr()}})
 	w := dialWire(t, b.server.Addr())
 	req := codec.PutRequest("k", []byte("v"))
@@ -156,4 +156,51 @@ func TestInteractionCloseEndsHeldWrites(t *testing.T) {
 	if err == nil {
 		t.Fatalf("the client got %v for a write the head never answered", reply)
 	}
+}
+
+// TestInteractionHeldReadsCountTowardUnread: a client pipelines gets of a
+// large value that is dirty at the head, whose commit does not come for a
+// while (the tail is gone and the head waits out the lease it granted),
+// and reads none of the replies. Each held get keeps its answer, taken
+// when it was served; those answers are replies the client leaves unread,
+// and past MaxOutbound the connection must close, before the commit, not
+// only once the answers are given: else one client makes the server hold
+// a copy of the value per get for as long as the chain is stuck.
+func TestInteractionHeldReadsCountTowardUnread(t *testing.T) {
+	const maxOutbound = 1 << 20
+	a := startNodeWith(t, "node0000000001", 3*time.Second, 1500*time.Millisecond, maxOutbound)
+	b := startNodeWith(t, "node0000000002", 3*time.Second, 1500*time.Millisecond, maxOutbound)
+	setViews(a, b)
+	value := make([]byte, 256<<10)
+	put(t, a, "big", string(value))
+	b.stop()
+	w := dialWire(t, a.server.Addr())
+	value[0] = 1
+	if _, err := w.conn.Write(mustFrame(t, codec.PutRequest("big", value))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A applies the new value", func() error {
+		if v, _ := a.store.Table.Get("big"); len(v) == 0 || v[0] != 1 {
+			return fmt.Errorf("not yet (%s)", a.node.State())
+		}
+		return nil
+	})
+	reader := dialWire(t, a.server.Addr())
+	var gets []byte
+	for range 32 { // 8 MiB of answers
+		gets = append(gets, mustFrame(t, codec.GetRequest("big"))...)
+	}
+	if _, err := reader.conn.Write(gets); err != nil {
+		t.Fatal(err)
+	}
+	// The head never commits (its view keeps B): the gets are held until
+	// the hold timeout, when the connection closes for that reason.
+	sent := time.Now()
+	for time.Since(sent) < 3*time.Second-500*time.Millisecond {
+		if _, closed := a.store.Stats.Connections(); closed[srv.CloseUnread] > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("32 held gets of 256 KiB, not one byte read, MaxOutbound 1 MiB: the connection is still open after %v (%s)", time.Since(sent), a.node.State())
 }
