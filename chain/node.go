@@ -402,6 +402,7 @@ func (r *heldRead) try() {
 				return
 			}
 			m.Await(need, r)
+			r.p.Hold(len(r.frame))
 			// The commit may never come (the chain is stuck): the
 			// hold timeout bounds the wait as it bounds the others.
 			r.expiry = time.AfterFunc(time.Until(r.deadline), func() { r.giveUp(ErrUnavailable) })
