@@ -204,3 +204,39 @@ func TestInteractionHeldReadsCountTowardUnread(t *testing.T) {
 	}
 	t.Fatalf("32 held gets of 256 KiB, not one byte read, MaxOutbound 1 MiB: the connection is still open after %v (%s)", time.Since(sent), a.node.State())
 }
+
+// TestInteractionForwardedReadCannotBounce: two members catching up whose
+// views do not agree yet (each was told the other comes first, as while a
+// member that registered again moves to the end and one of them has not
+// seen it): a read at one goes to its predecessor, which passes it on to
+// its own, toward the head, which is back where it came from. A read
+// must reach a member that answers it or be given up, within the hold,
+// not go round: each round is one more request held and one more
+// goroutine, with a hold of its own, for as long as the views disagree.
+func TestInteractionForwardedReadCannotBounce(t *testing.T) {
+	head := startFakeHead(t)
+	a := startNodeWith(t, "node0000000002", 2*time.Second, testLease, 0)
+	b := startNodeWith(t, "node0000000003", 2*time.Second, testLease, 0)
+	h := Member{Name: "node0000000001", Addr: head.ln.Addr().String()}
+	am, bm := Member{Name: a.name, Addr: a.server.Addr()}, Member{Name: b.name, Addr: b.server.Addr()}
+	a.node.SetView([]Member{h, bm, am})
+	b.node.SetView([]Member{h, am, bm})
+	before := requestsOf(a.store.Stats, codec.OpGet) + requestsOf(b.store.Stats, codec.OpGet)
+	w := dialWire(t, b.server.Addr())
+	if _, err := w.conn.Write(mustFrame(t, codec.GetRequest("k"))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a.server.Stop(context.Background()) // ends the rounds: A answers no more
+	a.node.Close()
+	a.server = nil
+	eventually(t, "B gives up", func() error {
+		if got := requestsOf(b.store.Stats, codec.OpGet) + requestsOf(a.store.Stats, codec.OpGet) - before; got == 0 {
+			return fmt.Errorf("nothing counted yet")
+		}
+		return nil
+	})
+	if got := requestsOf(a.store.Stats, codec.OpGet) + requestsOf(b.store.Stats, codec.OpGet) - before; got > 4 {
+		t.Fatalf("one get went round A and B: %d gets counted (%s; %s)", got, a.node.State(), b.node.State())
+	}
+}
