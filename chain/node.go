@@ -407,9 +407,14 @@ func (r *heldRead) try() {
 			// hold timeout bounds the wait as it bounds the others.
 			r.expiry = time.AfterFunc(time.Until(r.deadline), func() { r.giveUp(ErrUnavailable) })
 		case errors.Is(err, ErrCatchingUp) || errors.Is(err, ErrLeaving):
-			// Toward the head: a member ahead holds every committed write.
-			fwd = m.pred
-			if fwd.Name == "" && errors.Is(err, ErrLeaving) {
+			// To the head, which holds every committed write (a leaving
+			// head: to its successor), in one step: a read passed on from
+			// member to member could go round while their views of the
+			// chain disagree.
+			switch {
+			case m.index > 0:
+				fwd = m.members[0]
+			case errors.Is(err, ErrLeaving):
 				fwd = m.succ
 			}
 		}
@@ -419,9 +424,9 @@ func (r *heldRead) try() {
 		r.give(r.status, r.frame)
 	case err == nil:
 		// Waits for the commit (Done).
-	case fwd.Addr != "" && (!r.req.GetForwarded() || errors.Is(err, ErrCatchingUp)):
-		// A forwarded read goes on only toward the head, so it cannot
-		// come back.
+	case fwd.Addr != "" && !r.req.GetForwarded():
+		// A forwarded read goes no further: the member it came from
+		// tries again.
 		n.fwd.forward(fwd.Addr, proto.Clone(r.req).(*codec.MessageT), time.Until(r.deadline), r.forwarded)
 	default:
 		r.later(err)
