@@ -1,13 +1,17 @@
 package chain
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/srv"
@@ -238,5 +242,68 @@ func TestInteractionForwardedReadCannotBounce(t *testing.T) {
 	})
 	if got := requestsOf(a.store.Stats, codec.OpGet) + requestsOf(b.store.Stats, codec.OpGet) - before; got > 4 {
 		t.Fatalf("one get went round A and B: %d gets counted (%s; %s)", got, a.node.State(), b.node.State())
+	}
+}
+
+// TestInteractionForwarderTakesLargeReplies: the forwarder passes every
+// request this node cannot answer to the same member on one pipelined
+// connection: reads of a node catching up and writes reaching a member
+// other than the head both go to the head. A reply larger than
+// codec.DefaultMaxFrame is one a member may send (a gettable of a large
+// table, or a get under a larger -max-frame); it must reach the node that
+// asked, and must not fail the other requests in flight on that
+// connection (writes whose outcome then becomes unknown to their clients).
+func TestInteractionForwarderTakesLargeReplies(t *testing.T) {
+	const size = codec.DefaultMaxFrame + 1
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	gotFirst := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		for i := range 2 {
+			if _, err := codec.ReadFrame(r, codec.DefaultMaxFrame); err != nil {
+				return
+			}
+			if i == 0 {
+				close(gotFirst)
+			}
+		}
+		// The get's reply, a value of size bytes, streamed.
+		prefix := []byte{1<<3 | byte(protowire.VarintType), byte(codec.OpGet + 1), 2<<3 | byte(protowire.VarintType), byte(codec.CtValue)}
+		prefix = protowire.AppendTag(prefix, 5, protowire.BytesType)
+		prefix = protowire.AppendVarint(prefix, size)
+		w := bufio.NewWriter(c)
+		w.Write(codec.AppendHeader(nil, len(prefix)+size))
+		w.Write(prefix)
+		zeros := make([]byte, 1<<20)
+		for left := size; left > 0; left -= min(left, len(zeros)) {
+			w.Write(zeros[:min(left, len(zeros))])
+		}
+		w.Write(mustFrame(t, &codec.MessageT{Opcode: codec.OpPut + 1, CType: codec.CtNone}))
+		w.Flush()
+		io.Copy(io.Discard, c)
+	}()
+	f := newForwarder(time.Second)
+	defer f.close()
+	results := make(chan forwardResult, 2)
+	f.forward(ln.Addr().String(), codec.GetRequest("big"), 10*time.Second, func(res forwardResult) { results <- res })
+	<-gotFirst
+	f.forward(ln.Addr().String(), codec.PutRequest("k", []byte("v")), 10*time.Second, func(res forwardResult) { results <- res })
+	for range 2 {
+		res := <-results
+		switch {
+		case res.reply == nil:
+			t.Fatalf("a forwarded request got no reply (sent %v)", res.sent)
+		case res.reply.GetOpcode() == codec.OpGet+1 && len(res.reply.GetValue()) != size:
+			t.Fatalf("the get's reply holds %d bytes, not %d", len(res.reply.GetValue()), size)
+		}
 	}
 }
