@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -31,6 +32,12 @@ func newForwarder(dialTimeout time.Duration) *forwarder {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &forwarder{dialTimeout: dialTimeout, ctx: ctx, cancel: cancel, conns: make(map[string]*cli.Conn)}
 }
+
+// maxForwardedReply bounds the replies a member sends to requests passed
+// on to it. Members are trusted, and a reply has no bound of its own (a
+// gettable of a large table): a bound below one that comes would fail the
+// connection and every request in flight on it.
+const maxForwardedReply = math.MaxInt32
 
 // forwardResult is how a forwarded request ended.
 type forwardResult struct {
@@ -103,7 +110,7 @@ func (f *forwarder) conn(ctx context.Context, addr string) (*cli.Conn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, f.dialTimeout)
 	defer cancel()
-	c, err := cli.DialConn(dctx, addr)
+	c, err := cli.DialConnLimit(dctx, addr, maxForwardedReply)
 	if err != nil {
 		return nil, err
 	}
