@@ -307,3 +307,28 @@ func TestInteractionForwarderTakesLargeReplies(t *testing.T) {
 		}
 	}
 }
+
+// TestInteractionTooLargeDelCountedAsDel: a del whose key alone is too
+// large to replicate is refused, and counted as the del it is.
+func TestInteractionTooLargeDelCountedAsDel(t *testing.T) {
+	const maxFrame = 8 << 10
+	store, _ := srv.NewStore(8)
+	n := NewNode(NodeConfig{Store: store, MaxFrame: maxFrame, Logger: logger()})
+	defer n.Close()
+	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 1, MaxFrame: maxFrame})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	n.Rejoin("node0000000001")
+	n.SetView([]Member{{Name: "node0000000001", Addr: s.Addr()}})
+	key := string(make([]byte, maxFrame-linkOverhead+1))
+	for _, req := range []*codec.MessageT{codec.DelRequest(key), {Opcode: codec.OpDel, CType: codec.CtKey, Key: key, ClientId: 1, RequestId: 1}} {
+		if r := dialWire(t, s.Addr()).do(req); r.GetStatus() != codec.Status_STATUS_BAD_REQUEST {
+			t.Fatalf("a del too large to replicate: %v", r)
+		}
+	}
+	if dels, puts := requestsOf(store.Stats, codec.OpDel), requestsOf(store.Stats, codec.OpPut); dels != 2 || puts != 0 {
+		t.Fatalf("two dels counted as %d dels and %d puts", dels, puts)
+	}
+}
