@@ -615,15 +615,15 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	var found bool
 	var cw *clientWaiter
 	var err error
-	size := len(w.GetKey()) + len(w.GetValue())
+	op, size := w.GetOp(), len(w.GetKey())+len(w.GetValue())
 	if req != nil {
-		size = len(req.Key) + len(req.Value)
+		op, size = req.Op, len(req.Key)+len(req.Value)
 	}
 	if size > n.cfg.MaxFrame-linkOverhead {
 		// Its replication frame would not fit in the successor's largest
 		// frame, and would hold up every write after it.
 		n.log.Debug("refused write too large to replicate", "bytes", size, "max", n.cfg.MaxFrame-linkOverhead)
-		n.store.Stats.CountRequest(codec.OpPut, codec.Status_STATUS_BAD_REQUEST)
+		n.store.Stats.CountRequest(op, codec.Status_STATUS_BAD_REQUEST)
 		c.AnswerFrame(srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST))
 		return
 	}
