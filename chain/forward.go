@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"time"
 
@@ -22,14 +23,21 @@ type forwarder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[string]*cli.Conn
+	mu     sync.Mutex
+	conns  map[string]*cli.Conn
+	closed bool // by close: no request starts, so that wg.Add never races wg.Wait
 }
 
 func newForwarder(dialTimeout time.Duration) *forwarder {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &forwarder{dialTimeout: dialTimeout, ctx: ctx, cancel: cancel, conns: make(map[string]*cli.Conn)}
 }
+
+// maxForwardedReply bounds the replies a member sends to requests passed
+// on to it. Members are trusted, and a reply has no bound of its own (a
+// gettable of a large table): a bound below one that comes would fail the
+// connection and every request in flight on it.
+const maxForwardedReply = math.MaxInt32
 
 // forwardResult is how a forwarded request ended.
 type forwardResult struct {
@@ -54,10 +62,18 @@ func (r forwardResult) refused() bool {
 }
 
 // forward sends req, which it takes over, to the member at addr and calls
-// done with the outcome, on a goroutine of its own, within timeout.
+// done with the outcome, on a goroutine of its own, within timeout. Once
+// the forwarder is closed, it calls done at once with a request not sent.
 func (f *forwarder) forward(addr string, req *codec.MessageT, timeout time.Duration, done func(forwardResult)) {
 	req.Forwarded = true
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		done(forwardResult{})
+		return
+	}
 	f.wg.Add(1)
+	f.mu.Unlock()
 	go func() {
 		defer f.wg.Done()
 		ctx, cancel := context.WithTimeout(f.ctx, timeout)
@@ -94,7 +110,7 @@ func (f *forwarder) conn(ctx context.Context, addr string) (*cli.Conn, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, f.dialTimeout)
 	defer cancel()
-	c, err := cli.DialConn(dctx, addr)
+	c, err := cli.DialConnLimit(dctx, addr, maxForwardedReply)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +135,9 @@ func (f *forwarder) drop(addr string, c *cli.Conn) {
 
 // close ends every forwarded request and connection and waits for them.
 func (f *forwarder) close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
 	f.mu.Lock()

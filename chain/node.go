@@ -175,11 +175,23 @@ func (n *Node) runClock() {
 }
 
 // Close stops the link to the successor and every forwarded request, and
-// waits for them.
+// waits for them. A held request that would be tried again gives up
+// instead, as at its hold timeout.
 func (n *Node) Close() {
 	close(n.quit)
 	n.wg.Wait()
 	n.fwd.close()
+}
+
+// closed reports whether Close was called: held requests end rather
+// than being tried again.
+func (n *Node) closed() bool {
+	select {
+	case <-n.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // step runs f on the machine under the lock, then wakes whoever is done
@@ -362,8 +374,10 @@ type heldRead struct {
 	p        *srv.Pending
 	req      *codec.MessageT
 	deadline time.Time
-	frame    []byte      // the answer as of the write it waits for
-	expiry   *time.Timer // ends the wait for that write at the deadline
+	frame    []byte       // the answer as of the write it waits for
+	status   codec.Status // frame's outcome, counted once it is given
+	expiry   *time.Timer  // ends the wait for that write at the deadline
+	ended    atomic.Bool  // an outcome was given (and counted): the read is over
 }
 
 // try answers the read, or arranges for it to be answered.
@@ -378,34 +392,41 @@ func (r *heldRead) try() {
 		case err == nil:
 			need := n.readNeed(r.req)
 			reply := new(codec.MessageT)
-			n.store.Execute(r.req, reply)
+			// Counted when given: the wait may end without it.
+			r.status = n.store.ExecuteUncounted(r.req, reply)
 			if r.frame, err = codec.AppendMessage(nil, reply); err != nil {
-				r.frame, err = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST), nil
+				r.frame, r.status, err = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST), codec.Status_STATUS_BAD_REQUEST, nil
 			}
 			if need <= m.Committed() {
 				answered = true
 				return
 			}
 			m.Await(need, r)
+			r.p.Hold(len(r.frame))
 			// The commit may never come (the chain is stuck): the
 			// hold timeout bounds the wait as it bounds the others.
 			r.expiry = time.AfterFunc(time.Until(r.deadline), func() { r.giveUp(ErrUnavailable) })
 		case errors.Is(err, ErrCatchingUp) || errors.Is(err, ErrLeaving):
-			// Toward the head: a member ahead holds every committed write.
-			fwd = m.pred
-			if fwd.Name == "" && errors.Is(err, ErrLeaving) {
+			// To the head, which holds every committed write (a leaving
+			// head: to its successor), in one step: a read passed on from
+			// member to member could go round while their views of the
+			// chain disagree.
+			switch {
+			case m.index > 0:
+				fwd = m.members[0]
+			case errors.Is(err, ErrLeaving):
 				fwd = m.succ
 			}
 		}
 	})
 	switch {
 	case answered:
-		r.p.CompleteFrame(r.frame)
+		r.give(r.status, r.frame)
 	case err == nil:
 		// Waits for the commit (Done).
-	case fwd.Addr != "" && (!r.req.GetForwarded() || errors.Is(err, ErrCatchingUp)):
-		// A forwarded read goes on only toward the head, so it cannot
-		// come back.
+	case fwd.Addr != "" && !r.req.GetForwarded():
+		// A forwarded read goes no further: the member it came from
+		// tries again.
 		n.fwd.forward(fwd.Addr, proto.Clone(r.req).(*codec.MessageT), time.Until(r.deadline), r.forwarded)
 	default:
 		r.later(err)
@@ -418,25 +439,44 @@ func (r *heldRead) try() {
 func (r *heldRead) Done(_ Position, err error) {
 	r.expiry.Stop()
 	if err == nil {
-		r.p.CompleteFrame(r.frame)
+		r.give(r.status, r.frame)
 		return
 	}
 	r.later(err)
 }
 
+// give ends the read with frame, whose outcome is status, and counts it,
+// unless it already ended: the commit it waits for and the expiry of
+// that wait may both come.
+func (r *heldRead) give(status codec.Status, frame []byte) {
+	if !r.ended.CompareAndSwap(false, true) {
+		return
+	}
+	r.n.store.Stats.CountRequest(r.req.GetOpcode(), status)
+	if frame == nil {
+		r.p.Abandon()
+		return
+	}
+	r.p.CompleteFrame(frame)
+}
+
 // forwarded takes the answer of the member the read went to.
 func (r *heldRead) forwarded(res forwardResult) {
 	if res.reply != nil && !res.refused() {
-		r.n.store.Stats.CountRequest(r.req.GetOpcode(), res.status)
-		r.p.Complete(res.reply)
+		frame, err := codec.AppendMessage(nil, res.reply)
+		if err != nil {
+			frame = srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST)
+		}
+		r.give(res.status, frame)
 		return
 	}
 	r.later(ErrUnavailable)
 }
 
-// later tries the read again soon, or gives up at the deadline.
+// later tries the read again soon, or gives up at the deadline, or once
+// the node is closed.
 func (r *heldRead) later(err error) {
-	if r.req.GetForwarded() || time.Now().Add(retryHeld).After(r.deadline) {
+	if r.req.GetForwarded() || time.Now().Add(retryHeld).After(r.deadline) || r.n.closed() {
 		r.giveUp(err)
 		return
 	}
@@ -448,13 +488,12 @@ func (r *heldRead) later(err error) {
 // elsewhere; a client's connection is closed, since a course client takes
 // any OP_ERROR for "not found". Only the first answer given counts.
 func (r *heldRead) giveUp(err error) {
-	r.n.store.Stats.CountRequest(r.req.GetOpcode(), Status(err))
 	if r.req.GetForwarded() {
-		r.p.CompleteFrame(srv.ErrorFrame(Status(err)))
+		r.give(Status(err), srv.ErrorFrame(Status(err)))
 		return
 	}
 	r.n.log.Debug("gave up on a read", "op", r.req.GetOpcode(), "err", err)
-	r.p.Abandon()
+	r.give(Status(err), nil)
 }
 
 // serveLink serves the replication messages of a predecessor's link.
@@ -576,15 +615,15 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	var found bool
 	var cw *clientWaiter
 	var err error
-	size := len(w.GetKey()) + len(w.GetValue())
+	op, size := w.GetOp(), len(w.GetKey())+len(w.GetValue())
 	if req != nil {
-		size = len(req.Key) + len(req.Value)
+		op, size = req.Op, len(req.Key)+len(req.Value)
 	}
 	if size > n.cfg.MaxFrame-linkOverhead {
 		// Its replication frame would not fit in the successor's largest
 		// frame, and would hold up every write after it.
 		n.log.Debug("refused write too large to replicate", "bytes", size, "max", n.cfg.MaxFrame-linkOverhead)
-		n.store.Stats.CountRequest(codec.OpPut, codec.Status_STATUS_BAD_REQUEST)
+		n.store.Stats.CountRequest(op, codec.Status_STATUS_BAD_REQUEST)
 		c.AnswerFrame(srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST))
 		return
 	}
@@ -693,10 +732,11 @@ func (h *heldWrite) forwarded(res forwardResult) {
 	}
 }
 
-// later tries the write again soon, or gives up at the deadline by
-// closing the client's connection: the write was never applied.
+// later tries the write again soon, or gives up at the deadline, or once
+// the node is closed, by closing the client's connection: the write was
+// never applied.
 func (h *heldWrite) later(err error) {
-	if time.Now().Add(retryHeld).After(h.deadline) {
+	if time.Now().Add(retryHeld).After(h.deadline) || h.n.closed() {
 		h.n.store.Stats.CountRequest(h.w.Op, Status(err))
 		h.n.log.Debug("gave up on a write", "op", h.w.Op, "err", err)
 		h.p.Abandon()

@@ -35,8 +35,9 @@ var (
 // each caller gets the reply to its own request, since the server answers
 // in request order. A Conn that fails stays failed; dial a new one.
 type Conn struct {
-	addr string
-	nc   net.Conn
+	addr     string
+	nc       net.Conn
+	maxReply int // the largest reply payload read
 
 	// wmu makes queueing a request and writing it one step, so the queue
 	// order is the wire order the replies will follow.
@@ -59,12 +60,18 @@ type call struct {
 
 // DialConn connects to the table server at addr (host:port).
 func DialConn(ctx context.Context, addr string) (*Conn, error) {
+	return DialConnLimit(ctx, addr, codec.DefaultMaxFrame)
+}
+
+// DialConnLimit is DialConn taking replies of up to maxReply payload
+// bytes: a larger one fails the Conn.
+func DialConnLimit(ctx context.Context, addr string, maxReply int) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{addr: addr, nc: nc, exited: make(chan struct{})}
+	c := &Conn{addr: addr, nc: nc, maxReply: maxReply, exited: make(chan struct{})}
 	go c.readLoop()
 	slog.Debug("connected", "addr", addr)
 	return c, nil
@@ -168,7 +175,7 @@ func (c *Conn) readLoop() {
 	r := bufio.NewReader(c.nc)
 	for {
 		reply := new(codec.MessageT)
-		if err := codec.ReadMessage(r, codec.DefaultMaxFrame, reply); err != nil {
+		if err := codec.ReadMessage(r, c.maxReply, reply); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("server closed the connection")
 			}

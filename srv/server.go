@@ -269,7 +269,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return act
 	}
 	c.flushReady()
-	if unread := len(c.out) + c.queued + gc.OutboundBuffered(); unread > s.cfg.MaxOutbound {
+	if unread := c.unread(gc); unread > s.cfg.MaxOutbound {
 		// Replies that were waiting behind a deferred one count too.
 		s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
 		c.closeFor(CloseUnread)
@@ -403,7 +403,7 @@ func (s *Server) serveFrame(c *Conn, gc gnet.Conn, payload []byte) bool {
 	s.serve(c, payload)
 	// Checked per request: one read can carry enough requests to make far
 	// more output than the cap.
-	unread := len(c.out) + c.queued + gc.OutboundBuffered()
+	unread := c.unread(gc)
 	if unread <= s.cfg.MaxOutbound {
 		return false
 	}
@@ -572,6 +572,7 @@ type Conn struct {
 	reserved   int        // the bytes of Server.bodies that body holds
 	need       int        // inbound bytes needed before decoding again
 
+	owed        atomic.Int64 // bytes of the replies that Pendings in queue hold (see Pending.Hold)
 	wakeQueued  atomic.Bool
 	halfClosed  atomic.Pointer[chan struct{}] // set once gnet closed the connection with replies owed (see keepHalfClosed)
 	lastActive  atomic.Int64                  // unix nanoseconds of the last request, with IdleTimeout
@@ -579,6 +580,12 @@ type Conn struct {
 }
 
 func (c *Conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// unread returns the bytes of replies the client has not read: written,
+// ready, or held for replies to come.
+func (c *Conn) unread(gc gnet.Conn) int {
+	return len(c.out) + c.queued + int(c.owed.Load()) + gc.OutboundBuffered()
+}
 
 // closeFor records why the server closes c; the first reason given stands.
 func (c *Conn) closeFor(r CloseReason) { c.closeReason.CompareAndSwap(int32(CloseByPeer), int32(r)) }
@@ -686,6 +693,7 @@ func (c *Conn) flushReady() {
 		}
 		c.out = append(c.out, c.queue[i].frame...)
 		c.queued -= c.queue[i].copied
+		c.owed.Add(-c.queue[i].held)
 		// The Pending's block outlives it; its frame, maybe a large
 		// reply, must not.
 		c.queue[i].frame = nil
@@ -703,7 +711,19 @@ type Pending struct {
 	frame     []byte
 	abandoned bool // set before ready: close the connection in its place
 	ready     atomic.Bool
-	copied    int // bytes of frame that answer copied and Conn.queued counts
+	copied    int   // bytes of frame that answer copied and Conn.queued counts
+	held      int64 // bytes of the reply that Conn.owed counts for it (see Hold)
+}
+
+// Hold says that the Handler keeps n bytes for this reply until it gives
+// it (a read's answer, taken before the reply may go): they count toward
+// Config.MaxOutbound, as the reply will once given, so that a client
+// cannot make the server keep more for it than that by sending requests
+// whose replies wait. Call it before Complete or CompleteFrame; a later
+// call replaces the earlier amount.
+func (p *Pending) Hold(n int) {
+	p.c.owed.Add(int64(n) - p.held)
+	p.held = int64(n)
 }
 
 // Abandon gives no reply: the connection is closed once the replies
@@ -736,6 +756,7 @@ func (p *Pending) CompleteFrame(frame []byte) {
 		return
 	}
 	p.frame = frame
+	p.Hold(len(frame)) // until it is written
 	p.publish()
 }
 

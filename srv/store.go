@@ -66,23 +66,29 @@ func Check(req *codec.MessageT) error {
 // every failure. Stats requests are not counted as operations, but every
 // request is counted by outcome (see Stats.CountRequest).
 func (s *Store) Execute(req, reply *codec.MessageT) {
+	s.Stats.CountRequest(req.GetOpcode(), s.ExecuteUncounted(req, reply))
+}
+
+// ExecuteUncounted is Execute without counting the request: it returns
+// the outcome for the caller to count once the request's outcome is
+// decided, for a reply that may yet be dropped (a read held until the
+// write it sees commits, say).
+func (s *Store) ExecuteUncounted(req, reply *codec.MessageT) codec.Status {
 	op := req.GetOpcode()
 	if op == codec.OpStats {
 		ops, micros, clients := s.Stats.Snapshot()
 		setReply(reply, op)
 		reply.Stats = &codec.StatsT{Ops: int32(ops), Time: micros, Clients: int32(clients)}
-		s.Stats.CountRequest(op, codec.Status_STATUS_OK)
-		return
+		return codec.Status_STATUS_OK
 	}
 	if codec.IsWrite(op) {
 		w := codec.WriteOf(req)
 		if !s.Apply(w.Op, w.Key, w.Value) {
-			s.fail(reply, op, codec.Status_STATUS_NOT_FOUND)
-			return
+			SetError(reply, codec.Status_STATUS_NOT_FOUND)
+			return codec.Status_STATUS_NOT_FOUND
 		}
-		s.Stats.CountRequest(op, codec.Status_STATUS_OK)
 		setReply(reply, op)
-		return
+		return codec.Status_STATUS_OK
 	}
 	start := time.Now()
 	ok := true
@@ -105,11 +111,11 @@ func (s *Store) Execute(req, reply *codec.MessageT) {
 	s.Stats.recordOp(start)
 	if !ok {
 		reply.Reset()
-		s.fail(reply, op, codec.Status_STATUS_NOT_FOUND)
-		return
+		SetError(reply, codec.Status_STATUS_NOT_FOUND)
+		return codec.Status_STATUS_NOT_FOUND
 	}
-	s.Stats.CountRequest(op, codec.Status_STATUS_OK)
 	setReply(reply, op)
+	return codec.Status_STATUS_OK
 }
 
 // fail makes reply the OP_ERROR reply to a request of opcode op that
