@@ -120,11 +120,11 @@ type Client struct {
 
 	// Connections to ZooKeeper, which Close closes so that none of
 	// go-zookeeper's waits outlives it, and how dialling went.
-	netConns map[*handshakeConn]struct{}
-	dialed   bool  // a connection was made
-	dialErr  error // the latest failure to connect
-	dialCtx  context.Context
-	endDials context.CancelFunc
+	netConns   map[*handshakeConn]struct{}
+	dialed     bool  // a connection was made
+	dialErr    error // the latest failure to connect
+	dialCtx    context.Context
+	endDials   context.CancelFunc
 	reconnects atomic.Uint64 // see Counts
 	expiries   atomic.Uint64
 
