@@ -683,33 +683,29 @@ func courseKill(pos int) courseFault {
 // courseFreeze freezes the node at pos past its session timeout, with
 // the clients' requests waiting in its socket, and resumes it.
 func courseFreeze(pos int) courseFault {
-	return courseFault{"SIGSTOP " + faultRole(pos) + " past its session", func(t *testing.T, c *cluster.Cluster) {
-		n := c.At(pos)
-		old, _ := n.Member()
-		n.Stop()
-		frozen := time.Now()
-		c.WaitView(func(v zkwatch.View) bool { return v.Index(old.Name) < 0 }, faultRecover)
-		c.WaitTailServes(faultRecover)
-		time.Sleep(time.Until(frozen.Add(2 * c.SessionTimeout())))
-		n.Cont()
-		nemesisWaitTail(t, c, n, old.Seq)
-	}}
+	return courseOutAndBack("SIGSTOP "+faultRole(pos)+" past its session", pos, (*cluster.Node).Stop, (*cluster.Node).Cont)
 }
 
-// courseCutZK cuts the node at pos off from ZooKeeper, and only from it,
-// until the others have dropped it and twice the session timeout has
-// passed: clients that have not yet seen it go still send it requests.
-// Healed, it joins again as the tail.
+// courseCutZK cuts the node at pos off from ZooKeeper, and only from it:
+// clients that have not yet seen it go still send it requests. Healed,
+// it joins again as the tail.
 func courseCutZK(pos int) courseFault {
-	return courseFault{"cut " + faultRole(pos) + " off from ZooKeeper", func(t *testing.T, c *cluster.Cluster) {
+	return courseOutAndBack("cut "+faultRole(pos)+" off from ZooKeeper", pos, (*cluster.Node).CutZK, (*cluster.Node).HealZK)
+}
+
+// courseOutAndBack takes the node at pos out with out, until the others
+// have dropped it and twice the session timeout has passed, then puts it
+// back with back and waits until it serves as the new tail.
+func courseOutAndBack(name string, pos int, out, back func(*cluster.Node)) courseFault {
+	return courseFault{name, func(t *testing.T, c *cluster.Cluster) {
 		n := c.At(pos)
 		old, _ := n.Member()
-		n.CutZK()
-		cut := time.Now()
+		out(n)
+		since := time.Now()
 		c.WaitView(func(v zkwatch.View) bool { return v.Index(old.Name) < 0 }, faultRecover)
 		c.WaitTailServes(faultRecover)
-		time.Sleep(time.Until(cut.Add(2 * c.SessionTimeout())))
-		n.HealZK()
+		time.Sleep(time.Until(since.Add(2 * c.SessionTimeout())))
+		back(n)
 		nemesisWaitTail(t, c, n, old.Seq)
 	}}
 }

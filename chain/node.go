@@ -635,10 +635,7 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 			w = n.blocks.write(req)
 		}
 		var seq uint64
-		if seq, found, err = m.ClientWrite(w); err != nil || seq <= m.Committed() {
-			if errors.Is(err, ErrNotHead) && m.index > 0 {
-				head = m.members[0]
-			}
+		if seq, found, head, err = takeWrite(m, w); seq == 0 {
 			return // answered now: refused, or committed at once (no successor)
 		}
 		cw = n.blocks.waiter()
@@ -656,6 +653,21 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 		hw := &heldWrite{n: n, p: c.Defer(), w: w, deadline: time.Now().Add(n.cfg.HoldTimeout)}
 		hw.route(head, err)
 	}
+}
+
+// takeWrite applies w if the node is the head, and returns the write to
+// wait for, or 0 when w is answered now (refused, or committed at once);
+// refused because the node is not the head, w goes to head. Called in a
+// step.
+func takeWrite(m *Machine, w *codec.WriteT) (wait uint64, found bool, head Member, err error) {
+	seq, found, err := m.ClientWrite(w)
+	if err == nil && seq > m.Committed() {
+		return seq, found, Member{}, nil
+	}
+	if errors.Is(err, ErrNotHead) && m.index > 0 {
+		head = m.members[0]
+	}
+	return 0, found, head, err
 }
 
 // notTakenHere reports whether a write was refused only because this node
@@ -683,10 +695,7 @@ func (h *heldWrite) try() {
 	var head Member
 	n.step(func(m *Machine) {
 		var seq uint64
-		if seq, found, err = m.ClientWrite(h.w); err != nil || seq <= m.Committed() {
-			if errors.Is(err, ErrNotHead) && m.index > 0 {
-				head = m.members[0]
-			}
+		if seq, found, head, err = takeWrite(m, h.w); seq == 0 {
 			return
 		}
 		waiting = true
