@@ -15,22 +15,38 @@ import (
 // write that reached a node other than the head goes to the head, a read
 // that reached a node still catching up (or leaving) goes to a member
 // that can answer it. It keeps one pipelined connection per member
-// address, made on first use and again after it fails.
+// address, made on first use and again after it fails, and closed once
+// it has been idle for idleTimeout (the member it reaches may no longer be
+// one this node passes anything to).
 type forwarder struct {
 	dialTimeout time.Duration
+	idleTimeout time.Duration
 
 	ctx    context.Context // ends when the forwarder closes
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	conns  map[string]*cli.Conn
-	closed bool // by close: no request starts, so that wg.Add never races wg.Wait
+	conns  map[string]*forwardConn
+	sweep  *time.Timer // runs while conns is not empty
+	closed bool        // by close: no request starts, so that wg.Add never races wg.Wait
 }
+
+// forwardConn is a connection, the requests in flight on it and when one
+// last began or ended; the forwarder's mu guards both.
+type forwardConn struct {
+	*cli.Conn
+	inFlight int
+	lastUse  time.Time
+}
+
+// defaultForwardIdle is how long a forwarder keeps a connection nothing
+// was passed on.
+const defaultForwardIdle = time.Minute
 
 func newForwarder(dialTimeout time.Duration) *forwarder {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &forwarder{dialTimeout: dialTimeout, ctx: ctx, cancel: cancel, conns: make(map[string]*cli.Conn)}
+	return &forwarder{dialTimeout: dialTimeout, idleTimeout: defaultForwardIdle, ctx: ctx, cancel: cancel, conns: make(map[string]*forwardConn)}
 }
 
 // maxForwardedReply bounds the replies a member sends to requests passed
@@ -83,10 +99,12 @@ func (f *forwarder) forward(addr string, req *codec.MessageT, timeout time.Durat
 }
 
 func (f *forwarder) do(ctx context.Context, addr string, req *codec.MessageT) forwardResult {
-	conn, err := f.conn(ctx, addr)
+	fc, err := f.conn(ctx, addr)
 	if err != nil {
 		return forwardResult{}
 	}
+	defer f.release(fc)
+	conn := fc.Conn
 	reply, err := conn.Do(ctx, req)
 	var se *cli.ServerError
 	switch {
@@ -96,18 +114,21 @@ func (f *forwarder) do(ctx context.Context, addr string, req *codec.MessageT) fo
 		return forwardResult{reply: &codec.MessageT{Opcode: codec.OpError, CType: codec.CtNone, Status: se.Status}, status: se.Status, sent: true}
 	}
 	f.drop(addr, conn)
-	return forwardResult{sent: true}
+	// A connection that failed after conn found it whole has taken none
+	// of the request: it may go elsewhere or again.
+	return forwardResult{sent: !errors.Is(err, cli.ErrNotSent)}
 }
 
 // conn returns the connection to addr, dialling it if there is none or it
-// failed.
-func (f *forwarder) conn(ctx context.Context, addr string) (*cli.Conn, error) {
+// failed, with one more request in flight on it: release it when done.
+func (f *forwarder) conn(ctx context.Context, addr string) (*forwardConn, error) {
 	f.mu.Lock()
-	c := f.conns[addr]
-	f.mu.Unlock()
-	if c != nil && !c.Broken() {
-		return c, nil
+	if fc := f.conns[addr]; fc != nil && !fc.Broken() {
+		fc.use()
+		f.mu.Unlock()
+		return fc, nil
 	}
+	f.mu.Unlock()
 	dctx, cancel := context.WithTimeout(ctx, f.dialTimeout)
 	defer cancel()
 	c, err := cli.DialConnLimit(dctx, addr, maxForwardedReply)
@@ -118,16 +139,60 @@ func (f *forwarder) conn(ctx context.Context, addr string) (*cli.Conn, error) {
 	defer f.mu.Unlock()
 	if old := f.conns[addr]; old != nil && !old.Broken() {
 		c.Close() // another request dialled first
+		old.use()
 		return old, nil
 	}
-	f.conns[addr] = c
-	return c, nil
+	fc := &forwardConn{Conn: c}
+	fc.use()
+	f.conns[addr] = fc
+	if f.sweep == nil && !f.closed {
+		f.sweep = time.AfterFunc(f.idleTimeout, f.closeIdle)
+	}
+	return fc, nil
+}
+
+func (fc *forwardConn) use() {
+	fc.inFlight++
+	fc.lastUse = time.Now()
+}
+
+func (f *forwarder) release(fc *forwardConn) {
+	f.mu.Lock()
+	fc.inFlight--
+	fc.lastUse = time.Now()
+	f.mu.Unlock()
+}
+
+// closeIdle closes the connections with nothing in flight for
+// idleTimeout, and runs again while any remain.
+func (f *forwarder) closeIdle() {
+	var idle []*forwardConn
+	f.mu.Lock()
+	f.sweep = nil
+	if !f.closed {
+		next := f.idleTimeout
+		for addr, fc := range f.conns {
+			if since := time.Since(fc.lastUse); fc.inFlight == 0 && since >= f.idleTimeout {
+				idle = append(idle, fc)
+				delete(f.conns, addr)
+			} else if left := f.idleTimeout - since; left > 0 && left < next {
+				next = left
+			}
+		}
+		if len(f.conns) > 0 {
+			f.sweep = time.AfterFunc(next, f.closeIdle)
+		}
+	}
+	f.mu.Unlock()
+	for _, fc := range idle {
+		fc.Close() // waits for its reader: not under f.mu
+	}
 }
 
 func (f *forwarder) drop(addr string, c *cli.Conn) {
 	c.Close()
 	f.mu.Lock()
-	if f.conns[addr] == c {
+	if fc := f.conns[addr]; fc != nil && fc.Conn == c {
 		delete(f.conns, addr)
 	}
 	f.mu.Unlock()
@@ -137,13 +202,17 @@ func (f *forwarder) drop(addr string, c *cli.Conn) {
 func (f *forwarder) close() {
 	f.mu.Lock()
 	f.closed = true
+	if f.sweep != nil {
+		f.sweep.Stop()
+		f.sweep = nil
+	}
 	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for addr, c := range f.conns {
-		c.Close()
+	for addr, fc := range f.conns {
+		fc.Close()
 		delete(f.conns, addr)
 	}
 }

@@ -28,6 +28,11 @@ var (
 
 	// ErrClosed reports use of a Conn or Client after Close.
 	ErrClosed = errors.New("connection closed")
+
+	// ErrNotSent reports a request that failed before any of it was
+	// written: the server cannot have seen it, so a write may go
+	// elsewhere or be tried again without risking a second execution.
+	ErrNotSent = errors.New("request not sent")
 )
 
 // Conn is a connection to one table server. It is safe for concurrent use:
@@ -113,13 +118,13 @@ func (c *Conn) do(ctx context.Context, req *codec.MessageT, stamp func(*codec.Me
 // reaches the caller through cl, so send reports only those before that.
 func (c *Conn) send(ctx context.Context, cl *call, stamp func(*codec.MessageT)) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	var frame []byte
 	var err error
 	if stamp == nil {
 		if frame, err = codec.AppendMessage(nil, cl.req); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", ErrNotSent, err)
 		}
 	}
 	c.wmu.Lock()
@@ -127,13 +132,13 @@ func (c *Conn) send(ctx context.Context, cl *call, stamp func(*codec.MessageT)) 
 	if stamp != nil {
 		stamp(cl.req)
 		if frame, err = codec.AppendMessage(nil, cl.req); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", ErrNotSent, err)
 		}
 	}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return c.err
+		return fmt.Errorf("%w: %w", ErrNotSent, c.err)
 	}
 	c.pending = append(c.pending, cl)
 	c.mu.Unlock()

@@ -291,8 +291,8 @@ func TestConnClose(t *testing.T) {
 	if err := <-done; !errors.Is(err, ErrClosed) {
 		t.Fatalf("get during Close: %v, want ErrClosed", err)
 	}
-	if _, err := c.Do(context.Background(), codec.GetRequest("k")); !errors.Is(err, ErrClosed) {
-		t.Fatalf("get after Close: %v, want ErrClosed", err)
+	if _, err := c.Do(context.Background(), codec.GetRequest("k")); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrNotSent) {
+		t.Fatalf("get after Close: %v, want ErrClosed and ErrNotSent", err)
 	}
 }
 
@@ -301,8 +301,13 @@ func TestConnServerGone(t *testing.T) {
 		read() // and hang up without answering
 	})
 	c := dialConn(t, addr)
-	if _, err := c.Do(context.Background(), codec.GetRequest("k")); err == nil {
-		t.Fatal("get answered by a server that hung up")
+	// The server read the first get: its failure must not say "not sent",
+	// or a write like it would be sent again elsewhere.
+	if _, err := c.Do(context.Background(), codec.GetRequest("k")); err == nil || errors.Is(err, ErrNotSent) {
+		t.Fatalf("get answered by a server that hung up: %v, want a failure of a request sent", err)
+	}
+	if _, err := c.Do(context.Background(), codec.GetRequest("k")); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("get on the failed connection: %v, want ErrNotSent", err)
 	}
 }
 
