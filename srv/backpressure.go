@@ -86,7 +86,7 @@ func (s *Server) admit(c *Conn, gc gnet.Conn) admission {
 // made the replies in c.out, should stop decoding c's requests: then it
 // arranges for the pass to be continued, by a wake, or once c resumes.
 func (s *Server) passOver(c *Conn, gc gnet.Conn, frames int) bool {
-	if frames < passFrames && len(c.out) < passReply && c.unread(gc) < s.cfg.ReplyBudget {
+	if c.final || frames < passFrames && len(c.out) < passReply && c.unread(gc) < s.cfg.ReplyBudget {
 		return false
 	}
 	// The next pass looks at the budget first, and pauses c if it must.

@@ -188,3 +188,29 @@ func memBytes() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.Sys - m.HeapReleased
 }
+
+// TestHalfClosedAfterManyRequests: a client that sends more requests than
+// one pass serves and shuts down its side at once (a script through
+// nc -N) gets every reply, though the server had not decoded them all
+// when it read the end.
+func TestHalfClosedAfterManyRequests(t *testing.T) {
+	s, store := startStore(t, Config{EventLoops: 1})
+	store.Table.Put("k", []byte("v"))
+	const n = 5 * passFrames
+	for round := range 5 {
+		w := dial(t, s.Addr())
+		w.sendRaw([]byte(strings.Repeat(string(mustFrame(codec.GetRequest("k"))), n)))
+		if err := w.conn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			r := new(codec.MessageT)
+			if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, r); err != nil {
+				t.Fatalf("round %d: reply %d of %d after the client shut down its side: %v", round, i, n, err)
+			}
+			if r.Opcode != codec.OpGet+1 || string(r.Value) != "v" {
+				t.Fatalf("round %d: reply %d: %v", round, i, r)
+			}
+		}
+	}
+}

@@ -253,7 +253,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 // gets the replies it is owed, written from a descriptor of its own.
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
-	if errors.Is(err, io.EOF) && len(c.queue) > 0 {
+	if errors.Is(err, io.EOF) && s.serveRest(c, gc) {
 		s.keepHalfClosed(c, gc)
 	}
 	s.cfg.Stats.clients.Add(-1)
@@ -445,6 +445,19 @@ func (s *Server) serveFrame(c *Conn, gc gnet.Conn, payload []byte) bool {
 	return true
 }
 
+// serveRest serves the requests a half-closed connection sent that a
+// pass left for the next (see passOver), and reports whether replies are
+// owed to it. It gives up on them, as keepHalfClosed would, if gnet still
+// holds bytes for the connection.
+func (s *Server) serveRest(c *Conn, gc gnet.Conn) bool {
+	if gc.OutboundBuffered() > 0 || c.closing {
+		return len(c.queue) > 0
+	}
+	c.final = true
+	s.decode(c, gc)
+	return len(c.queue) > 0 || len(c.out) > 0
+}
+
 // keepHalfClosed goes on writing the replies queued on a connection that
 // gnet is closing, on a duplicate of its descriptor, since gnet has no way
 // to keep a half-closed connection. It gives up if gnet still holds bytes
@@ -603,6 +616,7 @@ type Conn struct {
 	body       []byte     // the payload so far of a large frame arriving
 	bodySize   int        // the size body will have once complete; 0 with none arriving
 	reserved   int        // the bytes of Server.bodies that body holds
+	final      bool       // the client shut down its side: serve the rest in one pass (see serveRest)
 	need       int        // inbound bytes needed before decoding again
 	paused     bool       // over ReplyBudget: requests wait undecoded (see admit)
 	lastUnsent int        // unsent reply bytes at the last look while paused
