@@ -87,9 +87,11 @@ func (s slowReader) Read(b []byte) (int, error) {
 // by scripts/bench.sh overload; this asserts only that the normal client
 // is not starved and memory stays bounded.
 func TestHogsPausedOthersServed(t *testing.T) {
-	// Small kernel buffers, so that hogs are paused after a few replies
-	// rather than a few MiB (which takes long under the race detector).
-	s, store := startStore(t, Config{EventLoops: 2, SendBuffer: 64 << 10})
+	// A small budget and kernel buffers, so that hogs are paused after a
+	// reply or two rather than a few MiB of them (which take long to make
+	// under the race detector). TestOverloadStandalone in table_server
+	// runs the attack with the defaults.
+	s, store := startStore(t, Config{EventLoops: 2, ReplyBudget: 64 << 10, SendBuffer: 64 << 10})
 	for i := range 10000 {
 		store.Table.Put(fmt.Sprintf("key%05d", i), []byte("value-of-twenty-byte"))
 	}
@@ -101,14 +103,14 @@ func TestHogsPausedOthersServed(t *testing.T) {
 		conn := dialSmallWindow(t, s.Addr())
 		go conn.Write(batch) // never read; ends when the test closes conn
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, paused, _ := store.Stats.Backpressure(); paused == hogs {
 			break
 		}
 		if time.Now().After(deadline) {
 			_, paused, _ := store.Stats.Backpressure()
-			t.Fatalf("%d of %d hogs paused after 10 s", paused, hogs)
+			t.Fatalf("%d of %d hogs paused after 30 s", paused, hogs)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
