@@ -216,3 +216,23 @@ func TestHalfClosedAfterManyRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestPausedClientGoesIdle: a paused client that sends nothing more is
+// idle, though requests of its wait undecoded and wakes look at it.
+func TestPausedClientGoesIdle(t *testing.T) {
+	s, store := startStore(t, Config{ReplyBudget: 16 << 10, SendBuffer: 16 << 10, IdleTimeout: 300 * time.Millisecond})
+	store.Table.Put("big", make([]byte, 32<<10))
+	conn := dialSmallWindow(t, s.Addr())
+	if _, err := conn.Write([]byte(strings.Repeat(string(mustFrame(codec.GetRequest("big"))), 100))); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, closed := store.Stats.Connections(); closed[CloseIdle] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			pauses, _, _ := store.Stats.Backpressure()
+			t.Fatalf("a paused client silent for 5 s was kept with a 300 ms idle timeout (paused %d times)", pauses)
+		}
+	}
+}

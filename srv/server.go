@@ -282,8 +282,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.closing {
 		return gnet.Close
 	}
-	if s.cfg.IdleTimeout > 0 && gc.InboundBuffered() > 0 {
-		c.touch()
+	if s.cfg.IdleTimeout > 0 && gc.InboundBuffered() > c.inboundLeft {
+		c.touch() // new bytes, not just those a pass left
 	}
 	switch s.admit(c, gc) {
 	case admitDecode:
@@ -293,6 +293,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	case admitClose:
 		return gnet.Close
 	}
+	c.inboundLeft = gc.InboundBuffered()
 	c.flushReady()
 	if unread := c.unread(gc); unread > s.cfg.MaxOutbound {
 		// Replies that were waiting behind a deferred one count too.
@@ -603,24 +604,25 @@ type Conn struct {
 	remote net.Addr
 
 	// Event-loop only.
-	req, reply codec.MessageT
-	write      codec.WriteRequest
-	scratch    []byte     // encoding space for one reply
-	out        []byte     // replies to write at the end of this pass
-	queue      []*Pending // replies not yet written, oldest first, once any was deferred
-	queued     int        // bytes of the ready replies in queue that answer copied
-	deferred   *Pending   // taken by the Handler during Serve
-	pendings   []Pending  // the rest of the block newPending hands out from
-	answered   bool       // the Handler answered with AnswerFrame during Serve
-	closing    bool       // a reply was abandoned: close once what precedes it is written
-	body       []byte     // the payload so far of a large frame arriving
-	bodySize   int        // the size body will have once complete; 0 with none arriving
-	reserved   int        // the bytes of Server.bodies that body holds
-	final      bool       // the client shut down its side: serve the rest in one pass (see serveRest)
-	need       int        // inbound bytes needed before decoding again
-	paused     bool       // over ReplyBudget: requests wait undecoded (see admit)
-	lastUnsent int        // unsent reply bytes at the last look while paused
-	held       int        // bytes Stats.heldBytes counts for this paused connection
+	req, reply  codec.MessageT
+	write       codec.WriteRequest
+	scratch     []byte     // encoding space for one reply
+	out         []byte     // replies to write at the end of this pass
+	queue       []*Pending // replies not yet written, oldest first, once any was deferred
+	queued      int        // bytes of the ready replies in queue that answer copied
+	deferred    *Pending   // taken by the Handler during Serve
+	pendings    []Pending  // the rest of the block newPending hands out from
+	answered    bool       // the Handler answered with AnswerFrame during Serve
+	closing     bool       // a reply was abandoned: close once what precedes it is written
+	body        []byte     // the payload so far of a large frame arriving
+	bodySize    int        // the size body will have once complete; 0 with none arriving
+	reserved    int        // the bytes of Server.bodies that body holds
+	final       bool       // the client shut down its side: serve the rest in one pass (see serveRest)
+	inboundLeft int        // inbound bytes the last pass left undecoded
+	need        int        // inbound bytes needed before decoding again
+	paused      bool       // over ReplyBudget: requests wait undecoded (see admit)
+	lastUnsent  int        // unsent reply bytes at the last look while paused
+	held        int        // bytes Stats.heldBytes counts for this paused connection
 
 	owed        atomic.Int64 // bytes of the replies that Pendings in queue hold (see Pending.Hold)
 	wakeQueued  atomic.Bool
