@@ -126,12 +126,14 @@ type resumer struct {
 	done  chan struct{}
 }
 
+// newResumer starts a resumer that ends when quit is closed.
 func newResumer(quit chan struct{}) *resumer {
 	r := &resumer{conns: make(map[*Conn]time.Time), kick: make(chan struct{}, 1), quit: quit, done: make(chan struct{})}
 	go r.run()
 	return r
 }
 
+// add has r wake paused connection c.
 func (r *resumer) add(c *Conn) {
 	r.mu.Lock()
 	r.conns[c] = time.Now().Add(pauseFirstLook)
@@ -142,12 +144,14 @@ func (r *resumer) add(c *Conn) {
 	}
 }
 
+// remove forgets c, resumed or closed.
 func (r *resumer) remove(c *Conn) {
 	r.mu.Lock()
 	delete(r.conns, c)
 	r.mu.Unlock()
 }
 
+// run wakes connections as they fall due, and sleeps while none is paused.
 func (r *resumer) run() {
 	defer close(r.done)
 	timer := time.NewTimer(pauseLastLook)

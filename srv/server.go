@@ -604,25 +604,27 @@ type Conn struct {
 	remote net.Addr
 
 	// Event-loop only.
-	req, reply  codec.MessageT
-	write       codec.WriteRequest
-	scratch     []byte     // encoding space for one reply
-	out         []byte     // replies to write at the end of this pass
-	queue       []*Pending // replies not yet written, oldest first, once any was deferred
-	queued      int        // bytes of the ready replies in queue that answer copied
-	deferred    *Pending   // taken by the Handler during Serve
-	pendings    []Pending  // the rest of the block newPending hands out from
-	answered    bool       // the Handler answered with AnswerFrame during Serve
-	closing     bool       // a reply was abandoned: close once what precedes it is written
-	body        []byte     // the payload so far of a large frame arriving
-	bodySize    int        // the size body will have once complete; 0 with none arriving
-	reserved    int        // the bytes of Server.bodies that body holds
-	final       bool       // the client shut down its side: serve the rest in one pass (see serveRest)
-	inboundLeft int        // inbound bytes the last pass left undecoded
-	need        int        // inbound bytes needed before decoding again
-	paused      bool       // over ReplyBudget: requests wait undecoded (see admit)
-	lastUnsent  int        // unsent reply bytes at the last look while paused
-	held        int        // bytes Stats.heldBytes counts for this paused connection
+	req, reply codec.MessageT
+	write      codec.WriteRequest
+	scratch    []byte     // encoding space for one reply
+	out        []byte     // replies to write at the end of this pass
+	queue      []*Pending // replies not yet written, oldest first, once any was deferred
+	queued     int        // bytes of the ready replies in queue that answer copied
+	deferred   *Pending   // taken by the Handler during Serve
+	pendings   []Pending  // the rest of the block newPending hands out from
+	answered   bool       // the Handler answered with AnswerFrame during Serve
+	closing    bool       // a reply was abandoned: close once what precedes it is written
+	body       []byte     // the payload so far of a large frame arriving
+	bodySize   int        // the size body will have once complete; 0 with none arriving
+	reserved   int        // the bytes of Server.bodies that body holds
+	need       int        // inbound bytes needed before decoding again
+
+	// Event-loop only, for backpressure and passes (see backpressure.go).
+	paused      bool // over ReplyBudget: requests wait undecoded (see admit)
+	lastUnsent  int  // unsent reply bytes at the last look while paused
+	held        int  // bytes Stats.heldBytes counts for this paused connection
+	final       bool // the client shut down its side: serve the rest in one pass (see serveRest)
+	inboundLeft int  // inbound bytes the last pass left undecoded
 
 	owed        atomic.Int64 // bytes of the replies that Pendings in queue hold (see Pending.Hold)
 	wakeQueued  atomic.Bool
