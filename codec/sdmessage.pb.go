@@ -43,6 +43,7 @@ const (
 	Status_STATUS_ID_REUSED       Status = 12 // the request id was used by another write of the client
 	Status_STATUS_SESSION_EXPIRED Status = 13 // the client's records expired: start over with a new client id
 	Status_STATUS_OUT_OF_WINDOW   Status = 14 // request id 0, or not within 64 of first_unacked
+	Status_STATUS_TOO_LARGE       Status = 25 // getkeys or gettable of a table with more keys than the node's -max-scan
 )
 
 // Enum value maps for Status.
@@ -60,6 +61,7 @@ var (
 		12: "STATUS_ID_REUSED",
 		13: "STATUS_SESSION_EXPIRED",
 		14: "STATUS_OUT_OF_WINDOW",
+		25: "STATUS_TOO_LARGE",
 	}
 	Status_value = map[string]int32{
 		"STATUS_OK":              0,
@@ -74,6 +76,7 @@ var (
 		"STATUS_ID_REUSED":       12,
 		"STATUS_SESSION_EXPIRED": 13,
 		"STATUS_OUT_OF_WINDOW":   14,
+		"STATUS_TOO_LARGE":       25,
 	}
 )
 
@@ -991,7 +994,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05found\x18\x04 \x01(\bR\x05found\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\x04R\x06digest\x12#\n" +
-	"\rfirst_unacked\x18\x06 \x01(\x04R\ffirstUnacked*\x9c\x02\n" +
+	"\rfirst_unacked\x18\x06 \x01(\x04R\ffirstUnacked*\xb2\x02\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x14\n" +
 	"\x10STATUS_NOT_FOUND\x10\x01\x12\x16\n" +
@@ -1004,7 +1007,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x16STATUS_OUTCOME_UNKNOWN\x10\b\x12\x14\n" +
 	"\x10STATUS_ID_REUSED\x10\f\x12\x1a\n" +
 	"\x16STATUS_SESSION_EXPIRED\x10\r\x12\x18\n" +
-	"\x14STATUS_OUT_OF_WINDOW\x10\x0eB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
+	"\x14STATUS_OUT_OF_WINDOW\x10\x0e\x12\x14\n" +
+	"\x10STATUS_TOO_LARGE\x10\x19B.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
 
 var (
 	file_sdmessage_proto_rawDescOnce sync.Once

@@ -156,10 +156,13 @@ var (
 	opDurationDesc     = desc("table_operation_duration_seconds", "Time spent executing each table operation (a read, or a write whether from a client or replicated), without queueing or replication.")
 	connsOpenDesc      = desc("connections_open", "Client and replication connections open now.")
 	connsOpenedDesc    = desc("connections_opened_total", "Connections accepted.")
-	connsClosedDesc    = desc("connections_closed_total", "Connections closed, by reason: peer (closed by the other end, a network error, or shutdown), idle (-idle-timeout), unread (more than -max-unread reply bytes left unread), bad_frame (a frame above -max-frame or unparsable framing), max_conns (over -max-conns).", "reason")
+	connsClosedDesc    = desc("connections_closed_total", "Connections closed, by reason: peer (closed by the other end, a network error, or shutdown), idle (-idle-timeout), unread (more than -max-unread reply bytes left unread, or, paused, sent past -reply-budget plus -max-frame of requests), bad_frame (a frame above -max-frame or unparsable framing), max_conns (over -max-conns).", "reason")
+	pausesDesc         = desc("connections_paused_total", "Times a connection was paused for backpressure: its unsent replies reached -reply-budget, so its requests waited undecoded until its client read.")
+	pausedDesc         = desc("connections_paused", "Connections paused for backpressure now.")
+	heldBytesDesc      = desc("paused_held_bytes", "Bytes paused connections hold: replies not yet read and requests not yet decoded, as of the last look at each.")
 	tableKeysDesc      = desc("table_keys", "Keys in the table.")
 	tableBytesDesc     = desc("table_bytes", "Bytes the table's contents take, by kind: entries (keys, values and their lengths), garbage (replaced and deleted entries not yet compacted), index (hash index slots).", "kind")
-	serverCollectorAll = []*prometheus.Desc{requestsDesc, opDurationDesc, connsOpenDesc, connsOpenedDesc, connsClosedDesc, tableKeysDesc, tableBytesDesc}
+	serverCollectorAll = []*prometheus.Desc{requestsDesc, opDurationDesc, connsOpenDesc, connsOpenedDesc, connsClosedDesc, pausesDesc, pausedDesc, heldBytesDesc, tableKeysDesc, tableBytesDesc}
 )
 
 // Describe sends the descriptions of every metric the collector makes.
@@ -183,6 +186,10 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range srv.CloseReasons {
 		ch <- counter(connsClosedDesc, closed[r], r.String())
 	}
+	pauses, paused, held := c.stats.Backpressure()
+	ch <- counter(pausesDesc, pauses)
+	ch <- gauge(pausedDesc, float64(paused))
+	ch <- gauge(heldBytesDesc, float64(held))
 	u := c.table.Usage()
 	ch <- gauge(tableKeysDesc, float64(u.Keys))
 	ch <- gauge(tableBytesDesc, float64(u.Entries), "entries")

@@ -40,6 +40,14 @@
 #   VALUES_SWEEP value sizes of the values sweep, in bytes
 #                ["1024 65536 1048576 4194304 10485760 16777216"]
 #
+#   scripts/bench.sh overload  the attack of issue 11 on a standalone node
+#                             (20 clients pipelining 2,000 gettables of a
+#                             10,000-key table and never reading): gets at
+#                             -P 1 on 4 connections without the attack, under
+#                             it, and under it with backpressure off
+#                             (BenchmarkOverload in srv/cmd/table_server);
+#                             the others' environment does not apply
+#
 # Builds with make, installs redis-server when it is missing (and ZooKeeper
 # via scripts/install-deps.sh for the chain part). Every server runs on
 # 127.0.0.1 on a free port and is stopped by its PID when the script exits,
@@ -50,12 +58,24 @@ cd "$(dirname "$0")/.."
 mode=${1:-all}
 case $mode in
 all | compare | chain | memory | keys | values) ;;
+overload)
+	# Real processes, started and stopped by the benchmark itself.
+	go test -run '^$' -bench '^BenchmarkOverload$' -benchtime 1x ./srv/cmd/table_server/ |
+		awk 'BEGIN { printf "%-26s %10s %9s %10s %13s\n", "normal client", "gets/s", "p99 ms", "grown MiB", "conns failed" }
+			/^BenchmarkOverload\// {
+				name = $1; sub(/^BenchmarkOverload\//, "", name); sub(/-[0-9]+$/, "", name)
+				for (i = 3; i < NF; i += 2) v[$(i + 1)] = $i
+				printf "%-26s %10.0f %9.2f %10.0f %13d\n", name, v["gets/s"], v["p99-ms"], v["grown-MiB"], v["conns-failed"]
+			}
+			/^(FAIL|ok|PASS)/ { print > "/dev/stderr" }'
+	exit "${PIPESTATUS[0]}"
+	;;
 -h | --help | help)
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 	exit 0
 	;;
 *)
-	echo "usage: $0 [all|compare|chain|memory|keys|values]" >&2
+	echo "usage: $0 [all|compare|chain|memory|keys|values|overload]" >&2
 	exit 2
 	;;
 esac

@@ -42,7 +42,8 @@ func TestServerCapsConnections(t *testing.T) {
 }
 
 func TestServerDropsClientThatNeverReads(t *testing.T) {
-	s, store := startStore(t, Config{MaxOutbound: 1 << 20})
+	// A budget above the cap: the cap, not backpressure, acts.
+	s, store := startStore(t, Config{MaxOutbound: 1 << 20, ReplyBudget: 8 << 20})
 	store.Table.Put("big", make([]byte, 64<<10))
 	greedy := dial(t, s.Addr())
 	frame := mustFrame(codec.GetRequest("big"))
@@ -201,7 +202,8 @@ func (h holdingHandler) Serve(c *Conn, req, reply *codec.MessageT) bool {
 func TestServerCapCountsQueuedReplies(t *testing.T) {
 	store, _ := NewStore(4)
 	store.Table.Put("big", make([]byte, 256<<10))
-	s, _ := startStore(t, Config{Handler: holdingHandler{store}, MaxOutbound: 1 << 20})
+	// A budget above the cap: the cap, not backpressure, acts.
+	s, _ := startStore(t, Config{Handler: holdingHandler{store}, MaxOutbound: 1 << 20, ReplyBudget: 8 << 20})
 	w := dial(t, s.Addr())
 	reqs := []*codec.MessageT{codec.PutRequest("held", nil)}
 	for range 200 {

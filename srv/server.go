@@ -84,6 +84,15 @@ type Config struct {
 	// queued behind a reply that is not ready. Zero means
 	// DefaultMaxOutbound.
 	MaxOutbound int
+	// ReplyBudget is how many bytes of replies a connection may have
+	// unsent before the server stops decoding its requests until its
+	// client reads (see backpressure.go). Zero means DefaultReplyBudget.
+	ReplyBudget int
+	// SendBuffer, when positive, fixes each connection's kernel send
+	// buffer (SO_SNDBUF) at this many bytes; otherwise the kernel sizes
+	// it, up to a few MiB. Replies the kernel holds are not counted by
+	// ReplyBudget: a client is paused only once they fill it.
+	SendBuffer int
 	// IdleTimeout, when positive, closes connections that sent nothing
 	// for that long.
 	IdleTimeout time.Duration
@@ -120,6 +129,7 @@ type Server struct {
 	bodies atomic.Int64 // bytes of bodyBudget taken
 
 	quit     chan struct{}  // closed by Stop
+	resumer  *resumer       // wakes paused connections
 	draining sync.WaitGroup // writers of half-closed connections' replies
 }
 
@@ -146,24 +156,30 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.MaxOutbound <= 0 {
 		cfg.MaxOutbound = DefaultMaxOutbound
 	}
+	if cfg.ReplyBudget <= 0 {
+		cfg.ReplyBudget = DefaultReplyBudget
+	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
 	s.getServer, _ = cfg.Handler.(GetServer)
 	s.writeServer, _ = cfg.Handler.(WriteServer)
-	go func() {
-		s.done <- gnet.Run(s, "tcp://"+cfg.Addr,
-			gnet.WithMulticore(true),
-			gnet.WithNumEventLoop(cfg.EventLoops),
-			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-			gnet.WithReuseAddr(true),
-			gnet.WithLogger(gnetLogger{cfg.Logger}),
-			gnet.WithTicker(cfg.IdleTimeout > 0),
-		)
-	}()
+	opts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(cfg.EventLoops),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithReuseAddr(true),
+		gnet.WithLogger(gnetLogger{cfg.Logger}),
+		gnet.WithTicker(cfg.IdleTimeout > 0),
+	}
+	if cfg.SendBuffer > 0 {
+		opts = append(opts, gnet.WithSocketSendBuffer(cfg.SendBuffer))
+	}
+	go func() { s.done <- gnet.Run(s, "tcp://"+cfg.Addr, opts...) }()
 	select {
 	case <-s.booted:
+		s.resumer = newResumer(s.quit)
 		return s, nil
 	case err := <-s.done:
 		if err == nil {
@@ -188,6 +204,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		return fmt.Errorf("srv: stop: %w", ctx.Err())
 	}
 	close(s.quit)
+	<-s.resumer.done
 	s.draining.Wait()
 	return nil
 }
@@ -236,12 +253,15 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 // gets the replies it is owed, written from a descriptor of its own.
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c := gc.Context().(*Conn)
-	if errors.Is(err, io.EOF) && len(c.queue) > 0 {
+	if errors.Is(err, io.EOF) && s.serveRest(c, gc) {
 		s.keepHalfClosed(c, gc)
 	}
 	s.cfg.Stats.clients.Add(-1)
 	s.cfg.Stats.closed[c.closeReason.Load()].Add(1)
 	s.conns.Delete(c.id)
+	if c.paused {
+		s.unpause(c)
+	}
 	if c.reserved > 0 {
 		putBody(c.body)
 		c.body = nil
@@ -262,12 +282,18 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.closing {
 		return gnet.Close
 	}
-	if s.cfg.IdleTimeout > 0 && gc.InboundBuffered() > 0 {
-		c.touch()
+	if s.cfg.IdleTimeout > 0 && gc.InboundBuffered() > c.inboundLeft {
+		c.touch() // new bytes, not just those a pass left
 	}
-	if act := s.decode(c, gc); act != gnet.None {
-		return act
+	switch s.admit(c, gc) {
+	case admitDecode:
+		if act := s.decode(c, gc); act != gnet.None {
+			return act
+		}
+	case admitClose:
+		return gnet.Close
 	}
+	c.inboundLeft = gc.InboundBuffered()
 	c.flushReady()
 	if unread := c.unread(gc); unread > s.cfg.MaxOutbound {
 		// Replies that were waiting behind a deferred one count too.
@@ -347,7 +373,15 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 	}
 	buf, _ := gc.Peek(-1)
 	used := 0
-	for {
+	for frames := 0; ; frames++ {
+		if s.passOver(c, gc, frames) {
+			// The rest waits whole in gnet's buffer for the next pass.
+			c.need = 0
+			if used > 0 {
+				gc.Discard(used)
+			}
+			return gnet.None
+		}
 		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
 		if err != nil {
 			s.log.Warn("closing connection", "conn", c.id, "remote", gc.RemoteAddr(), "reason", err)
@@ -410,6 +444,19 @@ func (s *Server) serveFrame(c *Conn, gc gnet.Conn, payload []byte) bool {
 	s.log.Warn("closing connection: client does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unread", unread)
 	c.closeFor(CloseUnread)
 	return true
+}
+
+// serveRest serves the requests a half-closed connection sent that a
+// pass left for the next (see passOver), and reports whether replies are
+// owed to it. It gives up on them, as keepHalfClosed would, if gnet still
+// holds bytes for the connection.
+func (s *Server) serveRest(c *Conn, gc gnet.Conn) bool {
+	if gc.OutboundBuffered() > 0 || c.closing {
+		return len(c.queue) > 0
+	}
+	c.final = true
+	s.decode(c, gc)
+	return len(c.queue) > 0 || len(c.out) > 0
 }
 
 // keepHalfClosed goes on writing the replies queued on a connection that
@@ -572,8 +619,16 @@ type Conn struct {
 	reserved   int        // the bytes of Server.bodies that body holds
 	need       int        // inbound bytes needed before decoding again
 
+	// Event-loop only, for backpressure and passes (see backpressure.go).
+	paused      bool // over ReplyBudget: requests wait undecoded (see admit)
+	lastUnsent  int  // unsent reply bytes at the last look while paused
+	held        int  // bytes Stats.heldBytes counts for this paused connection
+	final       bool // the client shut down its side: serve the rest in one pass (see serveRest)
+	inboundLeft int  // inbound bytes the last pass left undecoded
+
 	owed        atomic.Int64 // bytes of the replies that Pendings in queue hold (see Pending.Hold)
 	wakeQueued  atomic.Bool
+	pauseWait   atomic.Int64                  // nanoseconds between looks while paused, set by the event loop for the resumer
 	halfClosed  atomic.Pointer[chan struct{}] // set once gnet closed the connection with replies owed (see keepHalfClosed)
 	lastActive  atomic.Int64                  // unix nanoseconds of the last request, with IdleTimeout
 	closeReason atomic.Int32                  // a CloseReason, set when the server closes the connection
@@ -772,9 +827,7 @@ func (p *Pending) publish() {
 		}
 		return
 	}
-	if p.c.wakeQueued.CompareAndSwap(false, true) {
-		_ = p.c.gc.Wake(nil)
-	}
+	p.c.wake()
 }
 
 type gnetLogger struct{ l *slog.Logger }

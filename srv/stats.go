@@ -19,6 +19,18 @@ type Stats struct {
 	requests [len(RequestOps)][NumStatuses]atomic.Uint64
 	opened   atomic.Uint64
 	closed   [numCloseReasons]atomic.Uint64
+
+	pauses    atomic.Uint64 // connections paused for backpressure, ever
+	pausedNow atomic.Int64  // connections paused now
+	heldBytes atomic.Int64  // reply and request bytes paused connections hold
+}
+
+// Backpressure returns how many times connections were paused because
+// their clients did not read their replies (see Config.ReplyBudget), how
+// many are paused now, and the bytes those hold: replies not yet read and
+// requests not yet decoded, as of the last look at each.
+func (s *Stats) Backpressure() (pauses uint64, pausedNow, heldBytes int64) {
+	return s.pauses.Load(), s.pausedNow.Load(), s.heldBytes.Load()
 }
 
 // recordOp counts one table operation that started at start.

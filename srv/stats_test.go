@@ -73,7 +73,7 @@ func TestStatsCountCloseReasons(t *testing.T) {
 				t.Fatal("idle connection left open")
 			}
 		}},
-		{CloseUnread, Config{MaxOutbound: 1 << 20}, func(t *testing.T, s *Server, store *Store) {
+		{CloseUnread, Config{MaxOutbound: 1 << 20, ReplyBudget: 8 << 20, SendBuffer: 64 << 10}, func(t *testing.T, s *Server, store *Store) {
 			store.Table.Put("big", make([]byte, 64<<10))
 			w := dial(t, s.Addr())
 			var batch []byte

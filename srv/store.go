@@ -17,7 +17,15 @@ var ErrBadRequest = errors.New("bad request")
 type Store struct {
 	Table *Table
 	Stats *Stats
+	// MaxScan, when positive, is the most keys a getkeys or gettable
+	// answers: one of a larger table is refused with STATUS_TOO_LARGE
+	// rather than hold its event loop for as long as building the reply
+	// takes. Zero means DefaultMaxScan; negative, no limit.
+	MaxScan int
 }
+
+// DefaultMaxScan is the zero Store's MaxScan.
+const DefaultMaxScan = 100_000
 
 // NewStore returns a store over a new table with n stripes.
 func NewStore(n int) (*Store, error) {
@@ -90,6 +98,13 @@ func (s *Store) ExecuteUncounted(req, reply *codec.MessageT) codec.Status {
 		setReply(reply, op)
 		return codec.Status_STATUS_OK
 	}
+	if (op == codec.OpGetKeys || op == codec.OpGetTable) && s.overScan() {
+		// OP_ERROR, which a course client prints as an error: the least
+		// wrong of the answers it understands, since a table is never
+		// "not found".
+		SetError(reply, codec.Status_STATUS_TOO_LARGE)
+		return codec.Status_STATUS_TOO_LARGE
+	}
 	start := time.Now()
 	ok := true
 	switch op {
@@ -116,6 +131,16 @@ func (s *Store) ExecuteUncounted(req, reply *codec.MessageT) codec.Status {
 	}
 	setReply(reply, op)
 	return codec.Status_STATUS_OK
+}
+
+// overScan reports whether the table has more keys than a getkeys or
+// gettable may answer.
+func (s *Store) overScan() bool {
+	limit := s.MaxScan
+	if limit == 0 {
+		limit = DefaultMaxScan
+	}
+	return limit > 0 && s.Table.Size() > limit
 }
 
 // fail makes reply the OP_ERROR reply to a request of opcode op that

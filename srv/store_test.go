@@ -2,6 +2,7 @@ package srv
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/chaintable/chaintable/codec"
@@ -95,4 +96,63 @@ func TestExecute(t *testing.T) {
 	if r2 := do(codec.Request(codec.OpStats)); r2.Stats.GetOps() != 9 || r2.Stats.GetTime() < r.Stats.GetTime() {
 		t.Fatalf("stats counted itself: %v", r2)
 	}
+}
+
+// TestStoreMaxScan: a getkeys or gettable of a table over MaxScan keys is
+// refused with STATUS_TOO_LARGE; at the limit, or without one, answered.
+func TestStoreMaxScan(t *testing.T) {
+	tests := []struct {
+		maxScan, keys int
+		want          codec.Status
+	}{
+		{maxScan: 3, keys: 3, want: codec.Status_STATUS_OK},
+		{maxScan: 3, keys: 4, want: codec.Status_STATUS_TOO_LARGE},
+		{maxScan: -1, keys: 10, want: codec.Status_STATUS_OK},
+		{maxScan: 0, keys: 10, want: codec.Status_STATUS_OK}, // DefaultMaxScan
+	}
+	for _, tt := range tests {
+		for _, op := range []codec.MessageT_Opcode{codec.OpGetKeys, codec.OpGetTable} {
+			t.Run(fmt.Sprintf("%v/%d-of-%d", op, tt.keys, tt.maxScan), func(t *testing.T) {
+				s, err := NewStore(4)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.MaxScan = tt.maxScan
+				for i := range tt.keys {
+					s.Table.Put(fmt.Sprint("k", i), []byte("v"))
+				}
+				var reply codec.MessageT
+				s.Execute(codec.Request(op), &reply)
+				switch {
+				case tt.want == codec.Status_STATUS_OK && reply.Opcode != op+1:
+					t.Fatalf("reply %v, want an answer", &reply)
+				case tt.want != codec.Status_STATUS_OK && (reply.Opcode != codec.OpError || reply.Status != tt.want):
+					t.Fatalf("reply %v, want OP_ERROR %v", &reply, tt.want)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkStoreGetTable measures a gettable of a table at DefaultMaxScan
+// keys, encoded: the longest one request may hold an event loop by
+// default.
+func BenchmarkStoreGetTable(b *testing.B) {
+	s, err := NewStore(64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range DefaultMaxScan {
+		s.Table.Put(fmt.Sprintf("key%07d", i), []byte("value-of-twenty-byte"))
+	}
+	req := codec.Request(codec.OpGetTable)
+	var frame []byte
+	for b.Loop() {
+		var reply codec.MessageT
+		s.Execute(req, &reply)
+		if frame, err = codec.AppendMessage(frame[:0], &reply); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(frame)), "reply-bytes")
 }

@@ -54,6 +54,8 @@ type options struct {
 	maxFrame       int
 	maxConns       int
 	maxUnread      int
+	replyBudget    int
+	maxScan        int
 	idleTimeout    time.Duration
 	loops          int
 	cpuProfile     string
@@ -111,6 +113,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.maxFrame, "max-frame", codec.DefaultMaxFrame, "largest request in `bytes`; a larger one closes its connection")
 	fs.IntVar(&o.maxConns, "max-conns", srv.DefaultMaxConns, "most connections open at once; more are closed as they open")
 	fs.IntVar(&o.maxUnread, "max-unread", srv.DefaultMaxOutbound, "most reply `bytes` a client may leave unread before it is disconnected")
+	fs.IntVar(&o.maxScan, "max-scan", srv.DefaultMaxScan, "most `keys` a getkeys or gettable answers; one of a larger table is refused with STATUS_TOO_LARGE (0: no limit)")
+	fs.IntVar(&o.replyBudget, "reply-budget", srv.DefaultReplyBudget, "reply `bytes` a client may leave unsent before its further requests wait until it reads")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close connections silent for this `long` (0: never)")
 	fs.IntVar(&o.loops, "loops", 0, "event loops serving connections (default: one per CPU)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` until the server stops")
@@ -148,8 +152,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 			return o, fmt.Errorf("-metrics-addr %q: want host:port", o.metricsAddr)
 		}
 	}
-	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.sessionTimeout <= 0 || o.holdTimeout <= 0 || o.clientExpiry <= 0 || o.leaseTerm < 0 || o.idleTimeout < 0 || o.loops < 0 {
-		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -session-timeout, -hold and -client-expiry must be positive, -lease, -idle-timeout and -loops not negative")
+	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.replyBudget < 1 || o.maxScan < 0 || o.sessionTimeout <= 0 || o.holdTimeout <= 0 || o.clientExpiry <= 0 || o.leaseTerm < 0 || o.idleTimeout < 0 || o.loops < 0 {
+		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -reply-budget, -session-timeout, -hold and -client-expiry must be positive, -lease, -idle-timeout, -max-scan and -loops not negative")
 	}
 	if o.leaseTerm == 0 {
 		o.leaseTerm = o.sessionTimeout / 2
@@ -167,6 +171,10 @@ func run(o options, log *slog.Logger) error {
 	store, err := srv.NewStore(o.lists)
 	if err != nil {
 		return err
+	}
+	store.MaxScan = o.maxScan
+	if o.maxScan == 0 {
+		store.MaxScan = -1 // no limit
 	}
 	if !o.standalone {
 		return runChain(o, store, log)
@@ -199,6 +207,7 @@ func (o options) serverConfig(h srv.Handler, store *srv.Store, log *slog.Logger)
 		MaxFrame:    o.maxFrame,
 		MaxConns:    o.maxConns,
 		MaxOutbound: o.maxUnread,
+		ReplyBudget: o.replyBudget,
 		IdleTimeout: o.idleTimeout,
 		EventLoops:  o.loops,
 		Logger:      log,

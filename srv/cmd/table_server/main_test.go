@@ -66,7 +66,7 @@ func TestParseArgs(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.clientExpiry = got.maxFrame, got.maxConns, got.maxUnread, got.clientExpiry
+				tt.want.maxFrame, tt.want.maxConns, tt.want.maxUnread, tt.want.replyBudget, tt.want.maxScan, tt.want.clientExpiry = got.maxFrame, got.maxConns, got.maxUnread, got.replyBudget, got.maxScan, got.clientExpiry
 				if tt.want.sessionTimeout == 0 {
 					tt.want.sessionTimeout = 4 * time.Second
 				}
