@@ -280,7 +280,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		var es []entry
 		var ds []*codec.DedupT
-		seq, err := decode(b, &Handler{
+		c, err := decode(b, &Handler{
 			Entry: func(k string, v []byte) error { es = append(es, entry{k, bytes.Clone(v)}); return nil },
 			Dedup: func(d *codec.DedupT) error { ds = append(ds, proto.Clone(d).(*codec.DedupT)); return nil },
 		})
@@ -295,10 +295,10 @@ func FuzzDecode(f *testing.F) {
 				}
 			}
 		}
-		if err := Save(fsys, dir, seq, entries, slices.Values(ds)); err != nil {
+		if err := Save(fsys, dir, c.seq, entries, slices.Values(ds)); err != nil {
 			t.Fatal(err)
 		}
-		again, _ := fsys.ReadFile(filepath.Join(dir, fileName(seq)))
+		again, _ := fsys.ReadFile(filepath.Join(dir, fileName(c.seq)))
 		if !bytes.Equal(again, b) {
 			t.Fatalf("decoded %x, which Save makes into %x", b, again)
 		}
