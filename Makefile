@@ -13,9 +13,10 @@ all:
 	$(GO) build -o table_perf ./perf/cmd/table_perf
 
 # A local ZooKeeper, a chain of three servers and the client; ZK=ip:port
-# uses a ZooKeeper that is already running.
+# uses a ZooKeeper that is already running. The chain's data stays in
+# RUN_DATA (default ./run-data) for the next run; FRESH=1 deletes it first.
 run:
-	scripts/run.sh $(ZK)
+	scripts/run.sh $(if $(filter 1,$(FRESH)),--fresh) $(ZK)
 
 # Tests start real ZooKeeper servers, so java and ZooKeeper must be there.
 test:

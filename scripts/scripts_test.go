@@ -170,7 +170,7 @@ func TestRunInterruptedAtEveryStep(t *testing.T) {
 	}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
-			env := []string{"SERVERS=2", "TMPDIR=" + t.TempDir()}
+			env := []string{"SERVERS=2", "TMPDIR=" + t.TempDir(), "RUN_DATA=" + t.TempDir()}
 			cmd, out, exited := script(t, env, "run.sh")
 			out.waitFor(t, step.after, exited, 3*time.Minute)
 			time.Sleep(step.delay)
