@@ -16,6 +16,7 @@ import (
 	"iter"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,10 +163,9 @@ type Handler struct {
 	// (srv.Table.Reserve).
 	Size func(entries, bytes int)
 	// Entry is called for each key and value. Both are the snapshot's
-	// own memory, read from its file and never copied on the way: the
-	// key stays valid, but keeping it keeps the whole snapshot in
-	// memory, and value is valid only during the call. A receiver that
-	// keeps either should copy it (srv.Table.Put does).
+	// own memory (its file mapped, see Load), never copied on the way,
+	// and valid only during the call: a receiver that keeps either must
+	// copy it (srv.Table.Put does).
 	Entry func(key string, value []byte) error
 	// Dedup is called for each exactly-once record.
 	Dedup func(d *codec.DedupT) error
@@ -351,6 +351,10 @@ func prune(fsys diskfs.FS, dir string) error {
 // slog.Default()); nothing of it reaches h. With no valid snapshot, or
 // no dir, it returns ErrNoSnapshot. An error from h stops Load and is
 // returned, wrapped.
+//
+// On a file system that maps files (diskfs.Mapper, as diskfs.OS does),
+// the snapshot is read through a read-only mapping rather than into a
+// buffer of its size, and h gets keys and values in the mapping itself.
 func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -363,25 +367,74 @@ func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, e
 		return 0, err
 	}
 	for _, s := range snaps {
-		b, err := fsys.ReadFile(s.name)
-		if err != nil {
-			return 0, fmt.Errorf("snap: %w", err)
+		seq, ok, err := loadFile(fsys, s, &h, logger)
+		if err != nil || ok {
+			return seq, err
 		}
-		c, err := decode(b, nil)
-		if err == nil && c.seq != s.seq {
-			err = fmt.Errorf("it says it is as of %d", c.seq)
-		}
-		if err != nil {
-			logger.Warn("snap: skipping a damaged snapshot", "file", s.name, "err", err)
-			continue
-		}
-		if h.Size != nil {
-			h.Size(c.entries, c.bytes)
-		}
-		if _, err := decode(b, &h); err != nil {
-			return 0, fmt.Errorf("snap: loading %s: %w", s.name, err)
-		}
-		return c.seq, nil
 	}
 	return 0, ErrNoSnapshot
+}
+
+// loadFile loads the snapshot s into h, or reports (ok false) that it is
+// damaged, with a log line, and h got nothing of it.
+func loadFile(fsys diskfs.FS, s snapshot, h *Handler, logger *slog.Logger) (seq uint64, ok bool, err error) {
+	b, release, err := read(fsys, s.name)
+	if err != nil {
+		return 0, false, fmt.Errorf("snap: %w", err)
+	}
+	defer release()
+	c, err := decodeGuarded(b, nil)
+	if err == nil && c.seq != s.seq {
+		err = fmt.Errorf("it says it is as of %d", c.seq)
+	}
+	if err != nil {
+		logger.Warn("snap: skipping a damaged snapshot", "file", s.name, "err", err)
+		return 0, false, nil
+	}
+	if h.Size != nil {
+		h.Size(c.entries, c.bytes)
+	}
+	if _, err := decodeGuarded(b, h); err != nil {
+		return 0, false, fmt.Errorf("snap: loading %s: %w", s.name, err)
+	}
+	return c.seq, true, nil
+}
+
+// read returns the content of the file name, mapped when fsys maps
+// files, and the function that releases it.
+func read(fsys diskfs.FS, name string) ([]byte, func(), error) {
+	if m, ok := fsys.(diskfs.Mapper); ok {
+		b, unmap, err := m.MapFile(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		// An unmap that fails leaves the mapping, which is only memory.
+		return b, func() { unmap() }, nil
+	}
+	b, err := fsys.ReadFile(name)
+	return b, func() {}, err
+}
+
+// decodeGuarded is decode, but a fault reading b, which a mapped file
+// whose page cannot be read from the disk raises, is returned as an
+// error instead of crashing the process.
+func decodeGuarded(b []byte, h *Handler) (c contents, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		// Only a fault inside b is the file's; anything else is a bug
+		// that must crash as it would have.
+		if f, ok := r.(interface{ Addr() uintptr }); ok && len(b) > 0 {
+			start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+			if a := f.Addr(); a >= start && a < start+uintptr(len(b)) {
+				err = fmt.Errorf("reading offset %d faulted (an I/O error?): %v", a-start, r)
+				return
+			}
+		}
+		panic(r)
+	}()
+	return decode(b, h)
 }
