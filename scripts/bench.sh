@@ -540,12 +540,21 @@ durable() {
 		if ((p == 16)); then
 			# ZooKeeper between the two, on the same disk: its rounds
 			# fall in the same stretch of the machine's load.
-			local r
+			local r zk_pid zk_writes=0
+			zk_pid=$(<"$tmp/zk/zookeeper.pid")
 			: >"$results/durable-zk.txt"
+			fsync_count_start "$zk_pid"
 			for ((r = 1; r <= rounds; r++)); do
 				echo "bench: durable-zk round $r: zk_perf -c $durable_zk_conns -T $time_per_run" >&2
 				"$tmp/zk_perf" -c "$durable_zk_conns" -T "$time_per_run" -root "/zk_perf_$r" "$chain_zk" >>"$results/durable-zk.txt" || failed=1
 			done
+			fsync_count_stop
+			# Its writes: every setData, and the creates and deletes of the
+			# znodes (a root and one per session, each round).
+			zk_writes=$(($(sed -n 's/.*: \([0-9]*\) writes in .*/\1/p' "$results/durable-zk.txt" | paste -sd+ - | sed 's/^$/0/') + rounds * 2 * (durable_zk_conns + 1)))
+			if ((${#fsyncs[@]} && fsyncs[0] > 0)); then
+				echo "   zookeeper: ${fsyncs[0]} fsyncs for $zk_writes writes: $(awk -v w="$zk_writes" -v f="${fsyncs[0]}" 'BEGIN { printf "%.1f", w / f }') writes per fsync" >"$results/durable-zk-fsyncs.txt"
+			fi
 		fi
 	done
 	header "durable writes: a chain of three (--data-dir, --fsync $durable_fsync) vs Redis (appendonly yes, appendfsync always) vs ZooKeeper (forceSync=yes)"
@@ -564,6 +573,7 @@ durable() {
 	echo
 	echo "ZooKeeper ($(df --output=fstype "$tmp/zk" | tail -n 1) under $tmp/zk), $rounds rounds:"
 	sed 's/^/   /' "$results/durable-zk.txt"
+	[[ ! -s $results/durable-zk-fsyncs.txt ]] || cat "$results/durable-zk-fsyncs.txt"
 	[[ -n $have_wal ]] || return 0
 	# Issue 12's targets: the chain's puts at -P 16 at least Redis's SETs
 	# with appendfsync always, and at least 10 times ZooKeeper's writes
