@@ -50,13 +50,28 @@ func (m *Machine) SetDurable(seq uint64) {
 	}
 }
 
-// DiskFailed records that the log failed: the node takes no more client
-// writes (CanWrite), and, since nothing becomes durable any more, commits
-// nothing more.
+// DiskFailed records that the log failed: the node takes no more writes,
+// from clients (CanWrite) or from its predecessor (Replicate), and, since
+// nothing becomes durable any more, commits nothing more: every waiter
+// fails, for none will ever be told its write committed here.
 func (m *Machine) DiskFailed(err error) {
-	if m.diskErr == nil {
-		m.diskErr = err
+	if m.diskErr != nil {
+		return
 	}
+	m.diskErr = err
+	for _, w := range m.waiters {
+		m.failed = append(m.failed, w.w)
+	}
+	m.waiters = nil
+}
+
+// diskFailed returns why the node takes no writes because its log
+// failed, or nil.
+func (m *Machine) diskFailed() error {
+	if m.diskErr == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w: %v", ErrUnavailable, ErrDiskFailed, m.diskErr)
 }
 
 // Restore starts a Machine, before it joins, from a snapshot on disk as of

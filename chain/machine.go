@@ -216,7 +216,7 @@ func (m *Machine) CanWrite() error {
 	case !m.synced || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
 	case m.diskErr != nil:
-		return fmt.Errorf("%w: %w: %v", ErrUnavailable, ErrDiskFailed, m.diskErr)
+		return m.diskFailed()
 	}
 	return nil
 }
@@ -371,8 +371,11 @@ func (m *Machine) SetView(members []Member) error {
 	if m.index == 0 && !m.live && m.mayLead() {
 		// No predecessor left to catch up with: what this node has is
 		// all there is. For the first node of a chain that is everything;
-		// for one that was still catching up, writes are lost.
-		m.dataLost = m.pred.Name != "" || m.partial
+		// for one that was still catching up, writes are lost, unless
+		// the holders record lists it: then it has every committed
+		// write (as a node restarted from its data dir does).
+		_, listed := m.holders.byID(m.holderID)
+		m.dataLost = m.partial || m.pred.Name != "" && !(m.holderID != "" && listed)
 		m.synced = true
 		m.becomeLive()
 	}
@@ -643,6 +646,9 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 	}
 	if !m.synced {
 		return 0, 0, fmt.Errorf("%w: writes before a snapshot", ErrProtocol)
+	}
+	if err := m.diskFailed(); err != nil {
+		return 0, 0, err
 	}
 	last = m.applied
 	for _, w := range writes {

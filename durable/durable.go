@@ -104,8 +104,10 @@ func Open(fsys diskfs.FS, dir string, table *srv.Table, opts Options) (*Log, err
 	opts.WAL.Logger = opts.Logger
 	l := &Log{fsys: fsys, dir: dir, logDir: filepath.Join(dir, "log"), opts: opts, log: opts.Logger, table: table,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	if err := fsys.MkdirAll(l.logDir); err != nil {
-		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	for _, d := range []string{dir, l.logDir} {
+		if err := fsys.MkdirAll(d); err != nil {
+			return nil, fmt.Errorf("data dir %s: %w", dir, err)
+		}
 	}
 	id, err := l.identity()
 	if err != nil {

@@ -2,12 +2,18 @@ package durable_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,4 +177,66 @@ func TestRestartChain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDiskFailure: once the log's disk fails (ENOSPC on every write and
+// sync), the node acknowledges no write, neither one in flight nor a new
+// one: a client gets no OK, only its connection closed, and the node says
+// why in its log.
+func TestDiskFailure(t *testing.T) {
+	mem := diskfs.NewMem()
+	var failing atomic.Bool
+	mem.Fault = func(op, name string) error {
+		if failing.Load() && (op == "write" || op == "sync" || op == "allocate") {
+			return &fs.PathError{Op: op, Path: name, Err: syscall.ENOSPC}
+		}
+		return nil
+	}
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	store, _ := srv.NewStore(8)
+	lg := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	l, err := durable.Open(mem, "/data", store.Table, durable.Options{Mode: wal.Batch, Logger: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := chain.OpenNode(chain.NodeConfig{Store: store, Log: l, Logger: lg, LeaseTerm: 300 * time.Millisecond, HoldTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Start(n)
+	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{name: "a", node: n, log: l, server: s}
+	t.Cleanup(m.stop)
+	n.Rejoin("a")
+	setViews(m)
+	put(t, m, "k", "before")
+	failing.Store(true)
+	for i := range 3 {
+		t0 := time.Now()
+		r, err := do(t, s.Addr(), codec.PutRequest("k", []byte(fmt.Sprintf("after%d", i))))
+		t.Logf("put %d: %v after %v", i, err, time.Since(t0))
+		if err == nil {
+			t.Fatalf("put after the disk failed: answered %v, want no answer and the connection closed", r)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "write-ahead log failed") || !strings.Contains(logs.String(), "no space left") {
+		t.Errorf("the node's log does not say the disk failed:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
