@@ -152,6 +152,13 @@ type Machine struct {
 	// this node leased reads to: the old one may answer reads until then,
 	// so nothing may commit that it lacks.
 	bypassUntil time.Time
+
+	// Durability (see journal.go): with a log, nothing commits here
+	// before this node has it on disk.
+	journal bool            // writes applied go to logged, and commits wait for durable
+	logged  []*codec.WriteT // applied writes the driver has not yet taken for the log
+	durable uint64          // the last write on disk here
+	diskErr error           // the log failed: take no more writes
 }
 
 // leaseMargin covers the difference in clock rates between two nodes over
@@ -208,6 +215,8 @@ func (m *Machine) CanWrite() error {
 		return ErrNotHead
 	case !m.synced || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
+	case m.diskErr != nil:
+		return m.diskFailed()
 	}
 	return nil
 }
@@ -362,8 +371,11 @@ func (m *Machine) SetView(members []Member) error {
 	if m.index == 0 && !m.live && m.mayLead() {
 		// No predecessor left to catch up with: what this node has is
 		// all there is. For the first node of a chain that is everything;
-		// for one that was still catching up, writes are lost.
-		m.dataLost = m.pred.Name != "" || m.partial
+		// for one that was still catching up, writes are lost, unless
+		// the holders record lists it: then it has every committed
+		// write (as a node restarted from its data dir does).
+		_, listed := m.holders.byID(m.holderID)
+		m.dataLost = m.partial || m.pred.Name != "" && !(m.holderID != "" && listed)
 		m.synced = true
 		m.becomeLive()
 	}
@@ -418,6 +430,7 @@ func (m *Machine) Rejoin(self string) {
 	m2.clientExpiry, m2.expiredTo = old.clientExpiry, old.expiredTo
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
 	m2.partial = !old.whole
+	m2.journal, m2.logged, m2.durable, m2.diskErr = old.journal, old.logged, old.durable, old.diskErr
 	*m = *m2
 }
 
@@ -455,6 +468,9 @@ func (m *Machine) apply(w *codec.WriteT, atHead bool) bool {
 			w.Found = found
 		}
 		m.record(w)
+	}
+	if m.journal {
+		m.logged = append(m.logged, w)
 	}
 	if m.succState != succNone {
 		m.sent = append(m.sent, w)
@@ -499,6 +515,9 @@ func (m *Machine) await(seq uint64, w Waiter) {
 func (m *Machine) Await(seq uint64, w Waiter) { m.await(seq, w) }
 
 func (m *Machine) advanceCommitted(seq uint64) {
+	if m.journal {
+		seq = min(seq, m.durable)
+	}
 	if seq <= m.committed {
 		return
 	}
@@ -576,6 +595,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		m.store.Reset()
 		m.dedup, m.seqTimes, m.expiredTo = make(map[uint64]*clientLog), nil, 0
 		m.applied, m.committed, m.synced, m.live, m.whole = 0, 0, false, false, false
+		m.durable = 0 // until the driver has the snapshot on disk
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
@@ -626,6 +646,9 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 	}
 	if !m.synced {
 		return 0, 0, fmt.Errorf("%w: writes before a snapshot", ErrProtocol)
+	}
+	if err := m.diskFailed(); err != nil {
+		return 0, 0, err
 	}
 	last = m.applied
 	for _, w := range writes {

@@ -50,6 +50,9 @@ type NodeConfig struct {
 	ClientExpiry time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Log, if set, is the node's write-ahead log (see OpenNode); nil
+	// keeps everything in memory only.
+	Log Log
 }
 
 // Node drives a Machine: it is the srv.Handler of a chain member, it keeps
@@ -113,6 +116,13 @@ const snapshotChunk = 1 << 20
 // NewNode returns a running node that is not yet a member: it serves
 // nothing until Rejoin names it and SetView places it.
 func NewNode(cfg NodeConfig) *Node {
+	n := newNode(cfg)
+	n.start()
+	return n
+}
+
+// newNode returns a node that is not yet running.
+func newNode(cfg NodeConfig) *Node {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = codec.DefaultMaxFrame
 	}
@@ -140,10 +150,14 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.ClientExpiry > 0 {
 		n.m.SetClientExpiry(cfg.ClientExpiry)
 	}
+	return n
+}
+
+// start runs the node's link and clock.
+func (n *Node) start() {
 	n.wg.Add(2)
 	go n.runLink()
 	go n.runClock()
-	return n
 }
 
 // heartbeat is how often an idle link and the machine's clock tick: often
@@ -200,6 +214,12 @@ func (n *Node) step(f func(m *Machine)) {
 	n.mu.Lock()
 	n.m.Tick(time.Now())
 	f(n.m)
+	if n.cfg.Log != nil {
+		// In apply order, before any other step applies more.
+		if ws := n.m.TakeLogged(); len(ws) > 0 && n.cfg.Log.Append(ws) {
+			n.cfg.Log.SaveSnapshot(n.m.Applied(), n.m.DedupRecords())
+		}
+	}
 	done, pos, failed := n.m.TakeDone()
 	if n.conn != nil && n.connGen != n.m.linkGen {
 		n.conn.Close()
@@ -523,6 +543,9 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		var err error
 		n.step(func(m *Machine) {
 			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), req.GetSeq())
+			if err == nil && n.cfg.Log != nil {
+				n.logSnapshot(m, req.GetReset_(), req.GetDone())
+			}
 			if err == nil && req.GetDone() {
 				pos := m.Position()
 				reply.Seq, reply.Committed, reply.Done = pos.Applied, pos.Committed, true
