@@ -327,3 +327,38 @@ func TestTableReserve(t *testing.T) {
 		})
 	}
 }
+
+// TestTableReserveConcurrent: Reserve while other goroutines put and get
+// loses nothing and races with nothing (run with -race).
+func TestTableReserveConcurrent(t *testing.T) {
+	tb, _ := NewTable(16)
+	const writers, each = 4, 3000
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				key := fmt.Sprintf("w%d-%d", w, i)
+				tb.Put(key, []byte(key))
+				if v, ok := tb.Get(key); !ok || string(v) != key {
+					t.Errorf("Get(%s) = %q, %v right after its put", key, v, ok)
+					return
+				}
+			}
+		})
+	}
+	for range 20 {
+		tb.Reserve(writers*each, writers*each*16)
+	}
+	wg.Wait()
+	model := make(map[string]string)
+	for w := range writers {
+		for i := range each {
+			key := fmt.Sprintf("w%d-%d", w, i)
+			model[key] = key
+		}
+	}
+	checkTableEquals(t, tb, model)
+	for i := range tb.stripes {
+		checkIndex(t, tb, &tb.stripes[i])
+	}
+}
