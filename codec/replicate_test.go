@@ -27,7 +27,7 @@ func replicateCases() []*MessageT {
 		{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: many, Live: true, LeaseGrant: 1<<64 - 1, LeaseTermUs: 2_000_000},
 		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Seq: 2, Op: MessageT_Opcode(-5), Key: "négatif"}}},
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{
-			{Seq: 3, Op: OpDel, Key: "k", ClientId: 9, RequestId: 70, Found: true, FirstUnacked: 12, ExpireSeq: 1 << 33},
+			{Seq: 3, Op: OpDel, Key: "k", ClientId: 9, RequestId: 70, Found: true, FirstUnacked: 12, ExpireSeq: 1 << 33, Epoch: 1 << 40},
 			{Seq: 4, Op: OpPut, Key: "k", Value: []byte("v"), ClientId: 9, RequestId: 71, FirstUnacked: 12}}},
 	}
 }
