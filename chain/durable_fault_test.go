@@ -72,10 +72,16 @@ func faultWipeAndAddBack(pos int) nemesisFault {
 		n.WipeData()
 		c.WaitGone(n, faultRecover)
 		c.WaitTailServes(faultRecover)
+		pred := c.Tail()
 		n.Restart()
 		nemesisWaitTail(nm.t, c, n, -1)
 		p.Recovered()
-		p.Notef("%v killed and its data dir deleted; back as the new tail after %v", n, time.Since(start).Round(time.Millisecond))
+		m, _ := n.Member()
+		links := faultLinksTo(nm.t, pred, m.Name)
+		if len(links) == 0 || !strings.Contains(links[len(links)-1], "snapshot=true") {
+			nm.t.Errorf("%v linked to the wiped %v with %q, want a full snapshot", pred, n, links)
+		}
+		p.Notef("%v killed and its data dir deleted; back as the new tail after %v (%s)", n, time.Since(start).Round(time.Millisecond), faultJoin(links))
 	}}
 }
 

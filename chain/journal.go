@@ -141,12 +141,14 @@ func (n *Node) logged(seq uint64) Logged {
 	if n.cfg.Log == nil {
 		return Logged{}
 	}
-	r, err := n.cfg.Log.ReadFrom(max(seq, 1))
-	if err != nil {
+	if seq == 0 {
+		// An empty successor (a new node, or one whose data dir was
+		// lost) takes a snapshot, however long the log.
 		return Logged{}
 	}
-	if seq == 0 {
-		return Logged{OK: true}
+	r, err := n.cfg.Log.ReadFrom(seq)
+	if err != nil {
+		return Logged{}
 	}
 	w, err := r.Next()
 	if err != nil || w.Seq != seq {

@@ -27,7 +27,8 @@ func TestSuccessorHelloEpochs(t *testing.T) {
 		{"behind, in the log", 2, mine, Logged{OK: true, Epoch: mine}, LinkAction{Delta: 3, Next: 4}},
 		{"behind, other epoch", 2, epochOf("old head"), Logged{OK: true, Epoch: mine}, LinkAction{Snapshot: true, Next: 4}},
 		{"behind, released from the log", 2, mine, Logged{}, LinkAction{Snapshot: true, Next: 4}},
-		{"empty", 0, 0, Logged{OK: true}, LinkAction{Delta: 1, Next: 4}},
+		{"empty, the log from the first write", 0, 0, Logged{OK: true}, LinkAction{Delta: 1, Next: 4}},
+		{"empty", 0, 0, Logged{}, LinkAction{Snapshot: true, Next: 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store, _ := srv.NewStore(4)
