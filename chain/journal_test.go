@@ -61,3 +61,32 @@ func TestSuccessorHelloEpochs(t *testing.T) {
 		})
 	}
 }
+
+// A node restarted from its log that is first in the chain but may not
+// lead (the holders record lists another node) takes no client write: its
+// table may lack committed writes, and a write applied to it would
+// diverge from the chain's.
+func TestRestoredNodeThatMayNotLeadTakesNoWrites(t *testing.T) {
+	store, _ := srv.NewStore(4)
+	m := NewMachine("", store, 0)
+	m.Restore(0, nil, true)
+	if err := m.Replay(&codec.WriteT{Seq: 1, Op: codec.OpPut, Key: "k", Value: []byte("v"), Epoch: epochOf("old")}); err != nil {
+		t.Fatal(err)
+	}
+	m.EnableJournal()
+	m.TrackHolders("me")
+	m.SetHolders(Holders{{ID: "other", Name: "o1"}})
+	m.Rejoin("r")
+	now := time.Now()
+	m.Tick(now)
+	m.SetSessionLease(now.Add(time.Hour))
+	if err := m.SetView([]Member{{Name: "r", Addr: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("new")}); err == nil {
+		t.Fatalf("a restored node that may not lead took a write (%s)", m)
+	}
+	if v, _ := store.Table.Get("k"); string(v) != "v" {
+		t.Errorf("k = %q, want the logged v", v)
+	}
+}

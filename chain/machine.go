@@ -216,7 +216,7 @@ func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
-	case !m.synced || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
+	case !m.synced || m.restored || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
 	case m.diskErr != nil:
 		return m.diskFailed()
