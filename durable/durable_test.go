@@ -35,6 +35,10 @@ type member struct {
 	server *srv.Server
 }
 
+// testSegment is the tests' log segment size: the default 64 MiB, made
+// and read whole, would only slow them down.
+const testSegment = 256 << 10
+
 func logger() *slog.Logger {
 	if os.Getenv("CHAIN_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -52,6 +56,7 @@ func start(t *testing.T, name, dir string, opts durable.Options) *member {
 func startLogged(t *testing.T, name, dir string, opts durable.Options, w io.Writer) *member {
 	t.Helper()
 	store, _ := srv.NewStore(8)
+	opts.WAL.SegmentSize = testSegment
 	opts.Logger = logger().With("node", name)
 	if w != nil {
 		opts.Logger = slog.New(slog.NewTextHandler(w, nil)).With("node", name)
@@ -206,7 +211,7 @@ func TestDiskFailure(t *testing.T) {
 	var mu sync.Mutex
 	store, _ := srv.NewStore(8)
 	lg := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
-	l, err := durable.Open(mem, "/data", store.Table, durable.Options{Mode: wal.Batch, Logger: lg})
+	l, err := durable.Open(mem, "/data", store.Table, durable.Options{Mode: wal.Batch, Logger: lg, WAL: wal.Options{SegmentSize: testSegment}})
 	if err != nil {
 		t.Fatal(err)
 	}
