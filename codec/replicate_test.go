@@ -136,8 +136,9 @@ func FuzzAppendReplicate(f *testing.F) {
 	f.Add("node1", "node2", uint64(1), int32(10), "key", []byte("value"), uint64(3), uint64(4), true, uint64(5), true, uint64(2), uint64(6))
 	f.Add("", "", uint64(0), int32(-1), "", []byte{}, uint64(0), uint64(0), false, uint64(0), false, uint64(0), uint64(0))
 	f.Fuzz(func(t *testing.T, from, to string, seq uint64, op int32, key string, value []byte, client, request uint64, live bool, grant uint64, found bool, first, expire uint64) {
-		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request, Found: found, FirstUnacked: first, ExpireSeq: expire}
-		// The term varies with the grant, so that the corpus keeps its shape.
+		// The epoch varies with the others, so that the corpus keeps its shape.
+		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request, Found: found, FirstUnacked: first, ExpireSeq: expire, Epoch: expire ^ seq<<7}
+		// The term varies with the grant, for the same reason.
 		g := Grant{ID: grant, TermUS: grant >> 3}
 		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: g.ID, LeaseTermUs: g.TermUS}
 		want, err := AppendMessage(nil, m)
