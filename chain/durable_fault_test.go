@@ -2,6 +2,8 @@ package chain_test
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ func TestFaultDurable(t *testing.T) {
 	s := faultSeedOf(t)
 	nm := startNemesis(t, cluster.Options{DataDirs: true}, s)
 	nm.run(faultBaseline())
+	nm.run(faultRestartWithData(2))
 	nm.run(faultKillAll())
 	nm.run(faultWipeAndAddBack(1))
 	nm.run(faultKillAll())
@@ -69,9 +72,61 @@ func faultWipeAndAddBack(pos int) nemesisFault {
 		n.WipeData()
 		c.WaitGone(n, faultRecover)
 		c.WaitTailServes(faultRecover)
+		pred := c.Tail()
 		n.Restart()
 		nemesisWaitTail(nm.t, c, n, -1)
 		p.Recovered()
-		p.Notef("%v killed and its data dir deleted; back as the new tail after %v", n, time.Since(start).Round(time.Millisecond))
+		m, _ := n.Member()
+		links := faultLinksTo(nm.t, pred, m.Name)
+		if len(links) == 0 || !strings.Contains(links[len(links)-1], "snapshot=true") {
+			nm.t.Errorf("%v linked to the wiped %v with %q, want a full snapshot", pred, n, links)
+		}
+		p.Notef("%v killed and its data dir deleted; back as the new tail after %v (%s)", n, time.Since(start).Round(time.Millisecond), faultJoin(links))
 	}}
+}
+
+// faultRestartWithData kills the node at pos and starts it again with its
+// data dir once the chain serves without it: it must catch up with only
+// the writes it missed, from its predecessor's log, and no snapshot.
+func faultRestartWithData(pos int) nemesisFault {
+	return nemesisFault{name: "SIGKILL " + faultRole(pos) + ", restart it with its data (catches up from the log)", inject: func(nm *nemesis, p *cluster.Phase) {
+		c := nm.c
+		n := c.At(pos)
+		start := time.Now()
+		n.Kill()
+		c.WaitGone(n, faultRecover)
+		c.WaitTailServes(faultRecover)
+		n.Restart()
+		nemesisWaitTail(nm.t, c, n, -1)
+		p.Recovered()
+		m, _ := n.Member()
+		pred := c.At(pos - 1)
+		links := faultLinksTo(nm.t, pred, m.Name)
+		if len(links) == 0 {
+			nm.t.Errorf("%v never logged its link to %s", pred, m.Name)
+		}
+		for _, line := range links {
+			if !strings.Contains(line, "snapshot=false") || strings.Contains(line, "delta=0") {
+				nm.t.Errorf("%v linked to the restarted %v with a snapshot, want only the writes it missed from the log: %s", pred, n, line)
+			}
+		}
+		p.Notef("%v killed and restarted with its data; caught up from %v's log (%s) after %v", n, pred, faultJoin(links), time.Since(start).Round(time.Millisecond))
+	}}
+}
+
+// faultLinksTo returns the lines of n's log that say it linked to member.
+func faultLinksTo(t *testing.T, n *cluster.Node, member string) []string {
+	t.Helper()
+	b, err := os.ReadFile(n.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "linked to successor") && strings.Contains(line, "succ="+member+" ") {
+			i := strings.Index(line, "snapshot=")
+			links = append(links, line[i:])
+		}
+	}
+	return links
 }

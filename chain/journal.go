@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/chaintable/chaintable/codec"
 )
@@ -79,7 +80,7 @@ func (m *Machine) diskFailed() error {
 // whole says no snapshot from a predecessor was half installed when the
 // node stopped.
 func (m *Machine) Restore(seq uint64, dedup []*codec.DedupT, whole bool) {
-	m.applied, m.durable, m.whole = seq, seq, whole
+	m.applied, m.durable, m.whole, m.restored = seq, seq, whole, true
 	m.installDedup(dedup)
 }
 
@@ -122,6 +123,72 @@ type Log interface {
 	// seq, with exactly-once records dedup: the log starts over after
 	// seq, and nothing is durable before the table is saved.
 	SnapshotInstalled(seq uint64, dedup []*codec.DedupT)
+	// ReadFrom returns the logged writes from seq on, as far as they
+	// were appended, for a successor that lacks them; it fails when the
+	// log no longer holds seq.
+	ReadFrom(seq uint64) (LogReader, error)
+}
+
+// LogReader reads writes from a Log, in order.
+type LogReader interface {
+	// Next returns the next write, or io.EOF after the last.
+	Next() (*codec.WriteT, error)
+}
+
+// logged returns what the node's log holds at seq, the last write a
+// successor applied.
+func (n *Node) logged(seq uint64) Logged {
+	if n.cfg.Log == nil {
+		return Logged{}
+	}
+	if seq == 0 {
+		// An empty successor (a new node, or one whose data dir was
+		// lost) takes a snapshot, however long the log.
+		return Logged{}
+	}
+	r, err := n.cfg.Log.ReadFrom(seq)
+	if err != nil {
+		return Logged{}
+	}
+	w, err := r.Next()
+	if err != nil || w.Seq != seq {
+		return Logged{}
+	}
+	return Logged{OK: true, Epoch: w.Epoch}
+}
+
+// sendDelta sends the successor the writes from `from` to next-1 from the
+// log, in frames as the link's.
+func (n *Node) sendDelta(send func([]byte) error, self, to string, from, next uint64) error {
+	r, err := n.cfg.Log.ReadFrom(from)
+	if err != nil {
+		return err
+	}
+	var ws []*codec.WriteT
+	var buf []byte
+	flush := func() error {
+		buf = codec.AppendReplicate(buf[:0], self, to, ws, false, codec.Grant{})
+		ws = ws[:0]
+		return send(buf)
+	}
+	for seq := from; seq < next; seq++ {
+		w, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("reading write %d from the log: %w", seq, err)
+		}
+		if w.Seq != seq {
+			return fmt.Errorf("%w: the log holds write %d where %d belongs", ErrProtocol, w.Seq, seq)
+		}
+		if ws = append(ws, w); len(ws) == linkBatch || len(fitFrame(ws)) < len(ws) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if len(ws) > 0 {
+		return flush()
+	}
+	return nil
 }
 
 // Recovery receives what a Log recovers (see Log.Recover).
@@ -177,4 +244,45 @@ func (n *Node) SetDurable(seq uint64, err error) {
 		return
 	}
 	n.step(func(m *Machine) { m.SetDurable(seq) })
+}
+
+// Epochs tell a predecessor whether a successor that restarted from its
+// log holds a prefix of the predecessor's history, or writes that never
+// committed and that a later head gave other writes' sequence numbers to
+// (a head killed with writes no one else had, say). Every write a head
+// takes is stamped with the head's epoch, from its member name, which
+// ZooKeeper never hands out twice; a head gives each sequence number once.
+// So, as with Raft's terms, two nodes whose writes at one sequence number
+// carry the same epoch got them from the same head, in the same order,
+// and hold the same writes up to it.
+
+// epochOf returns the epoch of the head named name: never 0, which
+// stands for writes taken without a log.
+func epochOf(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64() | 1
+}
+
+// Logged is what a node's log holds at one sequence number: whether it
+// has the write, and the write's epoch.
+type Logged struct {
+	OK    bool
+	Epoch uint64
+}
+
+// sameHistory reports whether a successor that applied up to seq, whose
+// write there carries h.LastEpoch, holds this node's history up to seq.
+// Without a log there are no epochs, and a synced successor always does.
+func (m *Machine) sameHistory(seq uint64, h HelloReply) bool {
+	if !m.journal || seq == 0 {
+		return true
+	}
+	switch {
+	case seq == m.applied:
+		return m.lastEpoch == h.LastEpoch
+	case len(m.sent) > 0 && m.sent[0].Seq <= seq && seq < m.applied:
+		return m.sent[seq-m.sent[0].Seq].Epoch == h.LastEpoch
+	}
+	return h.Logged.OK && h.Logged.Epoch == h.LastEpoch
 }

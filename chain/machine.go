@@ -155,10 +155,13 @@ type Machine struct {
 
 	// Durability (see journal.go): with a log, nothing commits here
 	// before this node has it on disk.
-	journal bool            // writes applied go to logged, and commits wait for durable
-	logged  []*codec.WriteT // applied writes the driver has not yet taken for the log
-	durable uint64          // the last write on disk here
-	diskErr error           // the log failed: take no more writes
+	journal   bool            // writes applied go to logged, and commits wait for durable
+	logged    []*codec.WriteT // applied writes the driver has not yet taken for the log
+	durable   uint64          // the last write on disk here
+	diskErr   error           // the log failed: take no more writes
+	epoch     uint64          // what this node stamps the writes it takes as head with
+	lastEpoch uint64          // the epoch of the last write applied
+	restored  bool            // started from its log, and not yet live or replaced by a snapshot
 }
 
 // leaseMargin covers the difference in clock rates between two nodes over
@@ -213,7 +216,7 @@ func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
-	case !m.synced || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
+	case !m.synced || m.restored || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
 	case m.diskErr != nil:
 		return m.diskFailed()
@@ -431,6 +434,7 @@ func (m *Machine) Rejoin(self string) {
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
 	m2.partial = !old.whole
 	m2.journal, m2.logged, m2.durable, m2.diskErr = old.journal, old.logged, old.durable, old.diskErr
+	m2.epoch, m2.lastEpoch, m2.restored, m2.synced = epochOf(self), old.lastEpoch, old.restored, old.restored
 	*m = *m2
 }
 
@@ -450,6 +454,9 @@ func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err er
 		}
 	}
 	req.Seq, req.ExpireSeq = m.applied+1, m.expireSeq()
+	if m.journal {
+		req.Epoch = m.epoch
+	}
 	return req.Seq, m.apply(req, true), nil
 }
 
@@ -459,7 +466,7 @@ func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err er
 // snapshot already reflects.
 func (m *Machine) apply(w *codec.WriteT, atHead bool) bool {
 	found := m.store.Apply(w.Op, w.Key, w.Value)
-	m.applied = w.Seq
+	m.applied, m.lastEpoch = w.Seq, w.Epoch
 	if w.ExpireSeq > m.expiredTo {
 		m.forgetIdleClients(w.ExpireSeq)
 	}
@@ -568,6 +575,10 @@ type HelloReply struct {
 	Committed uint64 // the last write known to have reached the tail
 	Synced    bool   // holds a complete copy
 	Live      bool   // acts as tail or leads to it
+	LastEpoch uint64 // the epoch of the write at Applied (with a data dir)
+	// Logged is filled in by the predecessor's driver: what its own log
+	// holds at Applied (see journal.go).
+	Logged Logged
 }
 
 // Hello answers a predecessor that opens a link.
@@ -575,7 +586,7 @@ func (m *Machine) Hello(from, to string) (HelloReply, error) {
 	if err := m.checkPred(from, to); err != nil {
 		return HelloReply{}, err
 	}
-	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced, Live: m.live}, nil
+	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced, Live: m.live, LastEpoch: m.lastEpoch}, nil
 }
 
 func (m *Machine) checkPred(from, to string) error {
@@ -596,6 +607,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		m.dedup, m.seqTimes, m.expiredTo = make(map[uint64]*clientLog), nil, 0
 		m.applied, m.committed, m.synced, m.live, m.whole = 0, 0, false, false, false
 		m.durable = 0 // until the driver has the snapshot on disk
+		m.lastEpoch, m.restored = 0, false
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
@@ -672,7 +684,7 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 // got from a snapshot or from before a rejoin was never marked dirty, so
 // every key counts as dirty until what it applied commits.
 func (m *Machine) becomeLive() {
-	m.live, m.whole = true, true
+	m.live, m.whole, m.restored = true, true, false
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}
@@ -706,6 +718,7 @@ func maxTime(a, b time.Time) time.Time {
 // LinkAction is what a successor link does after its handshake.
 type LinkAction struct {
 	Snapshot bool   // send a snapshot (as of Next-1), then writes
+	Delta    uint64 // if not 0: send the writes from Delta to Next-1 from the log first
 	Next     uint64 // the first write to send
 }
 
@@ -715,11 +728,18 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 	if gen != m.linkGen {
 		return LinkAction{}, ErrStale
 	}
-	if !m.synced {
+	if !m.synced || m.restored {
 		return LinkAction{}, fmt.Errorf("%w: not caught up, cannot feed a successor", ErrUnavailable)
 	}
-	resumable := synced && applied <= m.applied &&
-		(applied == m.applied || (len(m.sent) > 0 && m.sent[0].Seq <= applied+1))
+	inSent := len(m.sent) > 0 && m.sent[0].Seq <= applied+1
+	resumable := synced && applied <= m.applied && m.sameHistory(applied, h) &&
+		(applied == m.applied || inSent || h.Logged.OK)
+	if resumable && applied < m.applied && !inSent {
+		// What the successor lacks is in this node's log only.
+		next := m.startSnapshot()
+		m.succAcked, m.succApplied = applied, applied
+		return LinkAction{Delta: applied + 1, Next: next}, nil
+	}
 	if !resumable {
 		if live {
 			// A live successor may have answered reads: it must never

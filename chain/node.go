@@ -537,7 +537,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		}
 		n.preds.Store(c.ID(), req.GetFrom())
 		reply.Opcode, reply.CType = op+1, codec.CtNone
-		reply.Seq, reply.Committed, reply.Synced, reply.Live = h.Applied, h.Committed, h.Synced, h.Live
+		reply.Seq, reply.Committed, reply.Synced, reply.Live, reply.LastEpoch = h.Applied, h.Committed, h.Synced, h.Live, h.LastEpoch
 		return true
 	case codec.MessageT_OP_SNAPSHOT:
 		var err error
@@ -989,8 +989,10 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	}
 	var act LinkAction
 	var dedup []*codec.DedupT
+	logged := n.logged(hello.GetSeq())
 	n.step(func(m *Machine) {
-		act, err = m.SuccessorHello(gen, HelloReply{Applied: hello.GetSeq(), Committed: hello.GetCommitted(), Synced: hello.GetSynced(), Live: hello.GetLive()})
+		act, err = m.SuccessorHello(gen, HelloReply{Applied: hello.GetSeq(), Committed: hello.GetCommitted(), Synced: hello.GetSynced(), Live: hello.GetLive(),
+			LastEpoch: hello.GetLastEpoch(), Logged: logged})
 		if err == nil && act.Snapshot {
 			dedup = m.DedupRecords()
 		}
@@ -998,7 +1000,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	if err != nil {
 		return err
 	}
-	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "from", act.Next)
+	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "delta", act.Delta, "from", act.Next)
 	n.counters.linkConnects.Add(1)
 
 	broken := make(chan error, 1)
@@ -1006,6 +1008,12 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 
 	if act.Snapshot {
 		if err := n.sendSnapshot(send, self, succ.Name, dedup, act.Next-1); err != nil {
+			return err
+		}
+	}
+	if act.Delta != 0 {
+		sendFrame := func(b []byte) error { _, err := w.Write(b); return err }
+		if err := n.sendDelta(sendFrame, self, succ.Name, act.Delta, act.Next); err != nil {
 			return err
 		}
 	}

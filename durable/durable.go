@@ -397,6 +397,17 @@ func (l *Log) save(seq uint64, dedup []*codec.DedupT) error {
 	return err
 }
 
+// ReadFrom returns the logged writes from seq on (see chain.Log).
+func (l *Log) ReadFrom(seq uint64) (chain.LogReader, error) {
+	l.mu.Lock()
+	w := l.w
+	l.mu.Unlock()
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	return w.ReadFrom(seq)
+}
+
 // SnapshotBegun marks the data dir as not whole (see chain.Log).
 func (l *Log) SnapshotBegun() {
 	l.saving.Wait()

@@ -35,6 +35,10 @@ type member struct {
 	server *srv.Server
 }
 
+// testSegment is the tests' log segment size: the default 64 MiB, made
+// and read whole, would only slow them down.
+const testSegment = 256 << 10
+
 func logger() *slog.Logger {
 	if os.Getenv("CHAIN_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -44,8 +48,19 @@ func logger() *slog.Logger {
 
 func start(t *testing.T, name, dir string, opts durable.Options) *member {
 	t.Helper()
+	return startLogged(t, name, dir, opts, nil)
+}
+
+// startLogged is start, with the node's logs (info and above) to w if
+// not nil.
+func startLogged(t *testing.T, name, dir string, opts durable.Options, w io.Writer) *member {
+	t.Helper()
 	store, _ := srv.NewStore(8)
+	opts.WAL.SegmentSize = testSegment
 	opts.Logger = logger().With("node", name)
+	if w != nil {
+		opts.Logger = slog.New(slog.NewTextHandler(w, nil)).With("node", name)
+	}
 	l, err := durable.Open(diskfs.OS{}, dir, store.Table, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +211,7 @@ func TestDiskFailure(t *testing.T) {
 	var mu sync.Mutex
 	store, _ := srv.NewStore(8)
 	lg := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
-	l, err := durable.Open(mem, "/data", store.Table, durable.Options{Mode: wal.Batch, Logger: lg})
+	l, err := durable.Open(mem, "/data", store.Table, durable.Options{Mode: wal.Batch, Logger: lg, WAL: wal.Options{SegmentSize: testSegment}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,4 +254,54 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.Write(p)
+}
+
+// TestRestartCatchesUpFromLog: a tail stopped while the chain takes more
+// writes, and started again from its data dir, gets only the writes it
+// missed, from its predecessor's log, and no snapshot.
+func TestRestartCatchesUpFromLog(t *testing.T) {
+	opts := durable.Options{Mode: wal.Batch}
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	a := start(t, "a", dirs[0], opts)
+	b := startLogged(t, "b", dirs[1], opts, lockedWriter{&mu, &logs})
+	c := start(t, "c", dirs[2], opts)
+	setViews(a, b, c)
+	for i := range 50 {
+		put(t, a, fmt.Sprintf("k%d", i%20), fmt.Sprintf("v%d", i))
+	}
+	c.stop()
+	setViews(a, b)
+	for i := 50; i < 80; i++ {
+		put(t, a, fmt.Sprintf("k%d", i%20), fmt.Sprintf("v%d", i))
+	}
+	c = start(t, "c2", dirs[2], opts)
+	setViews(a, b, c)
+	put(t, a, "after", "restart")
+	eventually(t, "reads at c2", func() error {
+		for i := 60; i < 80; i++ {
+			want := fmt.Sprintf("v%d", i)
+			if got, err := get(t, c, fmt.Sprintf("k%d", i%20)); err != nil || got != want {
+				return fmt.Errorf("k%d = %q, %v; want %q", i%20, got, err, want)
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	var linked []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "linked to successor") && strings.Contains(line, "succ=c2") {
+			linked = append(linked, line)
+		}
+	}
+	if len(linked) == 0 {
+		t.Fatalf("b never linked to c2:\n%s", logs.String())
+	}
+	for _, line := range linked {
+		if !strings.Contains(line, "snapshot=false") || !strings.Contains(line, "delta=51") {
+			t.Errorf("b linked to c2 with %q, want no snapshot and the delta from 51", line)
+		}
+	}
 }
