@@ -38,7 +38,9 @@ fault:
 	scripts/fault.sh $(if $(filter 1,$(SOAK)),--soak)
 
 # One table_server against Redis, then a chain of three against Redis with
-# two replicas, on loopback; BENCH_TIME per run (default 5s).
+# two replicas, then durable writes (a chain with --data-dir against Redis
+# with appendfsync always and ZooKeeper), on loopback; BENCH_TIME per run
+# (default 2s).
 bench:
 	scripts/bench.sh
 
