@@ -13,9 +13,10 @@ all:
 	$(GO) build -o table_perf ./perf/cmd/table_perf
 
 # A local ZooKeeper, a chain of three servers and the client; ZK=ip:port
-# uses a ZooKeeper that is already running.
+# uses a ZooKeeper that is already running. The chain's data stays in
+# RUN_DATA (default ./run-data) for the next run; FRESH=1 deletes it first.
 run:
-	scripts/run.sh $(ZK)
+	scripts/run.sh $(if $(filter 1,$(FRESH)),--fresh) $(ZK)
 
 # Tests start real ZooKeeper servers, so java and ZooKeeper must be there.
 test:
@@ -37,7 +38,9 @@ fault:
 	scripts/fault.sh $(if $(filter 1,$(SOAK)),--soak)
 
 # One table_server against Redis, then a chain of three against Redis with
-# two replicas, on loopback; BENCH_TIME per run (default 5s).
+# two replicas, then durable writes (a chain with --data-dir against Redis
+# with appendfsync always and ZooKeeper), on loopback; BENCH_TIME per run
+# (default 2s).
 bench:
 	scripts/bench.sh
 

@@ -32,7 +32,8 @@ import (
 // TestFaultZKEnsemble runs the chain on a ZooKeeper ensemble of three,
 // whose members are killed and restarted one at a time, and
 // TestFaultStaleNodeBackFirst combines a stale node with the whole chain
-// losing its place.
+// losing its place; TestFaultDurable (durable_fault_test.go) kills nodes
+// that keep data dirs, and the whole chain at once.
 // Every run checks the clients' history with porcupine, fault by fault,
 // checks that no acknowledged write was lost and that every replica ends
 // with the same table, and prints a report (see cluster.Report);

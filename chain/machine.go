@@ -152,6 +152,16 @@ type Machine struct {
 	// this node leased reads to: the old one may answer reads until then,
 	// so nothing may commit that it lacks.
 	bypassUntil time.Time
+
+	// Durability (see journal.go): with a log, nothing commits here
+	// before this node has it on disk.
+	journal   bool            // writes applied go to logged, and commits wait for durable
+	logged    []*codec.WriteT // applied writes the driver has not yet taken for the log
+	durable   uint64          // the last write on disk here
+	diskErr   error           // the log failed: take no more writes
+	epoch     uint64          // what this node stamps the writes it takes as head with
+	lastEpoch uint64          // the epoch of the last write applied
+	restored  bool            // started from its log, and not yet live or replaced by a snapshot
 }
 
 // leaseMargin covers the difference in clock rates between two nodes over
@@ -206,8 +216,10 @@ func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
-	case !m.synced || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
+	case !m.synced || m.restored || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
+	case m.diskErr != nil:
+		return m.diskFailed()
 	}
 	return nil
 }
@@ -362,8 +374,11 @@ func (m *Machine) SetView(members []Member) error {
 	if m.index == 0 && !m.live && m.mayLead() {
 		// No predecessor left to catch up with: what this node has is
 		// all there is. For the first node of a chain that is everything;
-		// for one that was still catching up, writes are lost.
-		m.dataLost = m.pred.Name != "" || m.partial
+		// for one that was still catching up, writes are lost, unless
+		// the holders record lists it: then it has every committed
+		// write (as a node restarted from its data dir does).
+		_, listed := m.holders.byID(m.holderID)
+		m.dataLost = m.partial || m.pred.Name != "" && !(m.holderID != "" && listed)
 		m.synced = true
 		m.becomeLive()
 	}
@@ -418,6 +433,8 @@ func (m *Machine) Rejoin(self string) {
 	m2.clientExpiry, m2.expiredTo = old.clientExpiry, old.expiredTo
 	m2.whole, m2.holderID, m2.holders = old.whole, old.holderID, old.holders
 	m2.partial = !old.whole
+	m2.journal, m2.logged, m2.durable, m2.diskErr = old.journal, old.logged, old.durable, old.diskErr
+	m2.epoch, m2.lastEpoch, m2.restored, m2.synced = epochOf(self), old.lastEpoch, old.restored, old.restored
 	*m = *m2
 }
 
@@ -437,6 +454,9 @@ func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err er
 		}
 	}
 	req.Seq, req.ExpireSeq = m.applied+1, m.expireSeq()
+	if m.journal {
+		req.Epoch = m.epoch
+	}
 	return req.Seq, m.apply(req, true), nil
 }
 
@@ -446,7 +466,7 @@ func (m *Machine) ClientWrite(req *codec.WriteT) (seq uint64, found bool, err er
 // snapshot already reflects.
 func (m *Machine) apply(w *codec.WriteT, atHead bool) bool {
 	found := m.store.Apply(w.Op, w.Key, w.Value)
-	m.applied = w.Seq
+	m.applied, m.lastEpoch = w.Seq, w.Epoch
 	if w.ExpireSeq > m.expiredTo {
 		m.forgetIdleClients(w.ExpireSeq)
 	}
@@ -455,6 +475,9 @@ func (m *Machine) apply(w *codec.WriteT, atHead bool) bool {
 			w.Found = found
 		}
 		m.record(w)
+	}
+	if m.journal {
+		m.logged = append(m.logged, w)
 	}
 	if m.succState != succNone {
 		m.sent = append(m.sent, w)
@@ -499,6 +522,9 @@ func (m *Machine) await(seq uint64, w Waiter) {
 func (m *Machine) Await(seq uint64, w Waiter) { m.await(seq, w) }
 
 func (m *Machine) advanceCommitted(seq uint64) {
+	if m.journal {
+		seq = min(seq, m.durable)
+	}
 	if seq <= m.committed {
 		return
 	}
@@ -549,6 +575,10 @@ type HelloReply struct {
 	Committed uint64 // the last write known to have reached the tail
 	Synced    bool   // holds a complete copy
 	Live      bool   // acts as tail or leads to it
+	LastEpoch uint64 // the epoch of the write at Applied (with a data dir)
+	// Logged is filled in by the predecessor's driver: what its own log
+	// holds at Applied (see journal.go).
+	Logged Logged
 }
 
 // Hello answers a predecessor that opens a link.
@@ -556,7 +586,7 @@ func (m *Machine) Hello(from, to string) (HelloReply, error) {
 	if err := m.checkPred(from, to); err != nil {
 		return HelloReply{}, err
 	}
-	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced, Live: m.live}, nil
+	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced, Live: m.live, LastEpoch: m.lastEpoch}, nil
 }
 
 func (m *Machine) checkPred(from, to string) error {
@@ -576,6 +606,8 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		m.store.Reset()
 		m.dedup, m.seqTimes, m.expiredTo = make(map[uint64]*clientLog), nil, 0
 		m.applied, m.committed, m.synced, m.live, m.whole = 0, 0, false, false, false
+		m.durable = 0 // until the driver has the snapshot on disk
+		m.lastEpoch, m.restored = 0, false
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
@@ -627,6 +659,9 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 	if !m.synced {
 		return 0, 0, fmt.Errorf("%w: writes before a snapshot", ErrProtocol)
 	}
+	if err := m.diskFailed(); err != nil {
+		return 0, 0, err
+	}
 	last = m.applied
 	for _, w := range writes {
 		switch {
@@ -649,7 +684,7 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 // got from a snapshot or from before a rejoin was never marked dirty, so
 // every key counts as dirty until what it applied commits.
 func (m *Machine) becomeLive() {
-	m.live, m.whole = true, true
+	m.live, m.whole, m.restored = true, true, false
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}
@@ -683,6 +718,7 @@ func maxTime(a, b time.Time) time.Time {
 // LinkAction is what a successor link does after its handshake.
 type LinkAction struct {
 	Snapshot bool   // send a snapshot (as of Next-1), then writes
+	Delta    uint64 // if not 0: send the writes from Delta to Next-1 from the log first
 	Next     uint64 // the first write to send
 }
 
@@ -692,11 +728,18 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 	if gen != m.linkGen {
 		return LinkAction{}, ErrStale
 	}
-	if !m.synced {
+	if !m.synced || m.restored {
 		return LinkAction{}, fmt.Errorf("%w: not caught up, cannot feed a successor", ErrUnavailable)
 	}
-	resumable := synced && applied <= m.applied &&
-		(applied == m.applied || (len(m.sent) > 0 && m.sent[0].Seq <= applied+1))
+	inSent := len(m.sent) > 0 && m.sent[0].Seq <= applied+1
+	resumable := synced && applied <= m.applied && m.sameHistory(applied, h) &&
+		(applied == m.applied || inSent || h.Logged.OK)
+	if resumable && applied < m.applied && !inSent {
+		// What the successor lacks is in this node's log only.
+		next := m.startSnapshot()
+		m.succAcked, m.succApplied = applied, applied
+		return LinkAction{Delta: applied + 1, Next: next}, nil
+	}
 	if !resumable {
 		if live {
 			// A live successor may have answered reads: it must never

@@ -50,6 +50,9 @@ type NodeConfig struct {
 	ClientExpiry time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Log, if set, is the node's write-ahead log (see OpenNode); nil
+	// keeps everything in memory only.
+	Log Log
 }
 
 // Node drives a Machine: it is the srv.Handler of a chain member, it keeps
@@ -113,6 +116,13 @@ const snapshotChunk = 1 << 20
 // NewNode returns a running node that is not yet a member: it serves
 // nothing until Rejoin names it and SetView places it.
 func NewNode(cfg NodeConfig) *Node {
+	n := newNode(cfg)
+	n.start()
+	return n
+}
+
+// newNode returns a node that is not yet running.
+func newNode(cfg NodeConfig) *Node {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = codec.DefaultMaxFrame
 	}
@@ -140,10 +150,14 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.ClientExpiry > 0 {
 		n.m.SetClientExpiry(cfg.ClientExpiry)
 	}
+	return n
+}
+
+// start runs the node's link and clock.
+func (n *Node) start() {
 	n.wg.Add(2)
 	go n.runLink()
 	go n.runClock()
-	return n
 }
 
 // heartbeat is how often an idle link and the machine's clock tick: often
@@ -200,6 +214,12 @@ func (n *Node) step(f func(m *Machine)) {
 	n.mu.Lock()
 	n.m.Tick(time.Now())
 	f(n.m)
+	if n.cfg.Log != nil {
+		// In apply order, before any other step applies more.
+		if ws := n.m.TakeLogged(); len(ws) > 0 && n.cfg.Log.Append(ws) {
+			n.cfg.Log.SaveSnapshot(n.m.Applied(), n.m.DedupRecords())
+		}
+	}
 	done, pos, failed := n.m.TakeDone()
 	if n.conn != nil && n.connGen != n.m.linkGen {
 		n.conn.Close()
@@ -517,12 +537,15 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 		}
 		n.preds.Store(c.ID(), req.GetFrom())
 		reply.Opcode, reply.CType = op+1, codec.CtNone
-		reply.Seq, reply.Committed, reply.Synced, reply.Live = h.Applied, h.Committed, h.Synced, h.Live
+		reply.Seq, reply.Committed, reply.Synced, reply.Live, reply.LastEpoch = h.Applied, h.Committed, h.Synced, h.Live, h.LastEpoch
 		return true
 	case codec.MessageT_OP_SNAPSHOT:
 		var err error
 		n.step(func(m *Machine) {
 			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), req.GetSeq())
+			if err == nil && n.cfg.Log != nil {
+				n.logSnapshot(m, req.GetReset_(), req.GetDone())
+			}
 			if err == nil && req.GetDone() {
 				pos := m.Position()
 				reply.Seq, reply.Committed, reply.Done = pos.Applied, pos.Committed, true
@@ -966,8 +989,10 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	}
 	var act LinkAction
 	var dedup []*codec.DedupT
+	logged := n.logged(hello.GetSeq())
 	n.step(func(m *Machine) {
-		act, err = m.SuccessorHello(gen, HelloReply{Applied: hello.GetSeq(), Committed: hello.GetCommitted(), Synced: hello.GetSynced(), Live: hello.GetLive()})
+		act, err = m.SuccessorHello(gen, HelloReply{Applied: hello.GetSeq(), Committed: hello.GetCommitted(), Synced: hello.GetSynced(), Live: hello.GetLive(),
+			LastEpoch: hello.GetLastEpoch(), Logged: logged})
 		if err == nil && act.Snapshot {
 			dedup = m.DedupRecords()
 		}
@@ -975,7 +1000,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	if err != nil {
 		return err
 	}
-	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "from", act.Next)
+	n.log.Info("linked to successor", "succ", succ.Name, "addr", succ.Addr, "snapshot", act.Snapshot, "delta", act.Delta, "from", act.Next)
 	n.counters.linkConnects.Add(1)
 
 	broken := make(chan error, 1)
@@ -983,6 +1008,12 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 
 	if act.Snapshot {
 		if err := n.sendSnapshot(send, self, succ.Name, dedup, act.Next-1); err != nil {
+			return err
+		}
+	}
+	if act.Delta != 0 {
+		sendFrame := func(b []byte) error { _, err := w.Write(b); return err }
+		if err := n.sendDelta(sendFrame, self, succ.Name, act.Delta, act.Next); err != nil {
 			return err
 		}
 	}

@@ -32,6 +32,7 @@ const (
 	fieldWriteFound     = 7
 	fieldWriteFirst     = 8
 	fieldWriteExpire    = 9
+	fieldWriteEpoch     = 20
 )
 
 // AppendReplicate appends to dst the framed bytes that AppendMessage makes
@@ -78,7 +79,7 @@ func writeSize(w *WriteT) int {
 		sizeString(fieldWriteKey, w.Key) + sizeString(fieldWriteValue, w.Value) +
 		sizeVarint(fieldWriteClientID, w.ClientId) + sizeVarint(fieldWriteRequestID, w.RequestId) +
 		sizeVarint(fieldWriteFound, boolVarint(w.Found)) + sizeVarint(fieldWriteFirst, w.FirstUnacked) +
-		sizeVarint(fieldWriteExpire, w.ExpireSeq)
+		sizeVarint(fieldWriteExpire, w.ExpireSeq) + sizeVarint(fieldWriteEpoch, w.Epoch)
 }
 
 func boolVarint(b bool) uint64 {
@@ -251,7 +252,7 @@ func unmarshalWrite(b []byte, w *WriteT) bool {
 		}
 		b = b[n:]
 		switch {
-		case typ == protowire.VarintType && num >= fieldWriteSeq && num <= fieldWriteExpire && num != fieldWriteKey && num != fieldWriteValue:
+		case typ == protowire.VarintType && (num >= fieldWriteSeq && num <= fieldWriteExpire || num == fieldWriteEpoch) && num != fieldWriteKey && num != fieldWriteValue:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
@@ -270,6 +271,8 @@ func unmarshalWrite(b []byte, w *WriteT) bool {
 				w.Found = v != 0
 			case fieldWriteFirst:
 				w.FirstUnacked = v
+			case fieldWriteEpoch:
+				w.Epoch = v
 			default:
 				w.ExpireSeq = v
 			}

@@ -27,7 +27,7 @@ func replicateCases() []*MessageT {
 		{Opcode: MessageT_OP_REPLICATE, From: "_c_3f-node0000000007", To: "_c_40-node0000000009", Writes: many, Live: true, LeaseGrant: 1<<64 - 1, LeaseTermUs: 2_000_000},
 		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Seq: 2, Op: MessageT_Opcode(-5), Key: "négatif"}}},
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{
-			{Seq: 3, Op: OpDel, Key: "k", ClientId: 9, RequestId: 70, Found: true, FirstUnacked: 12, ExpireSeq: 1 << 33},
+			{Seq: 3, Op: OpDel, Key: "k", ClientId: 9, RequestId: 70, Found: true, FirstUnacked: 12, ExpireSeq: 1 << 33, Epoch: 1 << 40},
 			{Seq: 4, Op: OpPut, Key: "k", Value: []byte("v"), ClientId: 9, RequestId: 71, FirstUnacked: 12}}},
 	}
 }
@@ -136,8 +136,9 @@ func FuzzAppendReplicate(f *testing.F) {
 	f.Add("node1", "node2", uint64(1), int32(10), "key", []byte("value"), uint64(3), uint64(4), true, uint64(5), true, uint64(2), uint64(6))
 	f.Add("", "", uint64(0), int32(-1), "", []byte{}, uint64(0), uint64(0), false, uint64(0), false, uint64(0), uint64(0))
 	f.Fuzz(func(t *testing.T, from, to string, seq uint64, op int32, key string, value []byte, client, request uint64, live bool, grant uint64, found bool, first, expire uint64) {
-		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request, Found: found, FirstUnacked: first, ExpireSeq: expire}
-		// The term varies with the grant, so that the corpus keeps its shape.
+		// The epoch varies with the others, so that the corpus keeps its shape.
+		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request, Found: found, FirstUnacked: first, ExpireSeq: expire, Epoch: expire ^ seq<<7}
+		// The term varies with the grant, for the same reason.
 		g := Grant{ID: grant, TermUS: grant >> 3}
 		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: g.ID, LeaseTermUs: g.TermUS}
 		want, err := AppendMessage(nil, m)

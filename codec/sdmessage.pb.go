@@ -464,7 +464,11 @@ type MessageT struct {
 	// Exactly-once writes: the client sends no request id below this one
 	// again (every one below was answered or given up), so the chain may
 	// forget their outcomes. Zero means request_id - 63 (older clients).
-	FirstUnacked  uint64 `protobuf:"varint,40,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"`
+	FirstUnacked uint64 `protobuf:"varint,40,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"`
+	// Durability: a hello's answer carries the epoch of the last write the
+	// node applied (write_t.epoch), so that a predecessor can tell whether
+	// the node's log is a prefix of its own (see chain/journal.go).
+	LastEpoch     uint64 `protobuf:"varint,50,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -695,6 +699,13 @@ func (x *MessageT) GetFirstUnacked() uint64 {
 	return 0
 }
 
+func (x *MessageT) GetLastEpoch() uint64 {
+	if x != nil {
+		return x.LastEpoch
+	}
+	return 0
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -707,6 +718,7 @@ type WriteT struct {
 	Found         bool                   `protobuf:"varint,7,opt,name=found,proto3" json:"found,omitempty"`                                   // a client's del: the head found the key (the outcome every node records)
 	FirstUnacked  uint64                 `protobuf:"varint,8,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"` // the client's first_unacked (see message_t)
 	ExpireSeq     uint64                 `protobuf:"varint,9,opt,name=expire_seq,json=expireSeq,proto3" json:"expire_seq,omitempty"`          // forget clients whose latest write is at or below this seq
+	Epoch         uint64                 `protobuf:"varint,20,opt,name=epoch,proto3" json:"epoch,omitempty"`                                  // with a data dir: the head that assigned seq (see chain/journal.go)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +812,13 @@ func (x *WriteT) GetFirstUnacked() uint64 {
 func (x *WriteT) GetExpireSeq() uint64 {
 	if x != nil {
 		return x.ExpireSeq
+	}
+	return 0
+}
+
+func (x *WriteT) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -910,7 +929,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aapplied\x18\b \x01(\x04R\aapplied\x12\x1c\n" +
 	"\tcommitted\x18\t \x01(\x04R\tcommitted\x12\x18\n" +
 	"\aserving\x18\n" +
-	" \x01(\bR\aserving\"\xb5\t\n" +
+	" \x01(\bR\aserving\"\xd4\t\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -942,7 +961,9 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\rlease_release\x18\x19 \x01(\bR\fleaseRelease\x12\"\n" +
 	"\rlease_term_us\x18\x1b \x01(\x04R\vleaseTermUs\x12\x1c\n" +
 	"\tforwarded\x18\x1a \x01(\bR\tforwarded\x12#\n" +
-	"\rfirst_unacked\x18( \x01(\x04R\ffirstUnacked\"\xb3\x01\n" +
+	"\rfirst_unacked\x18( \x01(\x04R\ffirstUnacked\x12\x1d\n" +
+	"\n" +
+	"last_epoch\x182 \x01(\x04R\tlastEpoch\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +
@@ -974,7 +995,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aCT_KEYS\x102\x12\f\n" +
 	"\bCT_TABLE\x10<\x12\v\n" +
 	"\aCT_NONE\x10F\x12\f\n" +
-	"\bCT_STATS\x10P\"\x86\x02\n" +
+	"\bCT_STATS\x10P\"\x9c\x02\n" +
 	"\awrite_t\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x02op\x12\x10\n" +
@@ -986,7 +1007,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x05found\x18\a \x01(\bR\x05found\x12#\n" +
 	"\rfirst_unacked\x18\b \x01(\x04R\ffirstUnacked\x12\x1d\n" +
 	"\n" +
-	"expire_seq\x18\t \x01(\x04R\texpireSeq\"\xaa\x01\n" +
+	"expire_seq\x18\t \x01(\x04R\texpireSeq\x12\x14\n" +
+	"\x05epoch\x18\x14 \x01(\x04R\x05epoch\"\xaa\x01\n" +
 	"\adedup_t\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1d\n" +
 	"\n" +

@@ -18,7 +18,8 @@ func AppendWrite(dst []byte, w *WriteT) []byte {
 	dst = appendVarint(dst, fieldWriteRequestID, w.RequestId)
 	dst = appendVarint(dst, fieldWriteFound, boolVarint(w.Found))
 	dst = appendVarint(dst, fieldWriteFirst, w.FirstUnacked)
-	return appendVarint(dst, fieldWriteExpire, w.ExpireSeq)
+	dst = appendVarint(dst, fieldWriteExpire, w.ExpireSeq)
+	return appendVarint(dst, fieldWriteEpoch, w.Epoch)
 }
 
 // WriteSize returns the length of AppendWrite's encoding of w.

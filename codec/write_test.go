@@ -13,7 +13,7 @@ func TestAppendWrite(t *testing.T) {
 	for _, w := range []*WriteT{
 		{},
 		{Seq: 1, Op: OpPut, Key: "k", Value: []byte("v"), ClientId: 7, RequestId: 9},
-		{Seq: 2, Op: OpDel, Key: "k", ClientId: 7, RequestId: 10, Found: true, FirstUnacked: 8, ExpireSeq: 1},
+		{Seq: 2, Op: OpDel, Key: "k", ClientId: 7, RequestId: 10, Found: true, FirstUnacked: 8, ExpireSeq: 1, Epoch: 5},
 		{Seq: 1 << 62, Op: OpDel, Key: "ключ"},
 		{Seq: 3, Op: MessageT_Opcode(-1), Value: bytes.Repeat([]byte{0}, 300)},
 	} {

@@ -6,6 +6,13 @@
 #                             which performance targets held
 #   scripts/bench.sh compare  the standard comparison only, and its targets
 #   scripts/bench.sh chain    the chain part only
+#   scripts/bench.sh durable  writes that are on disk before they are
+#                             answered: a chain of three with --data-dir
+#                             and --fsync batch vs Redis with appendonly
+#                             yes and appendfsync always (SET at -P 16 and
+#                             -P 1), and ZooKeeper (forceSync=yes) setData
+#                             at DURABLE_ZK_CONNS sessions; how many writes
+#                             each chain member's fdatasync carried
 #   scripts/bench.sh memory   RSS of table_server and Redis holding
 #                             MEMORY_KEYS 32-byte values
 #   scripts/bench.sh keys     gets at -P 16 over key spaces of KEYS_SWEEP
@@ -23,6 +30,9 @@
 # -P 16 through the chain; against a Redis primary with two replicas and
 # WAIT 2 0 after every SET. Then gets at -P 16 from every member, from the
 # tail alone, and from one standalone table_server.
+# Durable part: every server's data on the disk of $TMPDIR (the header says
+# which file system); fsyncs counted with perf stat (syscall tracepoints),
+# when it may trace.
 #
 # Environment (defaults in brackets):
 #   BENCH_TIME   length of each measured round [2s]
@@ -34,6 +44,8 @@
 #   BENCH_LISTS  lists of each table_server [1024]
 #   BENCH_SERVER_FLAGS  more flags for every table_server (e.g. -loops 1)
 #   BENCH_DIR    the --json reports go to BENCH_DIR/<date-time>/ [bench-results]
+#   DURABLE_FSYNC the durable chain's --fsync [batch]
+#   DURABLE_ZK_CONNS ZooKeeper sessions of the durable part [16]
 #   MEMORY_KEYS  values stored by the memory comparison [1000000]
 #   KEYS_SWEEP   key spaces of the keys sweep ["10000 100000 1000000 10000000"]
 #   BENCH_PIPELINE requests in flight per connection in the values sweep [1]
@@ -57,7 +69,7 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-all}
 case $mode in
-all | compare | chain | memory | keys | values) ;;
+all | compare | chain | durable | memory | keys | values) ;;
 overload)
 	# Real processes, started and stopped by the benchmark itself.
 	go test -run '^$' -bench '^BenchmarkOverload$' -benchtime 1x ./srv/cmd/table_server/ |
@@ -75,7 +87,7 @@ overload)
 	exit 0
 	;;
 *)
-	echo "usage: $0 [all|compare|chain|memory|keys|values|overload]" >&2
+	echo "usage: $0 [all|compare|chain|durable|memory|keys|values|overload]" >&2
 	exit 2
 	;;
 esac
@@ -95,6 +107,9 @@ memory_keys=${MEMORY_KEYS:-1000000}
 keys_sweep=${KEYS_SWEEP:-10000 100000 1000000 10000000}
 values_sweep=${VALUES_SWEEP:-1024 65536 1048576 4194304 10485760 16777216}
 results=${BENCH_DIR:-bench-results}/$(date +%Y%m%d-%H%M%S)
+durable_fsync=${DURABLE_FSYNC:-batch}
+durable_zk_conns=${DURABLE_ZK_CONNS:-16}
+server_durable="" # --fsync mode of the table_servers started, with a data dir each; empty: in memory
 
 # --- processes -------------------------------------------------------------
 
@@ -207,12 +222,16 @@ start_table_server() {
 	free_port
 	port=$REPLY
 	log=$tmp/table_server-$port.log
+	local durable=()
+	if [[ -n $server_durable ]]; then
+		durable=(--data-dir "$tmp/data-$port" --fsync "$server_durable")
+	fi
 	if [[ -z $zk ]]; then
 		# shellcheck disable=SC2086 # BENCH_SERVER_FLAGS is a list of flags
-		./table_server --standalone "$port" "$lists" --bind 127.0.0.1 ${BENCH_SERVER_FLAGS:-} >"$log" 2>&1 &
+		./table_server --standalone "$port" "$lists" --bind 127.0.0.1 "${durable[@]}" ${BENCH_SERVER_FLAGS:-} >"$log" 2>&1 &
 	else
 		# shellcheck disable=SC2086
-		./table_server "$zk" "$port" "$lists" --bind 127.0.0.1 --advertise 127.0.0.1 ${BENCH_SERVER_FLAGS:-} >"$log" 2>&1 &
+		./table_server "$zk" "$port" "$lists" --bind 127.0.0.1 --advertise 127.0.0.1 "${durable[@]}" ${BENCH_SERVER_FLAGS:-} >"$log" 2>&1 &
 	fi
 	pid=$!
 	started "$pid" "table_server :$port"
@@ -282,6 +301,7 @@ build() {
 	echo "bench: building"
 	make >/dev/null
 	go build -o table_perf ./perf/cmd/table_perf
+	go build -o "$tmp/zk_perf" ./perf/cmd/zk_perf
 }
 
 # perf_run NAME ARGS... runs table_perf with the common parameters and
@@ -352,9 +372,10 @@ compare() {
 	table "$results"/std-put-P1.json "$results"/std-get-P1.json "$results"/std-put-P16.json "$results"/std-get-P16.json
 }
 
-# start_chain starts our ZooKeeper and a chain of three table_servers, and
-# sets chain_zk to its address and chain_pids to their PIDs, head first.
-start_chain() {
+# start_chain_zk starts our ZooKeeper (forceSync=yes, its default: it
+# fsyncs its log before it answers a write) and sets chain_zk to its
+# address.
+start_chain_zk() {
 	if ! command -v java >/dev/null 2>&1 || [[ ! -f /usr/share/java/zookeeper.jar ]]; then
 		scripts/install-deps.sh
 	fi
@@ -362,6 +383,12 @@ start_chain() {
 	zk_port=$REPLY
 	scripts/zk.sh up --port "$zk_port" --dir "$tmp/zk" >/dev/null
 	chain_zk=127.0.0.1:$zk_port
+}
+
+# start_chain starts our ZooKeeper and a chain of three table_servers, and
+# sets chain_zk to its address and chain_pids to their PIDs, head first.
+start_chain() {
+	start_chain_zk
 	chain_pids=()
 	local i
 	for i in 1 2 3; do
@@ -402,15 +429,184 @@ chain() {
 
 	# Reads at every member against reads at the tail alone and against one
 	# standalone node, one after the other.
-	perf_run "chain-get-P16-any" "$zk" --chain-members 3 --read-from any --vs-redis "127.0.0.1:$primary" \
+	perf_run "chain-get-P16-any" "$chain_zk" --chain-members 3 --read-from any --vs-redis "127.0.0.1:$redis_primary" \
 		-pids "$(pid_list "${chain_pids[@]}")" -redis-pids "${redis_pids[0]}" \
 		-w get -P 16 -label "chain of 3 get -P 16, reads at every member / redis primary"
-	perf_run "chain-get-P16-tail" "$zk" --chain-members 3 --read-from tail \
+	perf_run "chain-get-P16-tail" "$chain_zk" --chain-members 3 --read-from tail \
 		-pids "$(pid_list "${chain_pids[@]}")" -w get -P 16 -label "chain of 3 get -P 16, reads at the tail"
 	start_table_server
 	perf_run "single-get-P16" --direct "127.0.0.1:$REPLY" -pids "$REPLY_PID" -w get -P 16 -label "one table_server get -P 16"
 	header "gets from a chain of three, at every member and at the tail, and from one table_server"
 	table "$results"/chain-get-P16-any.json "$results"/chain-get-P16-tail.json "$results"/single-get-P16.json
+}
+
+# stop_chain stops the chain start_chain started, its ZooKeeper, and the
+# Redis servers start_redis_replicas started, if any.
+stop_chain() {
+	local pid
+	for pid in "${chain_pids[@]}" "${redis_pids[@]}"; do
+		stop_server "$pid"
+	done
+	chain_pids=() redis_pids=()
+	if [[ -n $zk_port ]]; then
+		scripts/zk.sh down --port "$zk_port" --dir "$tmp/zk" >/dev/null 2>&1 || true
+		zk_port=""
+		rm -rf "$tmp/zk"
+	fi
+}
+chain_pids=() redis_pids=()
+
+# fsync_count_start starts perf stat counting the fsync and fdatasync
+# calls of each PID given, one counter per process; fsync_count_stop
+# stops them and sets fsyncs to the counts, in the same order (empty when
+# perf may not trace).
+fsync_count_start() {
+	local pid
+	fsync_perf=() fsync_files=()
+	command -v perf >/dev/null 2>&1 || return 0
+	for pid in "$@"; do
+		local out=$tmp/fsyncs-$pid.txt
+		perf stat -x, -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync -p "$pid" -o "$out" >/dev/null 2>&1 &
+		started "$!" "perf stat -p $pid"
+		fsync_perf+=("$!") fsync_files+=("$out")
+	done
+	sleep 0.5 # perf attaches
+}
+fsync_count_stop() {
+	local i pid
+	fsyncs=()
+	for i in "${!fsync_perf[@]}"; do
+		pid=${fsync_perf[i]}
+		# SIGINT makes perf stat write its counts and exit.
+		kill -INT "$pid" 2>/dev/null || true
+		for _ in {1..50}; do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		stop_server "$pid"
+		# perf stat -x, writes "count,,event,...": the two events summed.
+		fsyncs+=("$(awk -F, '$3 ~ /sys_enter_f(data)?sync/ && $1 ~ /^[0-9]+$/ { n += $1 } END { print n + 0 }' "${fsync_files[i]}" 2>/dev/null)")
+	done
+	if ((${#fsyncs[@]})) && ! grep -q sys_enter_fdatasync "${fsync_files[0]}" 2>/dev/null; then
+		fsyncs=() # perf could not trace: no counts
+	fi
+}
+
+# writes_per_fsync NAME LABEL:SYSTEM... prints, for each process counted
+# by fsync_count_start (in the same order), how many writes of report NAME
+# its fsyncs carried: those of SYSTEM (chaintable or redis), the preload's
+# puts included, as they were synced too.
+writes_per_fsync() {
+	local name=$1 i label system writes
+	shift
+	if ((${#fsyncs[@]} == 0)); then
+		echo "   fsyncs: not counted (perf stat could not trace syscalls here)"
+		return
+	fi
+	i=0
+	for label in "$@"; do
+		system=${label##*:} label=${label%:*}
+		writes=$(jq --arg s "$system" '[.results[] | select(.system == $s)][0] | .ok + (.preload.keys // 0)' "$results/$name.json" 2>/dev/null || echo 0)
+		if ((fsyncs[i] > 0)); then
+			echo "   $label: ${fsyncs[i]} fsyncs for $writes writes: $(awk -v w="$writes" -v f="${fsyncs[i]}" 'BEGIN { printf "%.1f", w / f }') writes per fsync"
+		else
+			echo "   $label: no fsyncs counted for $writes writes"
+		fi
+		i=$((i + 1))
+	done
+}
+
+# durable measures writes that are on disk when they are answered.
+durable() {
+	stop_chain
+	local fstype have_wal=1 p redis_aof redis_aof_pid
+	fstype=$(df --output=fstype "$tmp" | tail -n 1)
+	if ! ./table_server -h 2>&1 | grep -q -- -data-dir; then
+		have_wal=""
+		echo "bench: this table_server has no --data-dir: only Redis and ZooKeeper are measured" >&2
+	fi
+	start_redis --appendonly yes --appendfsync always
+	redis_aof=$REPLY redis_aof_pid=$REPLY_PID
+	# start_redis's own --appendonly no comes first; the later one wins.
+	[[ $(redis-cli -h 127.0.0.1 -p "$redis_aof" config get appendonly | tr -d '\r' | tail -n 1) == yes &&
+		$(redis-cli -h 127.0.0.1 -p "$redis_aof" config get appendfsync | tr -d '\r' | tail -n 1) == always ]] ||
+		die "the Redis on port $redis_aof is not appendonly yes, appendfsync always"
+	if [[ -n $have_wal ]]; then
+		server_durable=$durable_fsync
+		start_chain
+		server_durable=""
+	else
+		# ZooKeeper alone, for its own row.
+		start_chain_zk
+	fi
+	local files=()
+	for p in 16 1; do
+		if [[ -n $have_wal ]]; then
+			fsync_count_start "${chain_pids[@]}" "$redis_aof_pid"
+			perf_run "durable-put-P$p" "$chain_zk" --chain-members 3 --vs-redis "127.0.0.1:$redis_aof" \
+				-pids "$(pid_list "${chain_pids[@]}")" -redis-pids "$redis_aof_pid" \
+				-w put -P "$p" -label "chain of 3 --fsync $durable_fsync put -P $p / redis appendfsync always"
+			fsync_count_stop
+			writes_per_fsync "durable-put-P$p" "head:chaintable" "middle:chaintable" "tail:chaintable" "redis:redis" \
+				>"$results/durable-put-P$p-fsyncs.txt"
+		else
+			fsync_count_start "$redis_aof_pid"
+			perf_run "durable-put-P$p" -redis "127.0.0.1:$redis_aof" -pids "$redis_aof_pid" \
+				-w put -P "$p" -label "redis appendfsync always SET -P $p"
+			fsync_count_stop
+			writes_per_fsync "durable-put-P$p" "redis:redis" >"$results/durable-put-P$p-fsyncs.txt"
+		fi
+		files+=("$results/durable-put-P$p.json")
+		if ((p == 16)); then
+			# ZooKeeper between the two, on the same disk: its rounds
+			# fall in the same stretch of the machine's load.
+			local r zk_pid zk_writes=0
+			zk_pid=$(<"$tmp/zk/zookeeper.pid")
+			: >"$results/durable-zk.txt"
+			fsync_count_start "$zk_pid"
+			for ((r = 1; r <= rounds; r++)); do
+				echo "bench: durable-zk round $r: zk_perf -c $durable_zk_conns -T $time_per_run" >&2
+				"$tmp/zk_perf" -c "$durable_zk_conns" -T "$time_per_run" -root "/zk_perf_$r" "$chain_zk" >>"$results/durable-zk.txt" || failed=1
+			done
+			fsync_count_stop
+			# Its writes: every setData, and the creates and deletes of the
+			# znodes (a root and one per session, each round).
+			zk_writes=$(($(sed -n 's/.*: \([0-9]*\) writes in .*/\1/p' "$results/durable-zk.txt" | paste -sd+ - | sed 's/^$/0/') + rounds * 2 * (durable_zk_conns + 1)))
+			if ((${#fsyncs[@]} && fsyncs[0] > 0)); then
+				echo "   zookeeper: ${fsyncs[0]} fsyncs for $zk_writes writes: $(awk -v w="$zk_writes" -v f="${fsyncs[0]}" 'BEGIN { printf "%.1f", w / f }') writes per fsync" >"$results/durable-zk-fsyncs.txt"
+			fi
+		fi
+	done
+	header "durable writes: a chain of three (--data-dir, --fsync $durable_fsync) vs Redis (appendonly yes, appendfsync always) vs ZooKeeper (forceSync=yes)"
+	echo "   every server's data on $fstype ($(df --output=source "$tmp" | tail -n 1)) under $tmp"
+	echo
+	table "${files[@]}"
+	echo
+	local f
+	for p in 16 1; do
+		f=$results/durable-put-P$p-fsyncs.txt
+		if [[ -s $f ]]; then
+			echo "   put -P $p, each server:"
+			cat "$f"
+		fi
+	done
+	echo
+	echo "ZooKeeper ($(df --output=fstype "$tmp/zk" | tail -n 1) under $tmp/zk), $rounds rounds:"
+	sed 's/^/   /' "$results/durable-zk.txt"
+	[[ ! -s $results/durable-zk-fsyncs.txt ]] || cat "$results/durable-zk-fsyncs.txt"
+	[[ -n $have_wal ]] || return 0
+	# Issue 12's targets: the chain's puts at -P 16 at least Redis's SETs
+	# with appendfsync always, and at least 10 times ZooKeeper's writes
+	# (its median round).
+	local ct rd zk
+	ct=$(jq '[.results[] | select(.system == "chaintable")][0].ops_per_sec // 0' "$results/durable-put-P16.json" 2>/dev/null || echo 0)
+	rd=$(jq '[.results[] | select(.system == "redis")][0].ops_per_sec // 0' "$results/durable-put-P16.json" 2>/dev/null || echo 0)
+	zk=$(sed -n 's/.* = \([0-9]*\) writes\/s.*/\1/p' "$results/durable-zk.txt" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] + 0 }')
+	echo
+	awk -v ct="$ct" -v rd="$rd" -v zk="$zk" 'BEGIN {
+		printf "   target: durable chain put -P 16 >= Redis appendfsync always: %.0f vs %.0f ops/s = %.2fx: %s\n", ct, rd, (rd ? ct / rd : 0), ((rd && ct >= rd) ? "holds" : "MISSED")
+		printf "   target: durable chain put -P 16 >= 10x ZooKeeper: %.0f vs %.0f writes/s = %.1fx: %s\n", ct, zk, (zk ? ct / zk : 0), ((zk && ct >= 10 * zk) ? "holds" : "MISSED")
+	}'
 }
 
 # values_sweep_run measures puts and gets of each value size of
@@ -499,9 +695,14 @@ keys_sweep_run() {
 # targets judges the project's performance targets on the run's reports.
 targets() {
 	echo
-	echo "== targets (table_perf --targets $results/*.json)"
+	# The durable rows have targets of their own (see durable).
+	local f files=()
+	for f in "$results"/*.json; do
+		[[ $f == */durable-* ]] || files+=("$f")
+	done
+	echo "== targets (table_perf --targets on the reports but the durable ones)"
 	echo
-	./table_perf --targets "$results"/*.json
+	./table_perf --targets "${files[@]}"
 }
 
 memory() {
@@ -571,6 +772,7 @@ case $mode in
 all)
 	compare
 	chain
+	durable
 	targets
 	;;
 compare)
@@ -578,6 +780,7 @@ compare)
 	targets
 	;;
 chain) chain ;;
+durable) durable ;;
 memory) memory ;;
 keys) keys_sweep_run ;;
 values) values_sweep_run ;;

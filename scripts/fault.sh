@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the fault suite with the race detector and prints its report: the
 # nemesis schedule and the ZooKeeper ensemble faults (chain/fault_test.go)
-# and the one-fault scenarios (chain/e2e_test.go), all on real table_server
-# processes and real ZooKeeper on loopback.
+# and the one-fault scenarios (chain/e2e_test.go), and the data-dir faults
+# (chain/durable_fault_test.go: every node SIGKILLed and restarted with its
+# data), all on real table_server processes and real ZooKeeper on loopback.
 #
 #   scripts/fault.sh           the short profile (about 3.5 minutes on 2 cores)
 #   scripts/fault.sh --soak    the soak: the schedule round after round, random order and targets

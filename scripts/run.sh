@@ -4,15 +4,28 @@
 # Each server serves Prometheus metrics and /healthz on a port of its own,
 # which the script prints.
 #
-#   scripts/run.sh [zk_ip:zk_port]
+#   scripts/run.sh [--fresh] [zk_ip:zk_port]
 #
 # Without an address it installs ZooKeeper when missing and starts its own
-# on a free port. Environment: SERVERS (default 3), LISTS (default 16).
+# on a free port. The chain's data stays in a directory, RUN_DATA (default
+# ./run-data): server N's write-ahead log and snapshots in nodeN/ (its
+# --data-dir), and the ZooKeeper this script starts in zk/, which holds the
+# chain's record of which nodes have the latest writes. A later run brings
+# the data back; --fresh (make run FRESH=1) deletes them first. One run at
+# a time uses a RUN_DATA. Environment: SERVERS (default 3), LISTS (default
+# 16), RUN_DATA, FSYNC (each server's --fsync, default batch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+fresh=""
+if [[ ${1:-} == --fresh ]]; then
+	fresh=1
+	shift
+fi
 servers=${SERVERS:-3}
 lists=${LISTS:-16}
+fsync=${FSYNC:-batch}
+data=${RUN_DATA:-run-data}
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/chaintable-run.XXXXXX")
 pids=()
 zk_started=""
@@ -32,9 +45,10 @@ cleanup() {
 		done
 	fi
 	if [[ -n $zk_started ]]; then
-		scripts/zk.sh down --port "$zk_started" --dir "$run_dir/zk" >&2 || true
+		scripts/zk.sh down --port "$zk_started" --dir "$data/zk" >&2 || true
 	fi
 	say "logs kept in $run_dir"
+	say "data kept in $data: a new run serves it again; make run FRESH=1 (or rm -rf $data) starts fresh"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -61,6 +75,28 @@ free_port() {
 	echo "$p"
 }
 
+# Two runs on one data dir would write one log from two nodes: the second
+# is refused. The lock is this script's (descriptor 8, closed for what it
+# starts), so it ends with it.
+mkdir -p "$data"
+data=$(cd "$data" && pwd)
+exec 8>>"$data/run.lock"
+if ! flock -n 8; then
+	say "another run uses $data; stop it, or give this one RUN_DATA=another-dir"
+	trap - EXIT
+	rmdir "$run_dir"
+	exit 1
+fi
+if [[ -n $fresh ]]; then
+	say "starting fresh: deleting the data in $data"
+	rm -rf "$data/zk" "$data"/node*
+fi
+if compgen -G "$data/node*" >/dev/null; then
+	say "the data of an earlier run is in $data: serving it again (make run FRESH=1 starts fresh)"
+else
+	say "keeping the chain's data in $data: a later run serves it again (make run FRESH=1 starts fresh)"
+fi
+
 if ! command -v go >/dev/null 2>&1; then
 	say "Go is not installed: see the README"; exit 1
 fi
@@ -83,7 +119,7 @@ else
 		zk_port=$(free_port "$zk_port")
 		zk_started=$zk_port
 		rc=0
-		scripts/zk.sh up --port "$zk_port" --dir "$run_dir/zk" >&2 || rc=$?
+		scripts/zk.sh up --port "$zk_port" --dir "$data/zk" 8>&- >&2 || rc=$?
 		((rc == 3 && try < 5)) || break
 		say "port $zk_port was taken meanwhile; trying the next"
 		zk_port=$((zk_port + 1))
@@ -98,8 +134,9 @@ metrics=()
 for i in $(seq "$servers"); do
 	port=$(free_port "$port")
 	metrics_port=$(free_port "$metrics_port")
-	say "starting server $i/$servers on 127.0.0.1:$port, metrics on http://127.0.0.1:$metrics_port/metrics (log: $run_dir/server$i.log)"
-	launch ./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 --metrics-addr "127.0.0.1:$metrics_port" >"$run_dir/server$i.log" 2>&1
+	say "starting server $i/$servers on 127.0.0.1:$port, metrics on http://127.0.0.1:$metrics_port/metrics (data: $data/node$i, log: $run_dir/server$i.log)"
+	launch ./table_server "$zk" "$port" "$lists" --advertise 127.0.0.1 --metrics-addr "127.0.0.1:$metrics_port" \
+		--data-dir "$data/node$i" --fsync "$fsync" >"$run_dir/server$i.log" 2>&1 8>&-
 	for _ in $(seq 100); do
 		if ! kill -0 "${pids[-1]}" 2>/dev/null; then
 			say "server $i exited:"; tail -5 "$run_dir/server$i.log" >&2; exit 1

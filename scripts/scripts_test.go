@@ -170,7 +170,7 @@ func TestRunInterruptedAtEveryStep(t *testing.T) {
 	}
 	for _, step := range steps {
 		t.Run(step.name, func(t *testing.T) {
-			env := []string{"SERVERS=2", "TMPDIR=" + t.TempDir()}
+			env := []string{"SERVERS=2", "TMPDIR=" + t.TempDir(), "RUN_DATA=" + t.TempDir()}
 			cmd, out, exited := script(t, env, "run.sh")
 			out.waitFor(t, step.after, exited, 3*time.Minute)
 			time.Sleep(step.delay)
@@ -246,5 +246,76 @@ func TestZKUpRacingForOnePort(t *testing.T) {
 			}
 			waitGroupGone(t, runs[won[0]].cmd.Process.Pid, 3*time.Second)
 		})
+	}
+}
+
+// scripts/run.sh keeps the chain's data in RUN_DATA: a write made in one
+// run is served by the next, --fresh starts empty, and a second run on
+// a data dir in use is refused. Each run's client reads its commands
+// from stdin and the run stops everything when the client exits.
+func TestRunKeepsData(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	env := []string{"SERVERS=2", "TMPDIR=" + t.TempDir(), "RUN_DATA=" + data}
+	run := func(stdin string, args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command("./run.sh", args...)
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out := newOutput()
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Minute):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+			t.Fatalf("run.sh %v still running after 3 minutes; output:\n%s", args, out)
+		}
+		waitGroupGone(t, cmd.Process.Pid, 3*time.Second)
+		return out.String(), cmd.ProcessState.ExitCode()
+	}
+	for _, step := range []struct {
+		name, stdin string
+		args        []string
+		want        []string
+	}{
+		{"first run", "put color blue\nquit\n", nil, []string{"keeping the chain's data in " + data}},
+		{"second run", "get color\nquit\n", nil, []string{"the data of an earlier run is in " + data, "\nblue\n"}},
+		{"fresh run", "size\nquit\n", []string{"--fresh"}, []string{"starting fresh", "Table size: 0"}},
+	} {
+		out, code := run(step.stdin, step.args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d; output:\n%s", step.name, code, out)
+		}
+		for _, w := range step.want {
+			if !strings.Contains(out, w) {
+				t.Fatalf("%s: no %q in the output:\n%s", step.name, w, out)
+			}
+		}
+	}
+
+	// While one run holds the data dir, another is refused at once.
+	lock := exec.Command("flock", filepath.Join(data, "run.lock"), "sleep", "30")
+	if err := lock.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { lock.Process.Kill(); lock.Wait() }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		// flock -n fails while the holder has it.
+		if exec.Command("flock", "-n", filepath.Join(data, "run.lock"), "true").Run() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("flock never took the lock")
+		}
+	}
+	out, code := run("quit\n")
+	if code != 1 || !strings.Contains(out, "another run uses "+data) {
+		t.Fatalf("a second run on a data dir in use: exit %d, output:\n%s", code, out)
 	}
 }

@@ -16,9 +16,11 @@ import (
 	"iter"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/diskfs"
@@ -155,31 +157,46 @@ func appendDedup(dst []byte, d *codec.DedupT) []byte {
 // Handler receives a snapshot's contents from Load; a nil func skips
 // what it would receive.
 type Handler struct {
-	// Entry is called for each key and value; value is valid only
-	// during the call.
+	// Size, if set, is called once, before the first entry, with the
+	// number of entries and the bytes their keys and values take in
+	// all, so that the receiver can make room for them at once
+	// (srv.Table.Reserve).
+	Size func(entries, bytes int)
+	// Entry is called for each key and value. Both are the snapshot's
+	// own memory (its file mapped, see Load), never copied on the way,
+	// and valid only during the call: a receiver that keeps either must
+	// copy it (srv.Table.Put does).
 	Entry func(key string, value []byte) error
 	// Dedup is called for each exactly-once record.
 	Dedup func(d *codec.DedupT) error
 }
 
+// contents is what a snapshot holds besides its records.
+type contents struct {
+	seq     uint64
+	entries int // entry records
+	bytes   int // bytes of their keys and values
+}
+
 // decode checks that b is a whole snapshot and, if so and h is not nil,
-// passes its contents to h; it returns the snapshot's seq. The crc is
+// passes its contents to h (all but Size, which Load calls). The crc is
 // checked before anything reaches h.
-func decode(b []byte, h *Handler) (uint64, error) {
+func decode(b []byte, h *Handler) (contents, error) {
+	var c contents
 	if len(b) < headerSize+trailerSize {
-		return 0, fmt.Errorf("%d bytes, too short for a snapshot", len(b))
+		return c, fmt.Errorf("%d bytes, too short for a snapshot", len(b))
 	}
 	if [8]byte(b[:8]) != magic {
-		return 0, fmt.Errorf("not a snapshot of this format (it begins %q)", b[:8])
+		return c, fmt.Errorf("not a snapshot of this format (it begins %q)", b[:8])
 	}
 	body := b[:len(b)-4]
 	if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(b[len(b)-4:]); got != want {
-		return 0, fmt.Errorf("checksum %08x, want %08x", got, want)
+		return c, fmt.Errorf("checksum %08x, want %08x", got, want)
 	}
-	seq := binary.LittleEndian.Uint64(b[8:])
+	c.seq = binary.LittleEndian.Uint64(b[8:])
 	trailer := body[len(body)-trailerSize+4:]
 	if trailer[0] != kindTrailer {
-		return 0, errors.New("the trailer is missing")
+		return c, errors.New("the trailer is missing")
 	}
 	wantEntries, wantDedup := binary.LittleEndian.Uint64(trailer[1:]), binary.LittleEndian.Uint64(trailer[9:])
 	var nEntries, nDedup uint64
@@ -191,7 +208,7 @@ func decode(b []byte, h *Handler) (uint64, error) {
 		switch rest[0] {
 		case kindEntry:
 			if nDedup > 0 {
-				return 0, fmt.Errorf("offset %d: an entry after the exactly-once records", headerSize+off)
+				return c, fmt.Errorf("offset %d: an entry after the exactly-once records", headerSize+off)
 			}
 			var key, value []byte
 			if key, n, err = field(rest, 1); err == nil {
@@ -200,9 +217,12 @@ func decode(b []byte, h *Handler) (uint64, error) {
 				n = m
 			}
 			if err == nil && h != nil && h.Entry != nil {
-				err = h.Entry(string(key), value)
+				// The string is b's memory, lent for the call (see
+				// Handler.Entry): no copy of a million keys on a load.
+				err = h.Entry(unsafe.String(unsafe.SliceData(key), len(key)), value)
 			}
 			nEntries++
+			c.bytes += len(key) + len(value)
 		case kindDedup:
 			var d codec.DedupT
 			n, err = dedupRecord(rest, &d)
@@ -211,17 +231,18 @@ func decode(b []byte, h *Handler) (uint64, error) {
 			}
 			nDedup++
 		default:
-			return 0, fmt.Errorf("offset %d: a record of unknown kind %d", headerSize+off, rest[0])
+			return c, fmt.Errorf("offset %d: a record of unknown kind %d", headerSize+off, rest[0])
 		}
 		if err != nil {
-			return 0, fmt.Errorf("offset %d: %w", headerSize+off, err)
+			return c, fmt.Errorf("offset %d: %w", headerSize+off, err)
 		}
 		off = n + off
 	}
 	if nEntries != wantEntries || nDedup != wantDedup {
-		return 0, fmt.Errorf("%d entries and %d exactly-once records, the trailer says %d and %d", nEntries, nDedup, wantEntries, wantDedup)
+		return c, fmt.Errorf("%d entries and %d exactly-once records, the trailer says %d and %d", nEntries, nDedup, wantEntries, wantDedup)
 	}
-	return seq, nil
+	c.entries = int(nEntries)
+	return c, nil
 }
 
 // errShort is a record cut short.
@@ -330,6 +351,10 @@ func prune(fsys diskfs.FS, dir string) error {
 // slog.Default()); nothing of it reaches h. With no valid snapshot, or
 // no dir, it returns ErrNoSnapshot. An error from h stops Load and is
 // returned, wrapped.
+//
+// On a file system that maps files (diskfs.Mapper, as diskfs.OS does),
+// the snapshot is read through a read-only mapping rather than into a
+// buffer of its size, and h gets keys and values in the mapping itself.
 func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -342,22 +367,74 @@ func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, e
 		return 0, err
 	}
 	for _, s := range snaps {
-		b, err := fsys.ReadFile(s.name)
-		if err != nil {
-			return 0, fmt.Errorf("snap: %w", err)
+		seq, ok, err := loadFile(fsys, s, &h, logger)
+		if err != nil || ok {
+			return seq, err
 		}
-		seq, err := decode(b, nil)
-		if err == nil && seq != s.seq {
-			err = fmt.Errorf("it says it is as of %d", seq)
-		}
-		if err != nil {
-			logger.Warn("snap: skipping a damaged snapshot", "file", s.name, "err", err)
-			continue
-		}
-		if _, err := decode(b, &h); err != nil {
-			return 0, fmt.Errorf("snap: loading %s: %w", s.name, err)
-		}
-		return seq, nil
 	}
 	return 0, ErrNoSnapshot
+}
+
+// loadFile loads the snapshot s into h, or reports (ok false) that it is
+// damaged, with a log line, and h got nothing of it.
+func loadFile(fsys diskfs.FS, s snapshot, h *Handler, logger *slog.Logger) (seq uint64, ok bool, err error) {
+	b, release, err := read(fsys, s.name)
+	if err != nil {
+		return 0, false, fmt.Errorf("snap: %w", err)
+	}
+	defer release()
+	c, err := decodeGuarded(b, nil)
+	if err == nil && c.seq != s.seq {
+		err = fmt.Errorf("it says it is as of %d", c.seq)
+	}
+	if err != nil {
+		logger.Warn("snap: skipping a damaged snapshot", "file", s.name, "err", err)
+		return 0, false, nil
+	}
+	if h.Size != nil {
+		h.Size(c.entries, c.bytes)
+	}
+	if _, err := decodeGuarded(b, h); err != nil {
+		return 0, false, fmt.Errorf("snap: loading %s: %w", s.name, err)
+	}
+	return c.seq, true, nil
+}
+
+// read returns the content of the file name, mapped when fsys maps
+// files, and the function that releases it.
+func read(fsys diskfs.FS, name string) ([]byte, func(), error) {
+	if m, ok := fsys.(diskfs.Mapper); ok {
+		b, unmap, err := m.MapFile(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		// An unmap that fails leaves the mapping, which is only memory.
+		return b, func() { unmap() }, nil
+	}
+	b, err := fsys.ReadFile(name)
+	return b, func() {}, err
+}
+
+// decodeGuarded is decode, but a fault reading b, which a mapped file
+// whose page cannot be read from the disk raises, is returned as an
+// error instead of crashing the process.
+func decodeGuarded(b []byte, h *Handler) (c contents, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		// Only a fault inside b is the file's; anything else is a bug
+		// that must crash as it would have.
+		if f, ok := r.(interface{ Addr() uintptr }); ok && len(b) > 0 {
+			start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+			if a := f.Addr(); a >= start && a < start+uintptr(len(b)) {
+				err = fmt.Errorf("reading offset %d faulted (an I/O error?): %v", a-start, r)
+				return
+			}
+		}
+		panic(r)
+	}()
+	return decode(b, h)
 }

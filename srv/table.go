@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"math/bits"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -174,15 +176,87 @@ func (s *stripe) free(i int) int {
 }
 
 // grow doubles the index.
-func (t *Table) grow(s *stripe) {
+func (t *Table) grow(s *stripe) { t.resize(s, max(minSlots, 2*len(s.slots))) }
+
+// resize rebuilds the index with n slots, a power of two that holds its
+// keys.
+func (t *Table) resize(s *stripe, n int) {
 	old := s.slots
-	s.slots = make([]uint64, max(minSlots, 2*len(old)))
+	s.slots = make([]uint64, n)
+	// Touching every page of the new index at once takes its page faults
+	// here, where Reserve runs them in parallel, rather than one by one as
+	// keys arrive.
+	for i := 0; i < n; i += pageSize / 8 {
+		s.slots[i] = 0
+	}
 	for _, slot := range old {
 		if slot != 0 {
 			s.slots[s.free(t.homeOfSlot(s, slot))] = slot
 		}
 	}
 }
+
+// Reserve makes room for keys more keys whose keys and values take bytes
+// bytes in all, so that putting them grows nothing: a node about to load
+// a snapshot calls it with the snapshot's counts (see snap.Handler.Size).
+// Filling a table of 1,000,000 keys so costs a fraction of growing it
+// there one doubling after another, each of which copies what the
+// stripe held. Each stripe gets its share of both, with room for the
+// unevenness of hashing; a stripe that gets more than its share grows as
+// usual, so the counts need only be close. Reserve never shrinks a
+// stripe.
+//
+// It also touches the memory it reserves, from one goroutine per CPU:
+// the kernel's page faults on fresh memory, most of the cost of loading
+// a large table into a new process (on a VM above all), then run in
+// parallel instead of one by one during the puts. It is safe to call at
+// any time; it takes each stripe's lock in turn.
+func (t *Table) Reserve(keys, bytes int) {
+	if keys <= 0 {
+		return
+	}
+	n := len(t.stripes)
+	mean := (keys + n - 1) / n
+	// Four standard deviations of a stripe's binomial share of the keys
+	// (about the square root of the mean): one stripe in 30,000 gets more.
+	perKeys := mean + 4*int(math.Sqrt(float64(mean))) + 1
+	// Its bytes in proportion, and each entry's two lengths, which take
+	// a byte each below 128 and little beside a larger key or value.
+	perBytes := int(float64(max(bytes, 0))/float64(keys)*float64(perKeys)) + 2*perKeys
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				t.reserve(&t.stripes[i], perKeys, perBytes)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// reserve makes room in s for keys more keys of bytes more bytes.
+func (t *Table) reserve(s *stripe, keys, bytes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if want := s.keys + keys; 4*want > 3*len(s.slots) {
+		// The least power of two that keeps the index at most three
+		// quarters full, as insert does.
+		t.resize(s, max(minSlots, 1<<bits.Len(uint(4*want/3))))
+	}
+	if len(s.data)+bytes > cap(s.data) {
+		s.data = append(make([]byte, 0, len(s.data)+bytes), s.data...)
+	}
+	// One write a page of the room for the entries, as resize does for
+	// the index.
+	free := s.data[len(s.data):cap(s.data)]
+	for i := 0; i < len(free); i += pageSize {
+		free[i] = 0
+	}
+}
+
+// pageSize is the smallest page the kernel maps memory in.
+const pageSize = 4096
 
 // remove empties slot i, moving back the slots after it that would no
 // longer be found past the hole (backward-shift deletion: no tombstones).

@@ -258,3 +258,107 @@ func BenchmarkTableLarge(b *testing.B) {
 		}
 	})
 }
+
+// TestTableReserve checks that Reserve keeps every key findable, however
+// full the table already is and however keys hash, and that after it,
+// putting the keys it was told of grows no stripe.
+func TestTableReserve(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		stripes int
+		mask    uint64
+		tagHome int
+		before  int // keys put before Reserve
+		keys    int // keys reserved for, and put after
+		value   int // value size
+	}{
+		{"empty table", 8, ^uint64(0), tagBits, 0, 20000, 100},
+		{"filled table", 8, ^uint64(0), tagBits, 5000, 20000, 100},
+		{"one stripe", 1, ^uint64(0), tagBits, 100, 5000, 0},
+		{"large values", 4, ^uint64(0), tagBits, 0, 2000, 1000},
+		{"homes from keys", 3, ^uint64(0), 0, 3000, 10000, 16},
+		{"colliding", 2, 0b111, tagBits, 100, 300, 8},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tb, _ := NewTable(tt.stripes)
+			tb.mask, tb.tagHome = tt.mask, tt.tagHome
+			model := make(map[string]string)
+			put := func(i int) {
+				key := fmt.Sprintf("key-%012d", i)
+				value := strings.Repeat(string(rune('a'+i%26)), tt.value)
+				tb.Put(key, []byte(value))
+				model[key] = value
+			}
+			for i := range tt.before {
+				put(i)
+			}
+			tb.Reserve(tt.keys, tt.keys*(len("key-000000000000")+tt.value))
+			checkTableEquals(t, tb, model)
+			type room struct{ slots, data int }
+			rooms := make([]room, len(tb.stripes))
+			for i := range tb.stripes {
+				s := &tb.stripes[i]
+				checkIndex(t, tb, s)
+				rooms[i] = room{len(s.slots), cap(s.data)}
+			}
+			for i := range tt.keys {
+				put(tt.before + i)
+			}
+			checkTableEquals(t, tb, model)
+			for i := range tb.stripes {
+				s := &tb.stripes[i]
+				checkIndex(t, tb, s)
+				// Colliding hashes all choose one stripe: far more than
+				// its share, which grows as usual.
+				if got := (room{len(s.slots), cap(s.data)}); got != rooms[i] && tt.mask == ^uint64(0) {
+					t.Errorf("stripe %d grew from %d slots and %d bytes to %d and %d after Reserve", i, rooms[i].slots, rooms[i].data, got.slots, got.data)
+				}
+				rooms[i] = room{len(s.slots), cap(s.data)}
+			}
+			// Reserving again for nothing, or for what there is room for,
+			// changes nothing.
+			tb.Reserve(0, 0)
+			tb.Reserve(-1, 5)
+			for i := range tb.stripes {
+				if s := &tb.stripes[i]; len(s.slots) != rooms[i].slots || cap(s.data) != rooms[i].data {
+					t.Errorf("stripe %d changed on an empty Reserve", i)
+				}
+			}
+		})
+	}
+}
+
+// TestTableReserveConcurrent: Reserve while other goroutines put and get
+// loses nothing and races with nothing (run with -race).
+func TestTableReserveConcurrent(t *testing.T) {
+	tb, _ := NewTable(16)
+	const writers, each = 4, 3000
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				key := fmt.Sprintf("w%d-%d", w, i)
+				tb.Put(key, []byte(key))
+				if v, ok := tb.Get(key); !ok || string(v) != key {
+					t.Errorf("Get(%s) = %q, %v right after its put", key, v, ok)
+					return
+				}
+			}
+		})
+	}
+	for range 20 {
+		tb.Reserve(writers*each, writers*each*16)
+	}
+	wg.Wait()
+	model := make(map[string]string)
+	for w := range writers {
+		for i := range each {
+			key := fmt.Sprintf("w%d-%d", w, i)
+			model[key] = key
+		}
+	}
+	checkTableEquals(t, tb, model)
+	for i := range tb.stripes {
+		checkIndex(t, tb, &tb.stripes[i])
+	}
+}

@@ -311,7 +311,8 @@ func (r *Reader) load() error {
 	_, err = scanSegment(sg, data, func(w *codec.WriteT) error {
 		if w.Seq >= r.next && w.Seq <= r.last {
 			c := &codec.WriteT{Seq: w.Seq, Op: w.Op, Key: strings.Clone(w.Key), Value: bytes.Clone(w.Value),
-				ClientId: w.ClientId, RequestId: w.RequestId}
+				ClientId: w.ClientId, RequestId: w.RequestId, Found: w.Found, FirstUnacked: w.FirstUnacked,
+				ExpireSeq: w.ExpireSeq, Epoch: w.Epoch}
 			r.recs = append(r.recs, c)
 		}
 		return nil

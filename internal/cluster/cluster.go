@@ -76,6 +76,9 @@ type Options struct {
 	Metrics bool
 	// Flags are table_server flags for every node Start starts.
 	Flags []string
+	// DataDirs gives each node a --data-dir of its own, kept across
+	// restarts (see Node.DataDir).
+	DataDirs bool
 	// ZKEnsemble, when above 1, runs a ZooKeeper ensemble of that many
 	// members instead of a standalone server. Clients get the members'
 	// connect string (ZKAddr); each node gets one of its proxies' (one
@@ -209,6 +212,9 @@ func (c *Cluster) Add(flags ...string) *Node {
 		n.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(c.tb)))
 	}
 	n.logPath = filepath.Join(c.dir, fmt.Sprintf("node%d.log", n.ID))
+	if c.opts.DataDirs {
+		n.DataDir = filepath.Join(c.dir, fmt.Sprintf("node%d.data", n.ID))
+	}
 	c.nodes = append(c.nodes, n)
 	c.mu.Unlock()
 	// One proxy per ZooKeeper server, so that the node's own client goes
@@ -415,6 +421,9 @@ type Node struct {
 	// MetricsAddr is the "127.0.0.1:port" where the node serves its
 	// metrics and /healthz, with Options.Metrics; "" otherwise.
 	MetricsAddr string
+	// DataDir is the node's --data-dir, with Options.DataDirs; ""
+	// otherwise.
+	DataDir string
 
 	port    int
 	logPath string
@@ -638,6 +647,16 @@ func (n *Node) Restart() {
 	}
 }
 
+// WipeData kills the node if it runs and deletes its data dir: its next
+// start begins empty, under a new identity.
+func (n *Node) WipeData() {
+	n.c.tb.Helper()
+	n.Kill()
+	if err := os.RemoveAll(n.DataDir); err != nil {
+		n.c.tb.Fatalf("cluster: %v", err)
+	}
+}
+
 // LogTail returns the last lines of the node's log.
 func (n *Node) LogTail(lines int) string {
 	f, err := os.Open(n.logPath)
@@ -723,6 +742,9 @@ func (n *Node) start() error {
 	}
 	if n.MetricsAddr != "" {
 		args = append(args, "--metrics-addr", n.MetricsAddr)
+	}
+	if n.DataDir != "" {
+		args = append(args, "--data-dir", n.DataDir)
 	}
 	args = append(args, n.flags...)
 	cmd := exec.Command(c.bin, args...)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chaintable/chaintable/chain"
+	"github.com/chaintable/chaintable/diskfs"
+	"github.com/chaintable/chaintable/durable"
 	"github.com/chaintable/chaintable/metrics"
 	"github.com/chaintable/chaintable/srv"
 	"github.com/chaintable/chaintable/zkwatch"
@@ -46,7 +48,12 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 		}
 		return until
 	}
-	node := chain.NewNode(chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, HoldTimeout: o.holdTimeout, ClientExpiry: o.clientExpiry, SessionLease: sessionLease, Logger: log})
+	cfg := chain.NodeConfig{Store: store, MaxFrame: o.maxFrame, LeaseTerm: o.leaseTerm, HoldTimeout: o.holdTimeout, ClientExpiry: o.clientExpiry, SessionLease: sessionLease, Logger: log}
+	node, id, closeLog, err := openNode(cfg, o, log)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	defer node.Close()
 	s, err := srv.Start(o.serverConfig(node, store, log))
 	if err != nil {
@@ -87,7 +94,7 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	}
 	log.Info("serving as a chain member", "member", reg.Name(), "addr", reg.Addr(), "zookeeper", o.zkAddr)
 
-	f := &follower{node: node, zc: zc, reg: reg, watcher: watcher, memberSession: &memberSession, log: log, force: o.forceStart}
+	f := &follower{node: node, id: id, zc: zc, reg: reg, watcher: watcher, memberSession: &memberSession, log: log, force: o.forceStart}
 	f.run(ctx)
 
 	log.Info("leaving the chain")
@@ -144,6 +151,7 @@ func (f *follower) leave(within time.Duration) {
 // keeps in line before every view it installs.
 type follower struct {
 	node          *chain.Node
+	id            string // the node's identity in the holders record
 	zc            *zkwatch.Client
 	reg           *zkwatch.Registration
 	watcher       *zkwatch.Watcher
@@ -161,7 +169,7 @@ const recheck = time.Second
 
 // run follows until ctx ends.
 func (f *follower) run(ctx context.Context) {
-	f.node.TrackHolders(holderID())
+	f.node.TrackHolders(f.id)
 	f.rejoin(f.reg.Status())
 	tick := time.NewTicker(recheck)
 	defer tick.Stop()
@@ -276,6 +284,31 @@ func (f *follower) reportWaiting(hs chain.Holders) {
 	f.waitingFor = text
 	f.log.Warn("first in the chain, but ZooKeeper lists other nodes as holding the latest writes: waiting for one of them to register; "+
 		"if they are gone for good, restart this node with -force-start (their writes are lost)", "holders", text)
+}
+
+// openNode returns the node, its identity in the holders record, and what
+// closes its data dir: with -data-dir, the node starts from what the dir
+// holds and is the node of the dir's identity; without, it starts empty as
+// a process of its own.
+func openNode(cfg chain.NodeConfig, o options, log *slog.Logger) (node *chain.Node, id string, closeLog func(), err error) {
+	if o.dataDir == "" {
+		return chain.NewNode(cfg), holderID(), func() {}, nil
+	}
+	l, err := durable.Open(diskfs.OS{}, o.dataDir, cfg.Store.Table, durable.Options{Mode: o.fsync, Logger: log})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cfg.Log = l
+	if node, err = chain.OpenNode(cfg); err != nil {
+		return nil, "", nil, err
+	}
+	l.Start(node)
+	log.Info("data dir open", "dir", o.dataDir, "fsync", o.fsync, "id", l.ID())
+	return node, l.ID(), func() {
+		if err := l.Close(); err != nil {
+			log.Warn("closing the data dir", "dir", o.dataDir, "err", err)
+		}
+	}, nil
 }
 
 // holderID returns an identity for this process, unique among all the

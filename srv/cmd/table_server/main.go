@@ -25,6 +25,7 @@ import (
 	"github.com/chaintable/chaintable/internal/cmdline"
 	"github.com/chaintable/chaintable/metrics"
 	"github.com/chaintable/chaintable/srv"
+	"github.com/chaintable/chaintable/wal"
 )
 
 const usage = `Usage:
@@ -61,6 +62,8 @@ type options struct {
 	cpuProfile     string
 	metricsAddr    string
 	verbose        bool
+	dataDir        string
+	fsync          wal.Mode
 }
 
 func main() {
@@ -120,6 +123,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` until the server stops")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and a health check at /healthz on `host:port` (default: off)")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
+	fs.StringVar(&o.dataDir, "data-dir", "", "keep a write-ahead log and snapshots of the table in `dir`, and start from what it holds (default: memory only)")
+	fsync := fs.String("fsync", "batch", "with -data-dir, when a write counts as durable: always (fsync each), batch (group commit) or none (left to the OS)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usage, srv.MaxLists)
 		fs.PrintDefaults()
@@ -128,12 +133,18 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if err != nil {
 		return o, err
 	}
+	if o.fsync, err = wal.ParseMode(*fsync); err != nil {
+		return o, fmt.Errorf("-fsync: %w", err)
+	}
 	want := 3
 	if o.standalone {
 		want = 2
 	}
 	if len(pos) != want {
 		return o, fmt.Errorf("expected %d arguments, got %d", want, len(pos))
+	}
+	if o.standalone && o.dataDir != "" {
+		return o, errors.New("-data-dir needs a chain: it does not go with -standalone")
 	}
 	if !o.standalone {
 		o.zkAddr, pos = pos[0], pos[1:]

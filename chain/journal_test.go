@@ -1,0 +1,92 @@
+package chain
+
+import (
+	"testing"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/srv"
+)
+
+// A head with a log links to a successor that restarted from its own:
+// the successor gets only the writes it lacks, from the log, when its last
+// write carries the epoch this node's has at that seq; a snapshot when
+// the epochs differ (it holds writes a head that failed took, which never
+// committed) or the log no longer holds that seq.
+func TestSuccessorHelloEpochs(t *testing.T) {
+	mine := epochOf("p")
+	for _, tc := range []struct {
+		name      string
+		applied   uint64
+		lastEpoch uint64
+		logged    Logged
+		want      LinkAction
+	}{
+		{"same last write", 3, mine, Logged{}, LinkAction{Next: 4}},
+		{"other epoch at the last write", 3, epochOf("old head"), Logged{}, LinkAction{Snapshot: true, Next: 4}},
+		{"behind, in the log", 2, mine, Logged{OK: true, Epoch: mine}, LinkAction{Delta: 3, Next: 4}},
+		{"behind, other epoch", 2, epochOf("old head"), Logged{OK: true, Epoch: mine}, LinkAction{Snapshot: true, Next: 4}},
+		{"behind, released from the log", 2, mine, Logged{}, LinkAction{Snapshot: true, Next: 4}},
+		{"empty, the log from the first write", 0, 0, Logged{OK: true}, LinkAction{Delta: 1, Next: 4}},
+		{"empty", 0, 0, Logged{}, LinkAction{Snapshot: true, Next: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, _ := srv.NewStore(4)
+			m := NewMachine("", store, 0)
+			m.EnableJournal()
+			m.Rejoin("p")
+			now := time.Now()
+			m.Tick(now)
+			m.SetSessionLease(now.Add(time.Hour))
+			p, s := Member{Name: "p", Addr: "127.0.0.1:1"}, Member{Name: "s", Addr: "127.0.0.1:2"}
+			if err := m.SetView([]Member{p}); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"a", "b", "c"} {
+				if _, _, err := m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: k, Value: []byte("v")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if ws := m.TakeLogged(); len(ws) != 3 || ws[2].Epoch != mine {
+				t.Fatalf("logged %v, want 3 writes stamped with epoch %d", ws, mine)
+			}
+			if err := m.SetView([]Member{p, s}); err != nil {
+				t.Fatal(err)
+			}
+			_, gen := m.Successor()
+			act, err := m.SuccessorHello(gen, HelloReply{Applied: tc.applied, Synced: true, LastEpoch: tc.lastEpoch, Logged: tc.logged})
+			if err != nil || act != tc.want {
+				t.Errorf("SuccessorHello = %+v, %v; want %+v", act, err, tc.want)
+			}
+		})
+	}
+}
+
+// A node restarted from its log that is first in the chain but may not
+// lead (the holders record lists another node) takes no client write: its
+// table may lack committed writes, and a write applied to it would
+// diverge from the chain's.
+func TestRestoredNodeThatMayNotLeadTakesNoWrites(t *testing.T) {
+	store, _ := srv.NewStore(4)
+	m := NewMachine("", store, 0)
+	m.Restore(0, nil, true)
+	if err := m.Replay(&codec.WriteT{Seq: 1, Op: codec.OpPut, Key: "k", Value: []byte("v"), Epoch: epochOf("old")}); err != nil {
+		t.Fatal(err)
+	}
+	m.EnableJournal()
+	m.TrackHolders("me")
+	m.SetHolders(Holders{{ID: "other", Name: "o1"}})
+	m.Rejoin("r")
+	now := time.Now()
+	m.Tick(now)
+	m.SetSessionLease(now.Add(time.Hour))
+	if err := m.SetView([]Member{{Name: "r", Addr: "127.0.0.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.ClientWrite(&codec.WriteT{Op: codec.OpPut, Key: "k", Value: []byte("new")}); err == nil {
+		t.Fatalf("a restored node that may not lead took a write (%s)", m)
+	}
+	if v, _ := store.Table.Get("k"); string(v) != "v" {
+		t.Errorf("k = %q, want the logged v", v)
+	}
+}
