@@ -142,7 +142,7 @@ func (m *Machine) PlanHolders(hs Holders, members []Member) (Holders, bool) {
 		next = slices.DeleteFunc(next, func(h Holder) bool {
 			return h.ID != m.holderID && !slices.ContainsFunc(members, func(mb Member) bool { return mb.Name == h.Name })
 		})
-		if !listed {
+		if !listed && m.onDisk() {
 			next = append(next, Holder{ID: m.holderID, Name: m.self})
 		}
 	}

@@ -51,6 +51,12 @@ func (m *Machine) SetDurable(seq uint64) {
 	}
 }
 
+// onDisk reports whether the node has on disk every write it had when it
+// became live: only then may it list itself in the holders record, which
+// says it holds every committed write, as a restart from its data dir
+// must too.
+func (m *Machine) onDisk() bool { return !m.journal || m.durable >= m.liveAt }
+
 // DiskFailed records that the log failed: the node takes no more writes,
 // from clients (CanWrite) or from its predecessor (Replicate), and, since
 // nothing becomes durable any more, commits nothing more: every waiter

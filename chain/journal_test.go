@@ -90,3 +90,38 @@ func TestRestoredNodeThatMayNotLeadTakesNoWrites(t *testing.T) {
 		t.Errorf("k = %q, want the logged v", v)
 	}
 }
+
+// A node with a log that became live lists itself in the holders record
+// only once it has on disk what it had when it became live: a whole-chain
+// crash before that would let it lead without writes that committed.
+func TestListedOnlyOnceOnDisk(t *testing.T) {
+	store, _ := srv.NewStore(4)
+	m := NewMachine("", store, 0)
+	m.EnableJournal()
+	m.TrackHolders("me")
+	m.Rejoin("s")
+	now := time.Now()
+	m.Tick(now)
+	m.SetSessionLease(now.Add(time.Hour))
+	view := []Member{{Name: "p", Addr: "127.0.0.1:1"}, {Name: "s", Addr: "127.0.0.1:2"}}
+	if err := m.SetView(view); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Snapshot("p", "s", true, []*codec.WriteT{{Op: codec.OpPut, Key: "k", Value: []byte("v")}}, nil, true, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Replicate("p", "s", nil, true, codec.Grant{}); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Live() {
+		t.Fatalf("not live after the live marker (%s)", m)
+	}
+	hs := Holders{{ID: "other", Name: "p"}}
+	if next, _ := m.PlanHolders(hs, view); len(next) != 1 {
+		t.Errorf("listed itself before the snapshot was on disk: %v", next)
+	}
+	m.SetDurable(5)
+	if next, _ := m.PlanHolders(hs, view); len(next) != 2 {
+		t.Errorf("not listed once on disk: %v", next)
+	}
+}

@@ -162,6 +162,7 @@ type Machine struct {
 	epoch     uint64          // what this node stamps the writes it takes as head with
 	lastEpoch uint64          // the epoch of the last write applied
 	restored  bool            // started from its log, and not yet live or replaced by a snapshot
+	liveAt    uint64          // the last write applied when the node became live
 }
 
 // leaseMargin covers the difference in clock rates between two nodes over
@@ -684,7 +685,7 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 // got from a snapshot or from before a rejoin was never marked dirty, so
 // every key counts as dirty until what it applied commits.
 func (m *Machine) becomeLive() {
-	m.live, m.whole, m.restored = true, true, false
+	m.live, m.whole, m.restored, m.liveAt = true, true, false, m.applied
 	if m.commitsAlone() {
 		m.advanceCommitted(m.applied)
 	}

@@ -146,6 +146,11 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	if o.standalone && o.dataDir != "" {
 		return o, errors.New("-data-dir needs a chain: it does not go with -standalone")
 	}
+	fsyncSet := false
+	fs.Visit(func(f *flag.Flag) { fsyncSet = fsyncSet || f.Name == "fsync" })
+	if fsyncSet && o.dataDir == "" {
+		return o, errors.New("-fsync says how the log of -data-dir reaches the disk: give -data-dir too")
+	}
 	if !o.standalone {
 		o.zkAddr, pos = pos[0], pos[1:]
 		if err := cmdline.CheckZooKeeper(o.zkAddr); err != nil {

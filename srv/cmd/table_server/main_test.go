@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chaintable/chaintable/chain"
+	"github.com/chaintable/chaintable/wal"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -46,6 +47,11 @@ func TestParseArgs(t *testing.T) {
 		{name: "bad hold", args: []string{"-hold", "0s", "zk:1", "7000", "8"}, errHas: "must be positive"},
 		{name: "metrics", args: []string{"--standalone", "7000", "1", "--metrics-addr", "127.0.0.1:9101"},
 			want: options{standalone: true, port: 7000, lists: 1, metricsAddr: "127.0.0.1:9101"}},
+		{name: "data dir", args: []string{"--data-dir", "/var/lib/ct", "--fsync", "always", "zk:1", "7000", "8"},
+			want: options{zkAddr: "zk:1", port: 7000, lists: 8, dataDir: "/var/lib/ct", fsync: wal.Always}},
+		{name: "bad fsync", args: []string{"--data-dir", "d", "--fsync", "sometimes", "zk:1", "7000", "8"}, errHas: `fsync mode "sometimes": want always, batch or none`},
+		{name: "fsync without data dir", args: []string{"--fsync", "none", "zk:1", "7000", "8"}, errHas: "give -data-dir too"},
+		{name: "data dir standalone", args: []string{"--standalone", "--data-dir", "d", "7000", "8"}, errHas: "does not go with -standalone"},
 		{name: "metrics without port", args: []string{"--metrics-addr", "localhost", "zk:1", "7000", "8"}, errHas: `-metrics-addr "localhost": want host:port`},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
