@@ -45,7 +45,9 @@ func putBody(b []byte) {
 // mostly already mapped: a fresh 10 MB allocation costs a page fault per
 // 4 KiB page on its first write, which costs several times the copy itself.
 // Since it is the collector that returns it, the buffer may be kept, and
-// sliced, for as long as needed, with no rule about giving it back.
+// sliced, for as long as needed, with no rule about giving it back; nor
+// may it be given back by hand (putBody): it would be handed out while
+// still referred to.
 func Buffer(size int) []byte {
 	if size < largeFrame {
 		return make([]byte, size)
