@@ -794,23 +794,28 @@ const (
 
 // write returns a copy of req.
 func (b *blocks) write(req *codec.WriteRequest) *codec.WriteT {
-	if len(b.writes) == 0 {
-		b.writes = make([]codec.WriteT, blockWrites)
-	}
-	w := &b.writes[0]
-	b.writes = b.writes[1:]
-	w.Op, w.ClientId, w.RequestId, w.FirstUnacked = req.Op, req.ClientID, req.RequestID, req.FirstUnacked
 	size := len(req.Key) + len(req.Value)
+	var w *codec.WriteT
 	var dst []byte
 	switch {
 	case size > blockBytes/16:
-		dst = make([]byte, size) // large entries get their own
+		// A large entry gets a write and a buffer of its own, so that
+		// the buffer is garbage, and recycled, as soon as its write is,
+		// not once the last of a block's writes is.
+		w, dst = new(codec.WriteT), srv.Buffer(size)
 	case size > len(b.bytes):
 		b.bytes = make([]byte, blockBytes)
 		fallthrough
 	default:
 		dst, b.bytes = b.bytes[:size:size], b.bytes[size:]
 	}
+	if w == nil {
+		if len(b.writes) == 0 {
+			b.writes = make([]codec.WriteT, blockWrites)
+		}
+		w, b.writes = &b.writes[0], b.writes[1:]
+	}
+	w.Op, w.ClientId, w.RequestId, w.FirstUnacked = req.Op, req.ClientID, req.RequestID, req.FirstUnacked
 	w.Key, w.Value = codec.CopyEntry(dst, req.Key, req.Value) // a del has no value
 	return w
 }

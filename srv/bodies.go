@@ -2,7 +2,9 @@ package srv
 
 import (
 	"math/bits"
+	"runtime"
 	"sync"
+	"unsafe"
 )
 
 // bodyPools keep the buffers of large frames' bodies for reuse, one pool
@@ -35,4 +37,25 @@ func putBody(b []byte) {
 	if class, capacity := bodyClass(cap(b)); capacity == cap(b) {
 		bodyPools[class].Put(&b)
 	}
+}
+
+// Buffer returns a buffer of size bytes. One of largeFrame bytes or more
+// comes from the pools of large frames' bodies, and goes back to them once
+// the garbage collector finds nothing refers to it any more. Memory a buffer is taken from is
+// mostly already mapped: a fresh 10 MB allocation costs a page fault per
+// 4 KiB page on its first write, which costs several times the copy itself.
+// Since it is the collector that returns it, the buffer may be kept, and
+// sliced, for as long as needed, with no rule about giving it back; nor
+// may it be given back by hand (putBody): it would be handed out while
+// still referred to.
+func Buffer(size int) []byte {
+	if size < largeFrame {
+		return make([]byte, size)
+	}
+	b := getBody(size)[:size]
+	c := cap(b)
+	runtime.SetFinalizer(unsafe.SliceData(b), func(p *byte) {
+		putBody(unsafe.Slice(p, c)[:0])
+	})
+	return b
 }
