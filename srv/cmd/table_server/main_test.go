@@ -47,6 +47,9 @@ func TestParseArgs(t *testing.T) {
 		{name: "metrics", args: []string{"--standalone", "7000", "1", "--metrics-addr", "127.0.0.1:9101"},
 			want: options{standalone: true, port: 7000, lists: 1, metricsAddr: "127.0.0.1:9101"}},
 		{name: "metrics without port", args: []string{"--metrics-addr", "localhost", "zk:1", "7000", "8"}, errHas: `-metrics-addr "localhost": want host:port`},
+		{name: "profiles", args: []string{"--standalone", "7000", "1", "--metrics-addr", "127.0.0.1:9101", "--pprof"},
+			want: options{standalone: true, port: 7000, lists: 1, metricsAddr: "127.0.0.1:9101", pprof: true}},
+		{name: "profiles without metrics", args: []string{"--pprof", "zk:1", "7000", "8"}, errHas: "-pprof needs -metrics-addr"},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
 	}
