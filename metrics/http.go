@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,14 +22,21 @@ type Server struct {
 }
 
 // Listen serves, on addr (host:port; port 0 picks one), the metrics of
-// src at /metrics and its health at /healthz (see Handler), until Close.
-func Listen(addr string, src Sources, log *slog.Logger) (*Server, error) {
+// src at /metrics and its health at /healthz (see Handler), until Close;
+// with profiling, also the Go runtime's profiles at /debug/pprof/ (see
+// net/http/pprof), so that a node can be profiled under load for as long
+// as one asks, not for its whole life.
+func Listen(addr string, src Sources, profiling bool, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
 	}
+	h := Handler(NewRegistry(src), src)
+	if profiling {
+		h = withProfiles(h)
+	}
 	s := &Server{ln: ln, done: make(chan struct{}), http: &http.Server{
-		Handler:           Handler(NewRegistry(src), src),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}
@@ -76,5 +84,18 @@ func Handler(reg *prometheus.Registry, src Sources) http.Handler {
 		}
 		fmt.Fprintf(w, "%s role=%s position=%d applied=%d committed=%d\n", word, st.Role, st.Position, st.Applied, st.Committed)
 	})
+	return mux
+}
+
+// withProfiles serves net/http/pprof's handlers at /debug/pprof/ and
+// everything else with h.
+func withProfiles(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }

@@ -31,7 +31,7 @@ func serve(t *testing.T, h srv.Handler, store *srv.Store, src metrics.Sources) (
 		defer cancel()
 		s.Stop(ctx)
 	})
-	m, err := metrics.Listen("127.0.0.1:0", src, quiet)
+	m, err := metrics.Listen("127.0.0.1:0", src, false, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,4 +242,36 @@ func TestScrapesDuringLoad(t *testing.T) {
 		t.Errorf("applied sequence %v, want %d", got, clients*each)
 	}
 	t.Logf("%d scrapes during the load", scrapes)
+}
+
+// TestProfiles: the Go runtime's profiles are served next to the metrics
+// only when asked for, and the metrics and health check stay as they are.
+func TestProfiles(t *testing.T) {
+	store, err := srv.NewStore(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := metrics.Sources{Stats: store.Stats, Table: store.Table}
+	for _, tt := range []struct {
+		profiling bool
+		want      int
+	}{{false, http.StatusNotFound}, {true, http.StatusOK}} {
+		t.Run(fmt.Sprintf("profiling=%v", tt.profiling), func(t *testing.T) {
+			m, err := metrics.Listen("127.0.0.1:0", src, tt.profiling, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			for path, want := range map[string]int{"/debug/pprof/cmdline": tt.want, "/debug/pprof/heap?debug=1": tt.want, "/metrics": http.StatusOK, "/healthz": http.StatusOK} {
+				resp, err := http.Get("http://" + m.Addr() + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("GET %s: %s, want %d", path, resp.Status, want)
+				}
+			}
+		})
+	}
 }

@@ -61,6 +61,7 @@ type options struct {
 	loops          int
 	cpuProfile     string
 	metricsAddr    string
+	pprof          bool
 	verbose        bool
 	dataDir        string
 	fsync          wal.Mode
@@ -122,6 +123,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.loops, "loops", 0, "event loops serving connections (default: one per CPU)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` until the server stops")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and a health check at /healthz on `host:port` (default: off)")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve the Go runtime's profiles at /debug/pprof/ on the -metrics-addr address")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
 	fs.StringVar(&o.dataDir, "data-dir", "", "keep a write-ahead log and snapshots of the table in `dir`, and start from what it holds (default: memory only)")
 	fsync := fs.String("fsync", "batch", "with -data-dir, when a write counts as durable: always (fsync each), batch (group commit) or none (left to the OS)")
@@ -167,6 +169,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
 			return o, fmt.Errorf("-metrics-addr %q: want host:port", o.metricsAddr)
 		}
+	}
+	if o.pprof && o.metricsAddr == "" {
+		return o, errors.New("-pprof needs -metrics-addr: the profiles are served there")
 	}
 	if o.maxFrame < 1 || o.maxConns < 1 || o.maxUnread < 1 || o.replyBudget < 1 || o.maxScan < 0 || o.sessionTimeout <= 0 || o.holdTimeout <= 0 || o.clientExpiry <= 0 || o.leaseTerm < 0 || o.idleTimeout < 0 || o.loops < 0 {
 		return o, fmt.Errorf("-max-frame, -max-conns, -max-unread, -reply-budget, -session-timeout, -hold and -client-expiry must be positive, -lease, -idle-timeout, -max-scan and -loops not negative")
@@ -236,7 +241,7 @@ func (o options) serveMetrics(src metrics.Sources, log *slog.Logger) (stop func(
 	if o.metricsAddr == "" {
 		return func() {}, nil
 	}
-	m, err := metrics.Listen(o.metricsAddr, src, log)
+	m, err := metrics.Listen(o.metricsAddr, src, o.pprof, log)
 	if err != nil {
 		return nil, err
 	}

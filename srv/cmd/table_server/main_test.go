@@ -53,6 +53,9 @@ func TestParseArgs(t *testing.T) {
 		{name: "fsync without data dir", args: []string{"--fsync", "none", "zk:1", "7000", "8"}, errHas: "give -data-dir too"},
 		{name: "data dir standalone", args: []string{"--standalone", "--data-dir", "d", "7000", "8"}, errHas: "does not go with -standalone"},
 		{name: "metrics without port", args: []string{"--metrics-addr", "localhost", "zk:1", "7000", "8"}, errHas: `-metrics-addr "localhost": want host:port`},
+		{name: "profiles", args: []string{"--standalone", "7000", "1", "--metrics-addr", "127.0.0.1:9101", "--pprof"},
+			want: options{standalone: true, port: 7000, lists: 1, metricsAddr: "127.0.0.1:9101", pprof: true}},
+		{name: "profiles without metrics", args: []string{"--pprof", "zk:1", "7000", "8"}, errHas: "-pprof needs -metrics-addr"},
 		{name: "unknown flag", args: []string{"--frob", "zk:1", "7000", "8"}, errHas: "flag provided but not defined"},
 		{name: "help", args: []string{"-h"}, helpful: true},
 	}
