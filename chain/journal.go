@@ -199,6 +199,9 @@ func (n *Node) sendDelta(send func([]byte) error, self, to string, from, next ui
 
 // Recovery receives what a Log recovers (see Log.Recover).
 type Recovery struct {
+	// Reserve, called before the first Entry, sizes the table for keys
+	// more keys taking bytes in all.
+	Reserve  func(keys, bytes int)
 	Entry    func(key string, value []byte)
 	Snapshot func(seq uint64, dedup []*codec.DedupT)
 	Write    func(w *codec.WriteT) error
@@ -214,7 +217,8 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	}
 	n := newNode(cfg)
 	whole, err := cfg.Log.Recover(Recovery{
-		Entry: func(key string, value []byte) { n.store.Table.Put(key, value) },
+		Reserve: n.store.Table.Reserve,
+		Entry:   func(key string, value []byte) { n.store.Table.Put(key, value) },
 		Snapshot: func(seq uint64, dedup []*codec.DedupT) {
 			n.m.Restore(seq, dedup, true)
 		},

@@ -67,6 +67,7 @@ type Log struct {
 	log    *slog.Logger
 	table  *srv.Table
 	id     string
+	unlock func() error // the data dir's lock, held until Close
 
 	// mu guards w and s against the goroutines that save snapshots; the
 	// node calls Append, SnapshotBegun and SnapshotInstalled in order.
@@ -109,12 +110,32 @@ func Open(fsys diskfs.FS, dir string, table *srv.Table, opts Options) (*Log, err
 			return nil, fmt.Errorf("data dir %s: %w", dir, err)
 		}
 	}
+	// Two processes on one data dir would each take the other's log for
+	// theirs, and both would pass recovery.
+	if lk, ok := fsys.(diskfs.Locker); ok {
+		unlock, err := lk.Lock(dir)
+		if err != nil {
+			return nil, fmt.Errorf("data dir %s: %w", dir, err)
+		}
+		l.unlock = unlock
+	}
 	id, err := l.identity()
 	if err != nil {
+		l.release()
 		return nil, err
 	}
 	l.id = id
 	return l, nil
+}
+
+// release gives up the data dir's lock, if the Log took one.
+func (l *Log) release() error {
+	if l.unlock == nil {
+		return nil
+	}
+	err := l.unlock()
+	l.unlock = nil
+	return err
 }
 
 // ID returns the node's identity for the holders record: the same for as
@@ -189,6 +210,7 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 	}
 	var dedup []*codec.DedupT
 	seq, err := snap.Load(l.fsys, l.logDir, snap.Handler{
+		Size: r.Reserve,
 		Entry: func(key string, value []byte) error {
 			r.Entry(key, value)
 			return nil
@@ -473,6 +495,9 @@ func (l *Log) Close() error {
 	defer l.mu.Unlock()
 	err := l.s.Close()
 	if cerr := l.w.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := l.release(); err == nil {
 		err = cerr
 	}
 	return err
