@@ -245,6 +245,11 @@ func (n *Node) logSnapshot(m *Machine, reset, done bool) {
 	}
 }
 
+// Applied returns the sequence number of the last write in the node's
+// table, as of the end of the last step. It takes no lock: a Log saving a
+// snapshot calls it while a step may wait for that save.
+func (n *Node) Applied() uint64 { return n.applied.Load() }
+
 // SetDurable tells the node that its log holds the writes up to seq on
 // disk, or, with err, that it failed and will make nothing more durable.
 func (n *Node) SetDurable(seq uint64, err error) {

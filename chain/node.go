@@ -68,6 +68,9 @@ type Node struct {
 	mu     sync.RWMutex
 	m      *Machine
 	blocks blocks
+	// applied is m.Applied() as of the end of the last step's apply, for
+	// the Log (see Applied).
+	applied atomic.Uint64
 
 	// The successor connection and its generation, guarded by mu, so that
 	// a change of successor closes it even while the link is blocked.
@@ -214,6 +217,7 @@ func (n *Node) step(f func(m *Machine)) {
 	n.mu.Lock()
 	n.m.Tick(time.Now())
 	f(n.m)
+	n.applied.Store(n.m.Applied())
 	if n.cfg.Log != nil {
 		// In apply order, before any other step applies more.
 		if ws := n.m.TakeLogged(); len(ws) > 0 && n.cfg.Log.Append(ws) {

@@ -56,6 +56,9 @@ type Options struct {
 // Node is what a Log reports to: a chain.Node.
 type Node interface {
 	SetDurable(seq uint64, err error)
+	// Applied is the last write in the node's table; the node logs it
+	// before it applies another.
+	Applied() uint64
 }
 
 // Log is a node's data dir open for use. It implements chain.Log.
@@ -317,7 +320,10 @@ func (l *Log) Start(n Node) {
 // syncer's notify may run under the node's lock.
 func (l *Log) report() {
 	defer close(l.done)
-	var told uint64
+	// A log started over (a snapshot installed) may be durable up to the
+	// very seq last told of the old one: the node, which reset its own
+	// mark, must be told again.
+	var told, toldGen uint64
 	for {
 		select {
 		case <-l.kick:
@@ -335,8 +341,8 @@ func (l *Log) report() {
 		if l.hold.Load() {
 			continue
 		}
-		if d := l.durable.Load(); d != told {
-			told = d
+		if g, d := l.gen.Load(), l.durable.Load(); d != told || g != toldGen {
+			told, toldGen = d, g
 			(*np).SetDurable(d, nil)
 		}
 	}
@@ -383,7 +389,8 @@ func (l *Log) SaveSnapshot(seq uint64, dedup []*codec.DedupT) {
 // The table changes while it is read, so the snapshot may hold writes
 // after seq, which replaying the log from seq+1 applies again, in order,
 // to the same end. Those writes must be on disk in the log before the
-// snapshot is: save waits for them before the snapshot is complete.
+// snapshot is: save waits, before the snapshot is complete, for every
+// write the node applied by the end of the scan.
 func (l *Log) save(seq uint64, dedup []*codec.DedupT) error {
 	l.mu.Lock()
 	s := l.s
@@ -399,8 +406,13 @@ func (l *Log) save(seq uint64, dedup []*codec.DedupT) error {
 				}
 			}
 		}
-		// Whatever the entries hold was appended by now.
-		waitErr = s.Wait(l.appended.Load())
+		// The entries may hold writes applied but not yet appended (the
+		// node applies a write, then logs it): wait for all of them.
+		upTo := l.appended.Load()
+		if np := l.node.Load(); np != nil {
+			upTo = max(upTo, (*np).Applied())
+		}
+		waitErr = s.Wait(upTo)
 	}
 	var records iter.Seq[*codec.DedupT] = func(yield func(*codec.DedupT) bool) {
 		for _, d := range dedup {

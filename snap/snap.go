@@ -40,7 +40,7 @@ const (
 )
 
 // magic opens every snapshot; its last byte is the format's version.
-var magic = [8]byte{'c', 't', 's', 'n', 'a', 'p', 0, 1}
+var magic = [8]byte{'c', 't', 's', 'n', 'a', 'p', 0, 2}
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -148,10 +148,15 @@ func appendDedup(dst []byte, d *codec.DedupT) []byte {
 	dst = binary.AppendUvarint(dst, d.ClientId)
 	dst = binary.AppendUvarint(dst, d.RequestId)
 	dst = binary.AppendUvarint(dst, d.Seq)
+	found := byte(0)
 	if d.Found {
-		return append(dst, 1)
+		found = 1
 	}
-	return append(dst, 0)
+	dst = append(dst, found)
+	// Without them a restored record refuses its own retries (the digest)
+	// and takes a late copy of a write its client moved past (the window).
+	dst = binary.AppendUvarint(dst, d.Digest)
+	return binary.AppendUvarint(dst, d.FirstUnacked)
 }
 
 // Handler receives a snapshot's contents from Load; a nil func skips
@@ -277,7 +282,15 @@ func dedupRecord(b []byte, d *codec.DedupT) (int, error) {
 		return 0, errShort
 	}
 	d.Found = b[at] == 1
-	return at + 1, nil
+	at++
+	for _, v := range []*uint64{&d.Digest, &d.FirstUnacked} {
+		x, n := binary.Uvarint(b[at:])
+		if n <= 0 {
+			return 0, errShort
+		}
+		*v, at = x, at+n
+	}
+	return at, nil
 }
 
 // snapshot is one snapshot file in a directory.

@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/chaintable/chaintable/codec"
 )
 
 // Backpressure. A connection whose unsent replies (gnet's outbound buffer,
@@ -13,9 +16,15 @@ import (
 // inbound buffer, and does no work for it until it reads. gnet cannot stop
 // reading a socket, and it says nothing when a connection's outbound
 // buffer drains, so a paused connection is woken from time to time to look
-// again (see resumer), and one whose inbound bytes grow past
-// Config.ReplyBudget plus Config.MaxFrame while paused is closed: its
-// client sends without reading.
+// again (see resumer). A paused connection may hold requests up to
+// Config.ReplyBudget, plus the whole of a large request that has begun to
+// arrive. Past that, one whose client read since the pause began is
+// served anyway, so that a client that pipelines far ahead but reads every
+// reply is slowed, never closed (its unread replies stay bounded by
+// Config.MaxOutbound, as without backpressure), and one whose client read
+// nothing since the pause began pauseGrace ago is closed: it sends and
+// does not read; sooner if it holds more than ReplyBudget plus
+// Config.MaxFrame.
 //
 // A pass over one connection is bounded too: after passFrames requests or
 // passReply bytes of reply, the loop moves on to its other connections and
@@ -39,6 +48,10 @@ const (
 	pauseLastLook  = 64 * time.Millisecond
 )
 
+// pauseGrace is how long a paused connection past its inbound limit has
+// to show that its client reads before it is closed as one that does not.
+const pauseGrace = 500 * time.Millisecond
+
 // admission is what a pass may do with a connection's requests.
 type admission int
 
@@ -59,27 +72,73 @@ func (s *Server) admit(c *Conn, gc gnet.Conn) admission {
 		return admitDecode
 	}
 	inbound := gc.InboundBuffered()
+	// The reply bytes the client's side took (its TCP acknowledged them):
+	// it grows as the client reads, even while the socket's send buffer,
+	// a few MiB the kernel wakes gnet for only once a third is free,
+	// stays nearly full.
+	drained := c.handed - gc.OutboundBuffered() - kernelUnsent(gc)
 	if !c.paused {
 		c.paused = true
 		c.lastUnsent = unsent
+		c.lastDrained = drained
+		c.readWhilePaused = false
+		c.pausedAt = time.Now()
 		s.cfg.Stats.pauses.Add(1)
 		s.cfg.Stats.pausedNow.Add(1)
 		s.resumer.add(c)
 	}
 	// Look again soon if the client read something since the last look.
 	wait := max(min(2*time.Duration(c.pauseWait.Load()), pauseLastLook), pauseFirstLook)
-	if unsent < c.lastUnsent {
+	if unsent < c.lastUnsent || drained > c.lastDrained {
 		wait = pauseFirstLook
+		c.readWhilePaused = true
 	}
 	c.pauseWait.Store(int64(wait))
-	c.lastUnsent = unsent
+	c.lastUnsent, c.lastDrained = unsent, drained
 	s.setHeld(c, unsent+inbound)
-	if inbound > s.cfg.ReplyBudget+s.cfg.MaxFrame {
-		s.log.Warn("closing connection: client sends requests and does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unsent", unsent, "inbound", inbound)
-		c.closeFor(CloseUnread)
-		return admitClose
+	switch {
+	case inbound <= s.pausedInboundLimit(c, gc, inbound):
+		return admitWait
+	case c.readWhilePaused:
+		// A client that reads is served past its budget: its unread
+		// replies then grow, up to Config.MaxOutbound, if it stops.
+		return admitDecode
+	case inbound <= s.cfg.ReplyBudget+s.cfg.MaxFrame && time.Since(c.pausedAt) < pauseGrace:
+		// Its reading may not have shown yet: the kernel's send buffer
+		// drains only as fast as the loop gets to it.
+		return admitWait
 	}
-	return admitWait
+	s.log.Warn("closing connection: client sends requests and does not read its replies", "conn", c.id, "remote", gc.RemoteAddr(), "unsent", unsent, "inbound", inbound)
+	c.closeFor(CloseUnread)
+	return admitClose
+}
+
+// kernelUnsent is how many bytes written to gc's socket its peer has not
+// acknowledged yet (SIOCOUTQ), 0 if the kernel does not say.
+func kernelUnsent(gc gnet.Conn) int {
+	n, err := unix.IoctlGetInt(gc.Fd(), unix.SIOCOUTQ)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// pausedInboundLimit is how many request bytes paused connection c, which
+// holds inbound of them, may hold: ReplyBudget, and room for the first
+// request whole when it is a large one still arriving.
+func (s *Server) pausedInboundLimit(c *Conn, gc gnet.Conn, inbound int) int {
+	limit := s.cfg.ReplyBudget
+	if c.bodySize > 0 { // the pause came as its body was arriving
+		return limit + c.bodySize - len(c.body)
+	}
+	hdr, err := gc.Peek(min(inbound, 6))
+	if err != nil {
+		return limit
+	}
+	if size, n, err := codec.ParseHeader(hdr, s.cfg.MaxFrame); err == nil && n > 0 {
+		limit += n + size
+	}
+	return limit
 }
 
 // passOver reports whether a pass that has served frames requests, and

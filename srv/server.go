@@ -304,6 +304,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	sent := len(c.out)
 	if sent > 0 {
 		gc.Write(c.out)
+		c.handed += sent
 		c.out = c.out[:0]
 	}
 	if c.closing {
@@ -620,11 +621,16 @@ type Conn struct {
 	need       int        // inbound bytes needed before decoding again
 
 	// Event-loop only, for backpressure and passes (see backpressure.go).
-	paused      bool // over ReplyBudget: requests wait undecoded (see admit)
-	lastUnsent  int  // unsent reply bytes at the last look while paused
-	held        int  // bytes Stats.heldBytes counts for this paused connection
-	final       bool // the client shut down its side: serve the rest in one pass (see serveRest)
-	inboundLeft int  // inbound bytes the last pass left undecoded
+	paused bool // over ReplyBudget: requests wait undecoded (see admit)
+	// readWhilePaused: the client read replies since the pause began (see admit).
+	readWhilePaused bool
+	handed          int       // reply bytes handed to gnet, ever
+	lastDrained     int       // of them, those gone to the kernel at the last look while paused
+	pausedAt        time.Time // when the pause began
+	lastUnsent      int       // unsent reply bytes at the last look while paused
+	held            int       // bytes Stats.heldBytes counts for this paused connection
+	final           bool      // the client shut down its side: serve the rest in one pass (see serveRest)
+	inboundLeft     int       // inbound bytes the last pass left undecoded
 
 	owed        atomic.Int64 // bytes of the replies that Pendings in queue hold (see Pending.Hold)
 	wakeQueued  atomic.Bool
