@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chaintable/chaintable/chain"
 	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/diskfs"
 	"github.com/chaintable/chaintable/durable"
@@ -24,32 +23,13 @@ import (
 // memMember is a chain node whose data dir lives on a simulated disk.
 type memMember struct {
 	*member
-	mem   *diskfs.Mem
-	table *srv.Table
+	mem *diskfs.Mem
 }
 
 func startMem(t *testing.T, name string, mem *diskfs.Mem, opts durable.Options) *memMember {
 	t.Helper()
-	store, _ := srv.NewStore(8)
 	opts.WAL.SegmentSize = 16 << 10
-	opts.Logger = logger().With("node", name)
-	l, err := durable.Open(mem, "/data", store.Table, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := chain.OpenNode(chain.NodeConfig{Store: store, Log: l, Logger: opts.Logger, LeaseTerm: 300 * time.Millisecond, HoldTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Start(n)
-	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &member{name: name, node: n, log: l, server: s}
-	n.Rejoin(name)
-	t.Cleanup(m.stop)
-	return &memMember{member: m, mem: mem, table: store.Table}
+	return &memMember{member: openOn(t, mem, "/data", name, opts), mem: mem}
 }
 
 // crashStop cuts the member's power: its disk keeps only what was synced,
@@ -437,32 +417,6 @@ func (g *gateFS) OpenWrite(name string) (diskfs.File, error) {
 func (f *gateFile) Sync() error {
 	f.fs.gate("sync", f.name)
 	return f.File.Sync()
-}
-
-// openOn starts a node named name on the data dir dir of fsys. Its
-// cleanup stops it.
-func openOn(t *testing.T, fsys diskfs.FS, dir, name string, opts durable.Options) *member {
-	t.Helper()
-	store, _ := srv.NewStore(8)
-	opts.WAL.SegmentSize = testSegment
-	opts.Logger = logger().With("node", name)
-	l, err := durable.Open(fsys, dir, store.Table, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := chain.OpenNode(chain.NodeConfig{Store: store, Log: l, Logger: opts.Logger, LeaseTerm: 300 * time.Millisecond, HoldTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Start(n)
-	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &member{name: name, dir: dir, node: n, log: l, server: s}
-	n.Rejoin(name)
-	t.Cleanup(m.stop)
-	return m
 }
 
 // TestAttackSnapshotAheadOfLog: a periodic snapshot reads the table while

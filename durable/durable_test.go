@@ -33,6 +33,7 @@ type member struct {
 	node   *chain.Node
 	log    *durable.Log
 	server *srv.Server
+	table  *srv.Table
 }
 
 // testSegment is the tests' log segment size: the default 64 MiB, made
@@ -55,13 +56,29 @@ func start(t *testing.T, name, dir string, opts durable.Options) *member {
 // not nil.
 func startLogged(t *testing.T, name, dir string, opts durable.Options, w io.Writer) *member {
 	t.Helper()
+	return openLogged(t, diskfs.OS{}, dir, name, opts, w)
+}
+
+// openOn starts a node named name on the data dir dir of fsys, with log
+// segments of opts.WAL.SegmentSize, testSegment if 0. Its cleanup stops it.
+func openOn(t *testing.T, fsys diskfs.FS, dir, name string, opts durable.Options) *member {
+	t.Helper()
+	return openLogged(t, fsys, dir, name, opts, nil)
+}
+
+// openLogged is openOn, with the node's logs (info and above) to w if not
+// nil.
+func openLogged(t *testing.T, fsys diskfs.FS, dir, name string, opts durable.Options, w io.Writer) *member {
+	t.Helper()
 	store, _ := srv.NewStore(8)
-	opts.WAL.SegmentSize = testSegment
+	if opts.WAL.SegmentSize == 0 {
+		opts.WAL.SegmentSize = testSegment
+	}
 	opts.Logger = logger().With("node", name)
 	if w != nil {
 		opts.Logger = slog.New(slog.NewTextHandler(w, nil)).With("node", name)
 	}
-	l, err := durable.Open(diskfs.OS{}, dir, store.Table, opts)
+	l, err := durable.Open(fsys, dir, store.Table, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +91,7 @@ func startLogged(t *testing.T, name, dir string, opts durable.Options, w io.Writ
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &member{name: name, dir: dir, node: n, log: l, server: s}
+	m := &member{name: name, dir: dir, node: n, log: l, server: s, table: store.Table}
 	n.Rejoin(name)
 	t.Cleanup(m.stop)
 	return m
