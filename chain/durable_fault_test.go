@@ -90,15 +90,9 @@ func faultWipeAndAddBack(pos int) nemesisFault {
 // the writes it missed, from its predecessor's log, and no snapshot.
 func faultRestartWithData(pos int) nemesisFault {
 	return nemesisFault{name: "SIGKILL " + faultRole(pos) + ", restart it with its data (catches up from the log)", inject: func(nm *nemesis, p *cluster.Phase) {
+		faultKillAndAddBack(pos).inject(nm, p) // with its data dir, as every restart
 		c := nm.c
 		n := c.At(pos)
-		start := time.Now()
-		n.Kill()
-		c.WaitGone(n, faultRecover)
-		c.WaitTailServes(faultRecover)
-		n.Restart()
-		nemesisWaitTail(nm.t, c, n, -1)
-		p.Recovered()
 		m, _ := n.Member()
 		pred := c.At(pos - 1)
 		links := faultLinksTo(nm.t, pred, m.Name)
@@ -110,7 +104,7 @@ func faultRestartWithData(pos int) nemesisFault {
 				nm.t.Errorf("%v linked to the restarted %v with a snapshot, want only the writes it missed from the log: %s", pred, n, line)
 			}
 		}
-		p.Notef("%v killed and restarted with its data; caught up from %v's log (%s) after %v", n, pred, faultJoin(links), time.Since(start).Round(time.Millisecond))
+		p.Notef("%v caught up from %v's log (%s)", n, pred, faultJoin(links))
 	}}
 }
 
