@@ -16,12 +16,15 @@ import (
 // log survives: every node SIGKILLed at once and started again with its
 // data dir, which must bring back every acknowledged write without
 // --force-start; and a node whose data dir was deleted, which must catch
-// up with a full snapshot under a new identity.
+// up with a full snapshot under a new identity; and a node whose disk
+// fails, which must leave the chain at once (no acknowledged write lost)
+// and exit with an error.
 func TestFaultDurable(t *testing.T) {
 	s := faultSeedOf(t)
 	nm := startNemesis(t, cluster.Options{DataDirs: true}, s)
 	nm.run(faultBaseline())
 	nm.run(faultRestartWithData(2))
+	nm.run(faultDiskFails(1))
 	nm.run(faultKillAll())
 	nm.run(faultWipeAndAddBack(1))
 	nm.run(faultKillAll())
@@ -58,6 +61,35 @@ func faultKillAll() nemesisFault {
 		p.Recovered()
 		p.Notef("%v killed at once and started again within %v; the chain served again after %v",
 			nodes, restarted.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	}}
+}
+
+// faultDiskFails makes the disk of the node at pos fail under load: the
+// node must acknowledge nothing it could not make durable, leave the chain
+// at once rather than hold up every write until its session expires, and
+// exit with an error. Started again on a working disk, it catches up.
+func faultDiskFails(pos int) nemesisFault {
+	return nemesisFault{name: "the disk of " + faultRole(pos) + " fails", inject: func(nm *nemesis, p *cluster.Phase) {
+		c := nm.c
+		n := c.At(pos)
+		start := time.Now()
+		n.FailDisk()
+		how, ok := n.WaitExit(faultRecover)
+		if !ok {
+			nm.t.Fatalf("%v still runs %v after its disk failed; last lines of its log:\n%s", n, faultRecover, n.LogTail(20))
+		}
+		exited := time.Since(start)
+		if how != "exit status 1" {
+			nm.t.Errorf("%v ended with %q after its disk failed, want exit status 1", n, how)
+		}
+		c.WaitGone(n, faultRecover)
+		c.WaitTailServes(faultRecover)
+		failover := time.Since(start)
+		n.Restart()
+		nemesisWaitTail(nm.t, c, n, -1)
+		p.Recovered()
+		p.Notef("%v's disk failed: it left and exited (%s) after %v, the chain served without it after %v (its session timeout is %v), and with it back as the new tail after %v",
+			n, how, exited.Round(time.Millisecond), failover.Round(time.Millisecond), c.SessionTimeout(), time.Since(start).Round(time.Millisecond))
 	}}
 }
 

@@ -70,11 +70,7 @@ func (r forwardResult) refused() bool {
 	if r.reply == nil {
 		return !r.sent
 	}
-	switch r.status {
-	case codec.Status_STATUS_NOT_HEAD, codec.Status_STATUS_NOT_TAIL, codec.Status_STATUS_UNAVAILABLE, codec.Status_STATUS_STALE_CONFIG:
-		return true
-	}
-	return false
+	return codec.NotTaken(r.status)
 }
 
 // forward sends req, which it takes over, to the member at addr and calls

@@ -147,7 +147,7 @@ func TestPlanHolders(t *testing.T) {
 			install(t, m, nil, member("a-old"))
 			m.Rejoin("a")
 			install(t, m, chain.Holders{{ID: "B", Name: "b"}, {ID: "A", Name: "a-old"}}, b, a)
-			if err := m.Snapshot("b", "a", true, nil, nil, false, 0); err != nil {
+			if err := m.Snapshot("b", "a", true, nil, nil, false, chain.Point{}); err != nil {
 				t.Fatal(err)
 			}
 			return m
@@ -283,7 +283,7 @@ func TestDataLost(t *testing.T) {
 	s, _ := holderNode(t, "S", "")
 	s.Rejoin("s")
 	install(t, s, nil, member("b"), member("s"))
-	if err := s.Snapshot("b", "s", true, nil, nil, false, 0); err != nil {
+	if err := s.Snapshot("b", "s", true, nil, nil, false, chain.Point{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Rejoin("s2")

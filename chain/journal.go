@@ -10,6 +10,7 @@ import (
 
 // ErrDiskFailed says that the node's log could not make a write durable:
 // it takes no more writes, and acknowledges nothing it has not on disk.
+// A write refused with it was not applied.
 var ErrDiskFailed = errors.New("chain: the node's log failed")
 
 // The Machine's side of durability. With a journal, every write the
@@ -78,15 +79,15 @@ func (m *Machine) diskFailed() error {
 	if m.diskErr == nil {
 		return nil
 	}
-	return fmt.Errorf("%w: %w: %v", ErrUnavailable, ErrDiskFailed, m.diskErr)
+	return fmt.Errorf("%w: %v", ErrDiskFailed, m.diskErr)
 }
 
 // Restore starts a Machine, before it joins, from a snapshot on disk as of
-// write seq, whose table the driver loaded, with its exactly-once records.
+// write at, whose table the driver loaded, with its exactly-once records.
 // whole says no snapshot from a predecessor was half installed when the
 // node stopped.
-func (m *Machine) Restore(seq uint64, dedup []*codec.DedupT, whole bool) {
-	m.applied, m.durable, m.whole, m.restored = seq, seq, whole, true
+func (m *Machine) Restore(at Point, dedup []*codec.DedupT, whole bool) {
+	m.applied, m.lastEpoch, m.durable, m.whole, m.restored = at.Seq, at.Epoch, at.Seq, whole, true
 	m.installDedup(dedup)
 }
 
@@ -117,18 +118,18 @@ type Log interface {
 	// Append logs writes the node applied, in order. It does not wait
 	// for the disk. It reports whether it is time for a snapshot.
 	Append(ws []*codec.WriteT) (snapshot bool)
-	// SaveSnapshot saves the table, as of write seq with exactly-once
+	// SaveSnapshot saves the table, as of write at with exactly-once
 	// records dedup, in the background, and then releases the log
 	// before it.
-	SaveSnapshot(seq uint64, dedup []*codec.DedupT)
+	SaveSnapshot(at Point, dedup []*codec.DedupT)
 	// SnapshotBegun says that a snapshot from the predecessor began to
 	// replace the table: what the disk holds is no longer a state the
 	// node may lead with.
 	SnapshotBegun()
 	// SnapshotInstalled says that the snapshot is complete as of write
-	// seq, with exactly-once records dedup: the log starts over after
-	// seq, and nothing is durable before the table is saved.
-	SnapshotInstalled(seq uint64, dedup []*codec.DedupT)
+	// at, with exactly-once records dedup: the log starts over after it,
+	// and nothing is durable before the table is saved.
+	SnapshotInstalled(at Point, dedup []*codec.DedupT)
 	// ReadFrom returns the logged writes from seq on, as far as they
 	// were appended, for a successor that lacks them; it fails when the
 	// log no longer holds seq.
@@ -203,7 +204,7 @@ type Recovery struct {
 	// more keys taking bytes in all.
 	Reserve  func(keys, bytes int)
 	Entry    func(key string, value []byte)
-	Snapshot func(seq uint64, dedup []*codec.DedupT)
+	Snapshot func(at Point, dedup []*codec.DedupT)
 	Write    func(w *codec.WriteT) error
 }
 
@@ -219,8 +220,8 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	whole, err := cfg.Log.Recover(Recovery{
 		Reserve: n.store.Table.Reserve,
 		Entry:   func(key string, value []byte) { n.store.Table.Put(key, value) },
-		Snapshot: func(seq uint64, dedup []*codec.DedupT) {
-			n.m.Restore(seq, dedup, true)
+		Snapshot: func(at Point, dedup []*codec.DedupT) {
+			n.m.Restore(at, dedup, true)
 		},
 		Write: n.m.Replay,
 	})
@@ -241,9 +242,15 @@ func (n *Node) logSnapshot(m *Machine, reset, done bool) {
 		n.cfg.Log.SnapshotBegun()
 	}
 	if done {
-		n.cfg.Log.SnapshotInstalled(m.Applied(), m.DedupRecords())
+		n.cfg.Log.SnapshotInstalled(m.Last(), m.DedupRecords())
 	}
 }
+
+// DiskFailed returns a channel closed once the node's log failed: from
+// then on the node refuses writes (ErrDiskFailed) and acknowledges
+// nothing more, so that, as a member, it holds up every write of the
+// chain until it leaves (table_server leaves at once).
+func (n *Node) DiskFailed() <-chan struct{} { return n.diskFailed }
 
 // Applied returns the sequence number of the last write in the node's
 // table, as of the end of the last step. It takes no lock: a Log saving a
@@ -254,8 +261,11 @@ func (n *Node) Applied() uint64 { return n.applied.Load() }
 // disk, or, with err, that it failed and will make nothing more durable.
 func (n *Node) SetDurable(seq uint64, err error) {
 	if err != nil {
-		n.log.Error("the write-ahead log failed: this node takes no more writes and acknowledges nothing more", "err", err)
-		n.step(func(m *Machine) { m.DiskFailed(err) })
+		n.diskFailedOnce.Do(func() {
+			n.log.Error("the write-ahead log failed: this node takes no more writes and acknowledges nothing more", "err", err)
+			n.step(func(m *Machine) { m.DiskFailed(err) })
+			close(n.diskFailed)
+		})
 		return
 	}
 	n.step(func(m *Machine) { m.SetDurable(seq) })
@@ -279,6 +289,12 @@ func epochOf(name string) uint64 {
 	return h.Sum64() | 1
 }
 
+// Point is a point in a history: the write at Seq, and the epoch of the
+// head that took it (0 when unknown: see sameHistory).
+type Point struct {
+	Seq, Epoch uint64
+}
+
 // Logged is what a node's log holds at one sequence number: whether it
 // has the write, and the write's epoch.
 type Logged struct {
@@ -289,9 +305,15 @@ type Logged struct {
 // sameHistory reports whether a successor that applied up to seq, whose
 // write there carries h.LastEpoch, holds this node's history up to seq.
 // Without a log there are no epochs, and a synced successor always does.
+// With one, an epoch of 0 says nothing (a snapshot saved before
+// snapshots kept their epoch, or writes from a head without a log): two
+// different histories may both say it.
 func (m *Machine) sameHistory(seq uint64, h HelloReply) bool {
 	if !m.journal || seq == 0 {
 		return true
+	}
+	if h.LastEpoch == 0 {
+		return false
 	}
 	switch {
 	case seq == m.applied:

@@ -23,12 +23,13 @@ func TestSuccessorHelloEpochs(t *testing.T) {
 		want      LinkAction
 	}{
 		{"same last write", 3, mine, Logged{}, LinkAction{Next: 4}},
-		{"other epoch at the last write", 3, epochOf("old head"), Logged{}, LinkAction{Snapshot: true, Next: 4}},
+		{"other epoch at the last write", 3, epochOf("old head"), Logged{}, LinkAction{Snapshot: true, Epoch: mine, Next: 4}},
 		{"behind, in the log", 2, mine, Logged{OK: true, Epoch: mine}, LinkAction{Delta: 3, Next: 4}},
-		{"behind, other epoch", 2, epochOf("old head"), Logged{OK: true, Epoch: mine}, LinkAction{Snapshot: true, Next: 4}},
-		{"behind, released from the log", 2, mine, Logged{}, LinkAction{Snapshot: true, Next: 4}},
+		{"behind, other epoch", 2, epochOf("old head"), Logged{OK: true, Epoch: mine}, LinkAction{Snapshot: true, Epoch: mine, Next: 4}},
+		{"behind, released from the log", 2, mine, Logged{}, LinkAction{Snapshot: true, Epoch: mine, Next: 4}},
 		{"empty, the log from the first write", 0, 0, Logged{OK: true}, LinkAction{Delta: 1, Next: 4}},
-		{"empty", 0, 0, Logged{}, LinkAction{Snapshot: true, Next: 4}},
+		{"empty", 0, 0, Logged{}, LinkAction{Snapshot: true, Epoch: mine, Next: 4}},
+		{"epoch unknown at the last write", 3, 0, Logged{}, LinkAction{Snapshot: true, Epoch: mine, Next: 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store, _ := srv.NewStore(4)
@@ -62,6 +63,57 @@ func TestSuccessorHelloEpochs(t *testing.T) {
 	}
 }
 
+// A node that installed a snapshot knows the epoch of the write it is as
+// of, and one restarted from a snapshot the epoch the snapshot kept: at
+// the same seq, two histories are told apart by them alone, and an
+// unknown epoch (0) matches nothing, not even another 0.
+func TestSnapshotKeepsItsEpoch(t *testing.T) {
+	theirs := epochOf("new head")
+	for _, tc := range []struct {
+		name      string
+		snapEpoch uint64 // the epoch the predecessor's snapshot was as of
+		lastEpoch uint64 // the successor's, at the same seq
+		resume    bool
+	}{
+		{"same history", theirs, theirs, true},
+		{"another history", theirs, epochOf("dead head"), false},
+		{"successor's epoch unknown", theirs, 0, false},
+		{"both unknown", 0, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, _ := srv.NewStore(4)
+			m := NewMachine("", store, 0)
+			m.EnableJournal()
+			m.Rejoin("p")
+			now := time.Now()
+			m.Tick(now)
+			m.SetSessionLease(now.Add(time.Hour))
+			h, p, s := Member{Name: "h", Addr: "127.0.0.1:1"}, Member{Name: "p", Addr: "127.0.0.1:2"}, Member{Name: "s", Addr: "127.0.0.1:3"}
+			if err := m.SetView([]Member{h, p}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Snapshot("h", "p", true, nil, nil, true, Point{Seq: 5, Epoch: tc.snapEpoch}); err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Last(); got != (Point{Seq: 5, Epoch: tc.snapEpoch}) {
+				t.Fatalf("after the snapshot Last = %+v", got)
+			}
+			m.SetDurable(5)
+			if err := m.SetView([]Member{h, p, s}); err != nil {
+				t.Fatal(err)
+			}
+			_, gen := m.Successor()
+			act, err := m.SuccessorHello(gen, HelloReply{Applied: 5, Synced: true, LastEpoch: tc.lastEpoch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resumed := !act.Snapshot && act.Delta == 0; resumed != tc.resume {
+				t.Errorf("SuccessorHello = %+v; resume %v, want %v", act, resumed, tc.resume)
+			}
+		})
+	}
+}
+
 // A node restarted from its log that is first in the chain but may not
 // lead (the holders record lists another node) takes no client write: its
 // table may lack committed writes, and a write applied to it would
@@ -69,7 +121,7 @@ func TestSuccessorHelloEpochs(t *testing.T) {
 func TestRestoredNodeThatMayNotLeadTakesNoWrites(t *testing.T) {
 	store, _ := srv.NewStore(4)
 	m := NewMachine("", store, 0)
-	m.Restore(0, nil, true)
+	m.Restore(Point{}, nil, true)
 	if err := m.Replay(&codec.WriteT{Seq: 1, Op: codec.OpPut, Key: "k", Value: []byte("v"), Epoch: epochOf("old")}); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +159,7 @@ func TestListedOnlyOnceOnDisk(t *testing.T) {
 	if err := m.SetView(view); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Snapshot("p", "s", true, []*codec.WriteT{{Op: codec.OpPut, Key: "k", Value: []byte("v")}}, nil, true, 5); err != nil {
+	if err := m.Snapshot("p", "s", true, []*codec.WriteT{{Op: codec.OpPut, Key: "k", Value: []byte("v")}}, nil, true, Point{Seq: 5}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := m.Replicate("p", "s", nil, true, codec.Grant{}); err != nil {

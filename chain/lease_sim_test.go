@@ -281,7 +281,7 @@ func (s *lsim) pump(p *lproc, step int) {
 				entries = append(entries, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
 			}
 			s.event(sp)
-			if err := sp.m.Snapshot(p.name, succ.Name, true, entries, p.m.DedupRecords(), true, act.Next-1); err != nil {
+			if err := sp.m.Snapshot(p.name, succ.Name, true, entries, p.m.DedupRecords(), true, Point{Seq: act.Next - 1, Epoch: act.Epoch}); err != nil {
 				s.stepErr("snapshot: %v", err)
 				return
 			}

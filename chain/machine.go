@@ -66,6 +66,8 @@ func Status(err error) codec.Status {
 		return codec.Status_STATUS_OUT_OF_WINDOW
 	case errors.Is(err, ErrProtocol):
 		return codec.Status_STATUS_BAD_REQUEST
+	case errors.Is(err, ErrDiskFailed):
+		return codec.Status_STATUS_DISK_FAILED
 	}
 	return codec.Status_STATUS_UNAVAILABLE
 }
@@ -188,6 +190,9 @@ func (m *Machine) Self() string { return m.self }
 // Applied returns the sequence number of the last write applied.
 func (m *Machine) Applied() uint64 { return m.applied }
 
+// Last returns the last write applied, with its epoch.
+func (m *Machine) Last() Point { return Point{Seq: m.applied, Epoch: m.lastEpoch} }
+
 // Committed returns the sequence number up to which writes are committed.
 func (m *Machine) Committed() uint64 { return m.committed }
 
@@ -217,10 +222,12 @@ func (m *Machine) CanWrite() error {
 	switch {
 	case m.index != 0:
 		return ErrNotHead
+	case m.diskErr != nil:
+		// Before draining: the node leaves because of it (see
+		// Node.Failed), and no later head takes a held write from it.
+		return m.diskFailed()
 	case !m.synced || m.restored || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
-	case m.diskErr != nil:
-		return m.diskFailed()
 	}
 	return nil
 }
@@ -598,8 +605,8 @@ func (m *Machine) checkPred(from, to string) error {
 }
 
 // Snapshot installs part of a snapshot from the predecessor. reset drops
-// all state first; done says the snapshot is complete as of write seq.
-func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT, dedup []*codec.DedupT, done bool, seq uint64) error {
+// all state first; done says the snapshot is complete as of write at.
+func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT, dedup []*codec.DedupT, done bool, at Point) error {
 	if err := m.checkPred(from, to); err != nil {
 		return err
 	}
@@ -622,9 +629,9 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 	}
 	m.installDedup(dedup)
 	if done {
-		m.applied, m.synced = seq, true
+		m.applied, m.lastEpoch, m.synced = at.Seq, at.Epoch, true
 		if m.commitsAlone() {
-			m.advanceCommitted(seq)
+			m.advanceCommitted(at.Seq)
 		}
 	}
 	return nil
@@ -718,7 +725,8 @@ func maxTime(a, b time.Time) time.Time {
 
 // LinkAction is what a successor link does after its handshake.
 type LinkAction struct {
-	Snapshot bool   // send a snapshot (as of Next-1), then writes
+	Snapshot bool   // send a snapshot (as of Next-1, of epoch Epoch), then writes
+	Epoch    uint64 // the epoch of write Next-1, for a snapshot
 	Delta    uint64 // if not 0: send the writes from Delta to Next-1 from the log first
 	Next     uint64 // the first write to send
 }
@@ -748,7 +756,7 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 			return LinkAction{}, fmt.Errorf("%w: live successor at %d cannot resume from %d", ErrProtocol, applied, m.applied)
 		}
 		next := m.startSnapshot()
-		return LinkAction{Snapshot: true, Next: next}, nil
+		return LinkAction{Snapshot: true, Epoch: m.lastEpoch, Next: next}, nil
 	}
 	// Only what reached the tail may leave the sent list: the successor
 	// may die, and its own successor may be behind it.

@@ -84,6 +84,9 @@ type Node struct {
 	released atomic.Bool // an acknowledgement released the read lease (see Drain)
 	counters counters    // for Status
 
+	diskFailed     chan struct{} // closed when the log failed (see DiskFailed)
+	diskFailedOnce sync.Once
+
 	fwd *forwarder // client requests this node passes on to other members
 
 	kick chan struct{} // wakes the link: new writes, or a new successor
@@ -149,6 +152,8 @@ func newNode(cfg NodeConfig) *Node {
 		kick:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 		fwd:   newForwarder(cfg.DialTimeout),
+
+		diskFailed: make(chan struct{}),
 	}
 	if cfg.ClientExpiry > 0 {
 		n.m.SetClientExpiry(cfg.ClientExpiry)
@@ -221,7 +226,7 @@ func (n *Node) step(f func(m *Machine)) {
 	if n.cfg.Log != nil {
 		// In apply order, before any other step applies more.
 		if ws := n.m.TakeLogged(); len(ws) > 0 && n.cfg.Log.Append(ws) {
-			n.cfg.Log.SaveSnapshot(n.m.Applied(), n.m.DedupRecords())
+			n.cfg.Log.SaveSnapshot(n.m.Last(), n.m.DedupRecords())
 		}
 	}
 	done, pos, failed := n.m.TakeDone()
@@ -546,7 +551,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 	case codec.MessageT_OP_SNAPSHOT:
 		var err error
 		n.step(func(m *Machine) {
-			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), req.GetSeq())
+			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), Point{Seq: req.GetSeq(), Epoch: req.GetLastEpoch()})
 			if err == nil && n.cfg.Log != nil {
 				n.logSnapshot(m, req.GetReset_(), req.GetDone())
 			}
@@ -1016,7 +1021,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	go func() { broken <- n.readAcks(r, gen) }()
 
 	if act.Snapshot {
-		if err := n.sendSnapshot(send, self, succ.Name, dedup, act.Next-1); err != nil {
+		if err := n.sendSnapshot(send, self, succ.Name, dedup, Point{Seq: act.Next - 1, Epoch: act.Epoch}); err != nil {
 			return err
 		}
 	}
@@ -1119,10 +1124,10 @@ func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 }
 
 // sendSnapshot streams the table and the exactly-once records as of write
-// seq, one stripe at a time so no lock is held for long. Writes applied
+// at, one stripe at a time so no lock is held for long. Writes applied
 // meanwhile may or may not be in it; they follow the snapshot anyway, and
 // applying them again in order ends in the same state.
-func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, dedup []*codec.DedupT, seq uint64) error {
+func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, dedup []*codec.DedupT, at Point) error {
 	frame := &codec.MessageT{Opcode: codec.MessageT_OP_SNAPSHOT, From: self, To: to, Reset_: true, Dedup: dedup}
 	size := proto.Size(frame) // the exactly-once records
 	var entries []srv.Entry
@@ -1146,7 +1151,7 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 			size += esize
 		}
 	}
-	frame.Done, frame.Seq = true, seq
+	frame.Done, frame.Seq, frame.LastEpoch = true, at.Seq, at.Epoch
 	n.counters.snapshotSent(frame)
 	return send(frame)
 }

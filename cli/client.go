@@ -196,12 +196,7 @@ func (c *Client) retry(ctx context.Context, req *codec.MessageT) (*codec.Message
 func retryable(err error) bool {
 	var se *ServerError
 	if errors.As(err, &se) {
-		switch se.Status {
-		case codec.Status_STATUS_NOT_HEAD, codec.Status_STATUS_NOT_TAIL,
-			codec.Status_STATUS_UNAVAILABLE, codec.Status_STATUS_STALE_CONFIG:
-			return true
-		}
-		return false
+		return codec.NotTaken(se.Status)
 	}
 	return !errors.Is(err, ErrProtocol) && !errors.Is(err, context.Canceled)
 }

@@ -86,3 +86,15 @@ func WriteOf(req *MessageT) *WriteT {
 	}
 	return w
 }
+
+// NotTaken reports whether a request answered with status s was declined
+// without being executed, because of where or when it arrived, so that it
+// may be sent again, elsewhere or later, without risk of doing it twice.
+func NotTaken(s Status) bool {
+	switch s {
+	case Status_STATUS_NOT_HEAD, Status_STATUS_NOT_TAIL, Status_STATUS_UNAVAILABLE,
+		Status_STATUS_STALE_CONFIG, Status_STATUS_DISK_FAILED:
+		return true
+	}
+	return false
+}

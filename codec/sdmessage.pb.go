@@ -44,6 +44,7 @@ const (
 	Status_STATUS_SESSION_EXPIRED Status = 13 // the client's records expired: start over with a new client id
 	Status_STATUS_OUT_OF_WINDOW   Status = 14 // request id 0, or not within 64 of first_unacked
 	Status_STATUS_TOO_LARGE       Status = 25 // getkeys or gettable of a table with more keys than the node's -max-scan
+	Status_STATUS_DISK_FAILED     Status = 26 // the node's write-ahead log failed: the write was not taken; the node leaves the chain
 )
 
 // Enum value maps for Status.
@@ -62,6 +63,7 @@ var (
 		13: "STATUS_SESSION_EXPIRED",
 		14: "STATUS_OUT_OF_WINDOW",
 		25: "STATUS_TOO_LARGE",
+		26: "STATUS_DISK_FAILED",
 	}
 	Status_value = map[string]int32{
 		"STATUS_OK":              0,
@@ -77,6 +79,7 @@ var (
 		"STATUS_SESSION_EXPIRED": 13,
 		"STATUS_OUT_OF_WINDOW":   14,
 		"STATUS_TOO_LARGE":       25,
+		"STATUS_DISK_FAILED":     26,
 	}
 )
 
@@ -467,7 +470,8 @@ type MessageT struct {
 	FirstUnacked uint64 `protobuf:"varint,40,opt,name=first_unacked,json=firstUnacked,proto3" json:"first_unacked,omitempty"`
 	// Durability: a hello's answer carries the epoch of the last write the
 	// node applied (write_t.epoch), so that a predecessor can tell whether
-	// the node's log is a prefix of its own (see chain/journal.go).
+	// the node's log is a prefix of its own (see chain/journal.go); the
+	// last frame of a snapshot carries the epoch of the write it is as of.
 	LastEpoch     uint64 `protobuf:"varint,50,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1016,7 +1020,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05found\x18\x04 \x01(\bR\x05found\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\x04R\x06digest\x12#\n" +
-	"\rfirst_unacked\x18\x06 \x01(\x04R\ffirstUnacked*\xb2\x02\n" +
+	"\rfirst_unacked\x18\x06 \x01(\x04R\ffirstUnacked*\xca\x02\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x14\n" +
 	"\x10STATUS_NOT_FOUND\x10\x01\x12\x16\n" +
@@ -1030,7 +1034,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\x10STATUS_ID_REUSED\x10\f\x12\x1a\n" +
 	"\x16STATUS_SESSION_EXPIRED\x10\r\x12\x18\n" +
 	"\x14STATUS_OUT_OF_WINDOW\x10\x0e\x12\x14\n" +
-	"\x10STATUS_TOO_LARGE\x10\x19B.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
+	"\x10STATUS_TOO_LARGE\x10\x19\x12\x16\n" +
+	"\x12STATUS_DISK_FAILED\x10\x1aB.Z,github.com/chaintable/chaintable/codec;codecb\x06proto3"
 
 var (
 	file_sdmessage_proto_rawDescOnce sync.Once

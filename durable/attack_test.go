@@ -477,3 +477,46 @@ func TestAttackSnapshotAheadOfLog(t *testing.T) {
 		t.Errorf("after the power cut the node serves phantom = %q, a write that was never acknowledged nor logged (%s)", got, b.node.State())
 	}
 }
+
+// TestAttackTwoHistoriesAtOneSeq: a node that restarts from a periodic
+// snapshot, with nothing logged after it, and a predecessor that has just
+// installed a snapshot from a new head, are both at write 5, but of
+// different histories: b's five writes came from a head that died with
+// them (the power cuts of TestAttackPowerCutChain get here by
+// themselves). Neither has a logged write at 5 to tell its epoch by, so
+// the snapshots must carry it; without it both said 0, p took b for a
+// copy of its own history, and b kept the dead head's writes, without
+// the new head's, for good.
+func TestAttackTwoHistoriesAtOneSeq(t *testing.T) {
+	opts := durable.Options{Mode: wal.Batch, SnapshotEvery: 5}
+	dirB := t.TempDir()
+	x := start(t, "x", t.TempDir(), opts)
+	b := start(t, "b", dirB, opts)
+	setViews(x, b)
+	for i := range 5 {
+		put(t, x, fmt.Sprintf("k%d", i), "old")
+	}
+	eventually(t, "b saves a snapshot as of 5", func() error {
+		if n := b.log.SnapshotsSaved(); n == 0 {
+			return fmt.Errorf("b saved %d snapshots: %s", n, b.node.State())
+		}
+		return nil
+	})
+	x.stop()
+	b.stop()
+
+	a := start(t, "a", t.TempDir(), opts)
+	setViews(a)
+	for i := range 5 {
+		put(t, a, fmt.Sprintf("j%d", i), "new")
+	}
+	p := start(t, "p", t.TempDir(), opts)
+	b = start(t, "b2", dirB, opts)
+	setViews(a, p, b)
+	eventually(t, "b2 holds the new head's history", func() error {
+		if d := diffTables(tableOf(a.table), tableOf(b.table)); d != "[]" {
+			return fmt.Errorf("a vs b2: %s (%s)", d, b.node.State())
+		}
+		return nil
+	})
+}

@@ -212,7 +212,7 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 		whole = false
 	}
 	var dedup []*codec.DedupT
-	seq, err := snap.Load(l.fsys, l.logDir, snap.Handler{
+	seq, epoch, err := snap.Load(l.fsys, l.logDir, snap.Handler{
 		Size: r.Reserve,
 		Entry: func(key string, value []byte) error {
 			r.Entry(key, value)
@@ -226,7 +226,7 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 	if err != nil && !errors.Is(err, snap.ErrNoSnapshot) {
 		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
 	}
-	r.Snapshot(seq, dedup)
+	r.Snapshot(chain.Point{Seq: seq, Epoch: epoch}, dedup)
 	w, err := wal.Open(l.fsys, l.logDir, l.opts.WAL)
 	if errors.Is(err, fs.ErrNotExist) {
 		w, err = wal.Create(l.fsys, l.logDir, seq+1, l.opts.WAL)
@@ -361,9 +361,9 @@ func (l *Log) Append(ws []*codec.WriteT) (snapshot bool) {
 	return l.since >= l.opts.SnapshotEvery && !l.hold.Load() && !l.busy.Load()
 }
 
-// SaveSnapshot saves the table as of write seq in the background, then
+// SaveSnapshot saves the table as of write at in the background, then
 // releases the log before it (see chain.Log.SaveSnapshot).
-func (l *Log) SaveSnapshot(seq uint64, dedup []*codec.DedupT) {
+func (l *Log) SaveSnapshot(at chain.Point, dedup []*codec.DedupT) {
 	if !l.busy.CompareAndSwap(false, true) {
 		return
 	}
@@ -375,23 +375,23 @@ func (l *Log) SaveSnapshot(seq uint64, dedup []*codec.DedupT) {
 	go func() {
 		defer l.saving.Done()
 		defer l.busy.Store(false)
-		if err := l.save(seq, dedup); err != nil {
-			l.log.Warn("saving a snapshot", "seq", seq, "err", err)
+		if err := l.save(at, dedup); err != nil {
+			l.log.Warn("saving a snapshot", "seq", at.Seq, "err", err)
 			return
 		}
-		if err := w.ReleaseBefore(seq + 1); err != nil {
-			l.log.Warn("releasing the log before a snapshot", "seq", seq, "err", err)
+		if err := w.ReleaseBefore(at.Seq + 1); err != nil {
+			l.log.Warn("releasing the log before a snapshot", "seq", at.Seq, "err", err)
 		}
 	}()
 }
 
-// save saves the table as of write seq, with exactly-once records dedup.
+// save saves the table as of write at, with exactly-once records dedup.
 // The table changes while it is read, so the snapshot may hold writes
 // after seq, which replaying the log from seq+1 applies again, in order,
 // to the same end. Those writes must be on disk in the log before the
 // snapshot is: save waits, before the snapshot is complete, for every
 // write the node applied by the end of the scan.
-func (l *Log) save(seq uint64, dedup []*codec.DedupT) error {
+func (l *Log) save(at chain.Point, dedup []*codec.DedupT) error {
 	l.mu.Lock()
 	s := l.s
 	l.mu.Unlock()
@@ -421,7 +421,7 @@ func (l *Log) save(seq uint64, dedup []*codec.DedupT) error {
 			}
 		}
 	}
-	err := snap.Save(l.fsys, l.logDir, seq, entries, records)
+	err := snap.Save(l.fsys, l.logDir, at.Seq, at.Epoch, entries, records)
 	if err == nil && waitErr != nil {
 		err = waitErr
 	}
@@ -453,9 +453,9 @@ func (l *Log) SnapshotBegun() {
 	}
 }
 
-// SnapshotInstalled starts the log over after seq and saves the table as
-// of seq; until it is saved, nothing is reported durable.
-func (l *Log) SnapshotInstalled(seq uint64, dedup []*codec.DedupT) {
+// SnapshotInstalled starts the log over after write at and saves the
+// table as of it; until it is saved, nothing is reported durable.
+func (l *Log) SnapshotInstalled(at chain.Point, dedup []*codec.DedupT) {
 	l.saving.Wait()
 	l.hold.Store(true)
 	l.mu.Lock()
@@ -465,7 +465,7 @@ func (l *Log) SnapshotInstalled(seq uint64, dedup []*codec.DedupT) {
 	err := l.clearLog()
 	var w *wal.WAL
 	if err == nil {
-		w, err = wal.Create(l.fsys, l.logDir, seq+1, l.opts.WAL)
+		w, err = wal.Create(l.fsys, l.logDir, at.Seq+1, l.opts.WAL)
 	}
 	if err != nil {
 		l.failed.CompareAndSwap(nil, &err)
@@ -473,7 +473,7 @@ func (l *Log) SnapshotInstalled(seq uint64, dedup []*codec.DedupT) {
 		return
 	}
 	l.startSyncer(w)
-	l.appended.Store(seq)
+	l.appended.Store(at.Seq)
 	l.since = 0
 	gen := l.gen.Load()
 	l.saving.Add(1)
@@ -481,7 +481,7 @@ func (l *Log) SnapshotInstalled(seq uint64, dedup []*codec.DedupT) {
 	go func() {
 		defer l.saving.Done()
 		defer l.busy.Store(false)
-		err := l.save(seq, dedup)
+		err := l.save(at, dedup)
 		if err == nil {
 			err = l.fsys.Remove(l.incompleteName())
 		}

@@ -247,18 +247,51 @@ func TestDiskFailure(t *testing.T) {
 	setViews(m)
 	put(t, m, "k", "before")
 	failing.Store(true)
+	// The first write after the failure was taken before the node knew:
+	// its outcome is unknown, so its connection is closed, as a failed
+	// head's would be. Every later one is refused at once, not taken.
+	var refused []string
 	for i := range 3 {
 		t0 := time.Now()
-		r, err := do(t, s.Addr(), codec.PutRequest("k", []byte(fmt.Sprintf("after%d", i))))
-		t.Logf("put %d: %v after %v", i, err, time.Since(t0))
-		if err == nil {
-			t.Fatalf("put after the disk failed: answered %v, want no answer and the connection closed", r)
+		value := fmt.Sprintf("after%d", i)
+		r, err := do(t, s.Addr(), codec.PutRequest("k", []byte(value)))
+		t.Logf("put %d: %v %v after %v", i, r, err, time.Since(t0))
+		switch {
+		case err != nil && i == 0:
+		case err != nil:
+			t.Errorf("put %d after the disk failed: %v, want STATUS_DISK_FAILED", i, err)
+		case r.Opcode != codec.OpError || r.Status != codec.Status_STATUS_DISK_FAILED:
+			t.Errorf("put %d after the disk failed answered %v, want STATUS_DISK_FAILED", i, r)
+		default:
+			refused = append(refused, value)
+			if d := time.Since(t0); d >= 300*time.Millisecond {
+				t.Errorf("put %d refused after %v: held, not answered at once", i, d)
+			}
 		}
 	}
+	select {
+	case <-n.DiskFailed():
+	default:
+		t.Error("the node does not say its disk failed (Node.DiskFailed)")
+	}
 	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "write-ahead log failed") || !strings.Contains(logs.String(), "no space left") {
 		t.Errorf("the node's log does not say the disk failed:\n%s", logs.String())
+	}
+	mu.Unlock()
+	// Back on a working disk, the node holds nothing it refused.
+	m.stop()
+	failing.Store(false)
+	m = openOn(t, mem, "/data", "a2", durable.Options{Mode: wal.Batch})
+	setViews(m)
+	got, err := get(t, m, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range refused {
+		if got == v {
+			t.Errorf("k = %q after a restart: a write refused with STATUS_DISK_FAILED was made", got)
+		}
 	}
 }
 

@@ -50,11 +50,11 @@ func BenchmarkSaveLoad(b *testing.B) {
 	tb := benchTable(b)
 	d := filepath.Join(b.TempDir(), "snap")
 	for b.Loop() {
-		if err := Save(diskfs.OS{}, d, 1, stripes(tb), nil); err != nil {
+		if err := Save(diskfs.OS{}, d, 1, 0, stripes(tb), nil); err != nil {
 			b.Fatal(err)
 		}
 		loaded, _ := srv.NewTable(benchLists)
-		if _, err := Load(diskfs.OS{}, d, into(loaded), nil); err != nil {
+		if _, _, err := Load(diskfs.OS{}, d, into(loaded), nil); err != nil {
 			b.Fatal(err)
 		}
 		if loaded.Size() != benchKeys {
@@ -69,13 +69,13 @@ func BenchmarkSaveLoad(b *testing.B) {
 // decoding).
 func BenchmarkLoad(b *testing.B) {
 	d := filepath.Join(b.TempDir(), "snap")
-	if err := Save(diskfs.OS{}, d, 1, stripes(benchTable(b)), nil); err != nil {
+	if err := Save(diskfs.OS{}, d, 1, 0, stripes(benchTable(b)), nil); err != nil {
 		b.Fatal(err)
 	}
 	b.Run("into-table", func(b *testing.B) {
 		for b.Loop() {
 			tb, _ := srv.NewTable(benchLists)
-			if _, err := Load(diskfs.OS{}, d, into(tb), nil); err != nil || tb.Size() != benchKeys {
+			if _, _, err := Load(diskfs.OS{}, d, into(tb), nil); err != nil || tb.Size() != benchKeys {
 				b.Fatal(tb.Size(), err)
 			}
 		}
@@ -85,7 +85,7 @@ func BenchmarkLoad(b *testing.B) {
 			tb, _ := srv.NewTable(benchLists)
 			h := into(tb)
 			h.Size = nil
-			if _, err := Load(diskfs.OS{}, d, h, nil); err != nil || tb.Size() != benchKeys {
+			if _, _, err := Load(diskfs.OS{}, d, h, nil); err != nil || tb.Size() != benchKeys {
 				b.Fatal(tb.Size(), err)
 			}
 		}
@@ -93,7 +93,7 @@ func BenchmarkLoad(b *testing.B) {
 	b.Run("decode-only", func(b *testing.B) {
 		for b.Loop() {
 			count := 0
-			if _, err := Load(diskfs.OS{}, d, Handler{Entry: func(string, []byte) error { count++; return nil }}, nil); err != nil || count != benchKeys {
+			if _, _, err := Load(diskfs.OS{}, d, Handler{Entry: func(string, []byte) error { count++; return nil }}, nil); err != nil || count != benchKeys {
 				b.Fatal(count, err)
 			}
 		}
@@ -118,7 +118,7 @@ func restart(d string) int {
 	start := time.Now()
 	tb, err := srv.NewTable(benchLists)
 	if err == nil {
-		_, err = Load(diskfs.OS{}, d, into(tb), nil)
+		_, _, err = Load(diskfs.OS{}, d, into(tb), nil)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -136,7 +136,7 @@ func restart(d string) int {
 // exec to exit (ns/op).
 func BenchmarkRestart(b *testing.B) {
 	d := filepath.Join(b.TempDir(), "snap")
-	if err := Save(diskfs.OS{}, d, 1, stripes(benchTable(b)), nil); err != nil {
+	if err := Save(diskfs.OS{}, d, 1, 0, stripes(benchTable(b)), nil); err != nil {
 		b.Fatal(err)
 	}
 	var loadNanos int64

@@ -1,6 +1,7 @@
 // Package snap writes a chain node's table snapshots to disk and loads
 // the newest valid one: every key and value, the exactly-once records,
-// and the sequence number the snapshot is as of, in one CRC-protected
+// and the sequence number the snapshot is as of with that write's epoch,
+// in one CRC-protected
 // file made atomically (a temporary file, synced, renamed, the directory
 // synced). After loading one, a node replays its write-ahead log (package
 // wal) from the snapshot's sequence number on.
@@ -28,9 +29,10 @@ import (
 
 // The file format (see wal/DESIGN.md): a header, records, a trailer.
 const (
-	suffix     = ".snap"
-	tmpSuffix  = ".tmp"
-	headerSize = 16 // magic, seq
+	suffix       = ".snap"
+	tmpSuffix    = ".tmp"
+	headerSize   = 24 // magic, seq, epoch
+	headerSizeV2 = 16 // magic, seq: no epoch
 
 	kindEntry   = 1
 	kindDedup   = 2
@@ -40,7 +42,12 @@ const (
 )
 
 // magic opens every snapshot; its last byte is the format's version.
-var magic = [8]byte{'c', 't', 's', 'n', 'a', 'p', 0, 2}
+// Version 2 differs only in its header, which lacks the epoch: Load reads
+// it as of epoch 0, unknown.
+var (
+	magic   = [8]byte{'c', 't', 's', 'n', 'a', 'p', 0, 3}
+	magicV2 = [8]byte{'c', 't', 's', 'n', 'a', 'p', 0, 2}
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -55,13 +62,13 @@ var ErrNoSnapshot = fmt.Errorf("snap: no valid snapshot: %w", fs.ErrNotExist)
 // fileName returns the name of the snapshot as of seq.
 func fileName(seq uint64) string { return fmt.Sprintf("%016x%s", seq, suffix) }
 
-// Save writes a snapshot as of seq of entries (each key and its value)
-// and dedup (the exactly-once records) to dir, atomically: a crash leaves
+// Save writes a snapshot as of write seq, whose epoch is epoch, of
+// entries (each key and its value) and dedup (the exactly-once records) to dir, atomically: a crash leaves
 // either the whole snapshot or none. It then deletes all but the Keep
 // newest snapshots. Either iterator may be nil, for none. entries may be produced a piece at a time, say one
 // table stripe after another; Save reads each value before asking for
 // the next.
-func Save(fsys diskfs.FS, dir string, seq uint64, entries iter.Seq2[string, []byte], dedup iter.Seq[*codec.DedupT]) error {
+func Save(fsys diskfs.FS, dir string, seq, epoch uint64, entries iter.Seq2[string, []byte], dedup iter.Seq[*codec.DedupT]) error {
 	if err := fsys.MkdirAll(dir); err != nil {
 		return fmt.Errorf("snap: %w", err)
 	}
@@ -71,7 +78,7 @@ func Save(fsys diskfs.FS, dir string, seq uint64, entries iter.Seq2[string, []by
 	if err != nil {
 		return fmt.Errorf("snap: %w", err)
 	}
-	err = write(f, seq, entries, dedup)
+	err = write(f, seq, epoch, entries, dedup)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -104,7 +111,7 @@ func (w *offsetWriter) Write(p []byte) (int, error) {
 }
 
 // write writes the snapshot's bytes to f.
-func write(f diskfs.File, seq uint64, entries iter.Seq2[string, []byte], dedup iter.Seq[*codec.DedupT]) error {
+func write(f diskfs.File, seq, epoch uint64, entries iter.Seq2[string, []byte], dedup iter.Seq[*codec.DedupT]) error {
 	bw := bufio.NewWriterSize(&offsetWriter{f: f}, 1<<20)
 	var crc uint32
 	put := func(b []byte) {
@@ -112,7 +119,8 @@ func write(f diskfs.File, seq uint64, entries iter.Seq2[string, []byte], dedup i
 		bw.Write(b) // a failed Write is remembered until Flush
 	}
 	rec := append([]byte(nil), magic[:]...)
-	put(binary.LittleEndian.AppendUint64(rec, seq))
+	rec = binary.LittleEndian.AppendUint64(rec, seq)
+	put(binary.LittleEndian.AppendUint64(rec, epoch))
 	var nEntries, nDedup uint64
 	if entries != nil {
 		for k, v := range entries {
@@ -179,8 +187,10 @@ type Handler struct {
 // contents is what a snapshot holds besides its records.
 type contents struct {
 	seq     uint64
-	entries int // entry records
-	bytes   int // bytes of their keys and values
+	epoch   uint64
+	current bool // of this format's version, not an older one's
+	entries int  // entry records
+	bytes   int  // bytes of their keys and values
 }
 
 // decode checks that b is a whole snapshot and, if so and h is not nil,
@@ -188,24 +198,36 @@ type contents struct {
 // checked before anything reaches h.
 func decode(b []byte, h *Handler) (contents, error) {
 	var c contents
-	if len(b) < headerSize+trailerSize {
+	if len(b) < headerSizeV2+trailerSize {
 		return c, fmt.Errorf("%d bytes, too short for a snapshot", len(b))
 	}
-	if [8]byte(b[:8]) != magic {
+	header := headerSize
+	switch [8]byte(b[:8]) {
+	case magic:
+		c.current = true
+	case magicV2:
+		header = headerSizeV2
+	default:
 		return c, fmt.Errorf("not a snapshot of this format (it begins %q)", b[:8])
+	}
+	if len(b) < header+trailerSize {
+		return c, fmt.Errorf("%d bytes, too short for a snapshot", len(b))
 	}
 	body := b[:len(b)-4]
 	if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(b[len(b)-4:]); got != want {
 		return c, fmt.Errorf("checksum %08x, want %08x", got, want)
 	}
 	c.seq = binary.LittleEndian.Uint64(b[8:])
+	if c.current {
+		c.epoch = binary.LittleEndian.Uint64(b[16:])
+	}
 	trailer := body[len(body)-trailerSize+4:]
 	if trailer[0] != kindTrailer {
 		return c, errors.New("the trailer is missing")
 	}
 	wantEntries, wantDedup := binary.LittleEndian.Uint64(trailer[1:]), binary.LittleEndian.Uint64(trailer[9:])
 	var nEntries, nDedup uint64
-	recs := body[headerSize : len(body)-trailerSize+4]
+	recs := body[header : len(body)-trailerSize+4]
 	for off := 0; off < len(recs); {
 		rest := recs[off:]
 		var n int
@@ -213,7 +235,7 @@ func decode(b []byte, h *Handler) (contents, error) {
 		switch rest[0] {
 		case kindEntry:
 			if nDedup > 0 {
-				return c, fmt.Errorf("offset %d: an entry after the exactly-once records", headerSize+off)
+				return c, fmt.Errorf("offset %d: an entry after the exactly-once records", header+off)
 			}
 			var key, value []byte
 			if key, n, err = field(rest, 1); err == nil {
@@ -236,10 +258,10 @@ func decode(b []byte, h *Handler) (contents, error) {
 			}
 			nDedup++
 		default:
-			return c, fmt.Errorf("offset %d: a record of unknown kind %d", headerSize+off, rest[0])
+			return c, fmt.Errorf("offset %d: a record of unknown kind %d", header+off, rest[0])
 		}
 		if err != nil {
-			return c, fmt.Errorf("offset %d: %w", headerSize+off, err)
+			return c, fmt.Errorf("offset %d: %w", header+off, err)
 		}
 		off = n + off
 	}
@@ -359,7 +381,7 @@ func prune(fsys diskfs.FS, dir string) error {
 }
 
 // Load finds the newest valid snapshot in dir, passes its contents to h
-// and returns its seq. A newer snapshot that is damaged (torn by a crash
+// and returns its seq and epoch. A newer snapshot that is damaged (torn by a crash
 // or corrupt) is skipped with a log line to logger (nil means
 // slog.Default()); nothing of it reaches h. With no valid snapshot, or
 // no dir, it returns ErrNoSnapshot. An error from h stops Load and is
@@ -368,49 +390,49 @@ func prune(fsys diskfs.FS, dir string) error {
 // On a file system that maps files (diskfs.Mapper, as diskfs.OS does),
 // the snapshot is read through a read-only mapping rather than into a
 // buffer of its size, and h gets keys and values in the mapping itself.
-func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (uint64, error) {
+func Load(fsys diskfs.FS, dir string, h Handler, logger *slog.Logger) (seq, epoch uint64, err error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	snaps, _, err := list(fsys, dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, ErrNoSnapshot
+		return 0, 0, ErrNoSnapshot
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, s := range snaps {
-		seq, ok, err := loadFile(fsys, s, &h, logger)
+		c, ok, err := loadFile(fsys, s, &h, logger)
 		if err != nil || ok {
-			return seq, err
+			return c.seq, c.epoch, err
 		}
 	}
-	return 0, ErrNoSnapshot
+	return 0, 0, ErrNoSnapshot
 }
 
 // loadFile loads the snapshot s into h, or reports (ok false) that it is
 // damaged, with a log line, and h got nothing of it.
-func loadFile(fsys diskfs.FS, s snapshot, h *Handler, logger *slog.Logger) (seq uint64, ok bool, err error) {
+func loadFile(fsys diskfs.FS, s snapshot, h *Handler, logger *slog.Logger) (c contents, ok bool, err error) {
 	b, release, err := read(fsys, s.name)
 	if err != nil {
-		return 0, false, fmt.Errorf("snap: %w", err)
+		return c, false, fmt.Errorf("snap: %w", err)
 	}
 	defer release()
-	c, err := decodeGuarded(b, nil)
+	c, err = decodeGuarded(b, nil)
 	if err == nil && c.seq != s.seq {
 		err = fmt.Errorf("it says it is as of %d", c.seq)
 	}
 	if err != nil {
 		logger.Warn("snap: skipping a damaged snapshot", "file", s.name, "err", err)
-		return 0, false, nil
+		return contents{}, false, nil
 	}
 	if h.Size != nil {
 		h.Size(c.entries, c.bytes)
 	}
 	if _, err := decodeGuarded(b, h); err != nil {
-		return 0, false, fmt.Errorf("snap: loading %s: %w", s.name, err)
+		return contents{}, false, fmt.Errorf("snap: loading %s: %w", s.name, err)
 	}
-	return c.seq, true, nil
+	return c, true, nil
 }
 
 // read returns the content of the file name, mapped when fsys maps

@@ -2,8 +2,10 @@ package snap
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"iter"
 	"log/slog"
 	"math/rand/v2"
@@ -66,7 +68,7 @@ type loaded struct {
 func load(t testing.TB, fsys diskfs.FS, logger *slog.Logger) (uint64, loaded, error) {
 	t.Helper()
 	l := loaded{entries: map[string][]byte{}}
-	seq, err := Load(fsys, dir, Handler{
+	seq, _, err := Load(fsys, dir, Handler{
 		Entry: func(k string, v []byte) error {
 			if _, dup := l.entries[k]; dup {
 				t.Errorf("key %q loaded twice", k)
@@ -126,20 +128,58 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fsys, d := tc.fsys(t)
 			tb, ds := table(t, tc.keys, 0), dedups(tc.dedups)
-			if err := Save(fsys, d, 42, stripes(tb), slices.Values(ds)); err != nil {
+			if err := Save(fsys, d, 42, 99, stripes(tb), slices.Values(ds)); err != nil {
 				t.Fatal(err)
 			}
 			l := loaded{entries: map[string][]byte{}}
-			seq, err := Load(fsys, d, Handler{
+			seq, epoch, err := Load(fsys, d, Handler{
 				Entry: func(k string, v []byte) error { l.entries[strings.Clone(k)] = bytes.Clone(v); return nil },
 				Dedup: func(x *codec.DedupT) error { l.dedup = append(l.dedup, proto.Clone(x).(*codec.DedupT)); return nil },
 			}, quietLogger(t))
-			if err != nil || seq != 42 {
-				t.Fatalf("Load = %d, %v; want 42", seq, err)
+			if err != nil || seq != 42 || epoch != 99 {
+				t.Fatalf("Load = %d, %d, %v; want 42, 99", seq, epoch, err)
 			}
 			check(t, l, tb, ds)
 		})
 	}
+}
+
+// asV2 returns the snapshot b in version 2 of the format: its header
+// without the epoch.
+func asV2(b []byte) []byte {
+	v2 := slices.Concat(magicV2[:], b[8:16], b[headerSize:])
+	binary.LittleEndian.PutUint32(v2[len(v2)-4:], crc32.Checksum(v2[:len(v2)-4], crcTable))
+	return v2
+}
+
+// TestLoadVersion2: a snapshot saved before snapshots kept their epoch
+// loads whole, as of epoch 0 (unknown).
+func TestLoadVersion2(t *testing.T) {
+	fsys := diskfs.NewMem()
+	tb, ds := table(t, 100, 0), dedups(3)
+	if err := Save(fsys, dir, 9, 77, stripes(tb), slices.Values(ds)); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(dir, fileName(9))
+	b, _ := fsys.ReadFile(name)
+	fsys.Remove(name)
+	f, err := fsys.Create(name)
+	if err == nil {
+		_, err = f.WriteAt(asV2(b), 0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	l := loaded{entries: map[string][]byte{}}
+	seq, epoch, err := Load(fsys, dir, Handler{
+		Entry: func(k string, v []byte) error { l.entries[strings.Clone(k)] = bytes.Clone(v); return nil },
+		Dedup: func(x *codec.DedupT) error { l.dedup = append(l.dedup, proto.Clone(x).(*codec.DedupT)); return nil },
+	}, quietLogger(t))
+	if err != nil || seq != 9 || epoch != 0 {
+		t.Fatalf("Load = %d, %d, %v; want 9, 0", seq, epoch, err)
+	}
+	check(t, l, tb, ds)
 }
 
 func mem(t *testing.T) (diskfs.FS, string)  { return diskfs.NewMem(), dir }
@@ -161,7 +201,7 @@ func TestNone(t *testing.T) {
 func TestPrune(t *testing.T) {
 	fsys := diskfs.NewMem()
 	for seq := uint64(1); seq <= 5; seq++ {
-		if err := Save(fsys, dir, seq*10, stripes(table(t, 10, int(seq))), nil); err != nil {
+		if err := Save(fsys, dir, seq*10, 0, stripes(table(t, 10, int(seq))), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -188,8 +228,8 @@ func TestDamagedNewest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fsys := diskfs.NewMem()
 			old, new := table(t, 200, 1), table(t, 300, 2)
-			Save(fsys, dir, 10, stripes(old), slices.Values(dedups(3)))
-			Save(fsys, dir, 20, stripes(new), slices.Values(dedups(4)))
+			Save(fsys, dir, 10, 0, stripes(old), slices.Values(dedups(3)))
+			Save(fsys, dir, 20, 0, stripes(new), slices.Values(dedups(4)))
 			name := filepath.Join(dir, fileName(20))
 			b, _ := fsys.ReadFile(name)
 			fsys.Remove(name)
@@ -216,7 +256,7 @@ func TestCrashDuringSave(t *testing.T) {
 	old, new := table(t, 500, 1), table(t, 700, 2)
 	for stop := 0; ; stop++ {
 		fsys := diskfs.NewMem()
-		if err := Save(fsys, dir, 10, stripes(old), nil); err != nil {
+		if err := Save(fsys, dir, 10, 0, stripes(old), nil); err != nil {
 			t.Fatal(err)
 		}
 		ops := 0
@@ -227,7 +267,7 @@ func TestCrashDuringSave(t *testing.T) {
 			}
 			return nil
 		}
-		err := Save(fsys, dir, 20, stripes(new), slices.Values(dedups(2)))
+		err := Save(fsys, dir, 20, 0, stripes(new), slices.Values(dedups(2)))
 		fsys.Fault = nil
 		after := fsys.Crash(rand.New(rand.NewPCG(uint64(stop), 4)))
 		var logs bytes.Buffer
@@ -254,9 +294,9 @@ func TestCrashDuringSave(t *testing.T) {
 // TestHandlerError checks that an error from the handler stops Load.
 func TestHandlerError(t *testing.T) {
 	fsys := diskfs.NewMem()
-	Save(fsys, dir, 1, stripes(table(t, 10, 0)), nil)
+	Save(fsys, dir, 1, 0, stripes(table(t, 10, 0)), nil)
 	errFull := errors.New("table full")
-	_, err := Load(fsys, dir, Handler{Entry: func(string, []byte) error { return errFull }}, quietLogger(t))
+	_, _, err := Load(fsys, dir, Handler{Entry: func(string, []byte) error { return errFull }}, quietLogger(t))
 	if !errors.Is(err, errFull) {
 		t.Errorf("Load = %v, want %v", err, errFull)
 	}
@@ -269,11 +309,12 @@ func FuzzDecode(f *testing.F) {
 	tb, _ := srv.NewTable(1)
 	tb.Put("a", []byte("1"))
 	tb.Put("bb", nil)
-	Save(fsys, dir, 7, stripes(tb), slices.Values(dedups(2)))
+	Save(fsys, dir, 7, 0, stripes(tb), slices.Values(dedups(2)))
 	valid, _ := fsys.ReadFile(filepath.Join(dir, fileName(7)))
 	f.Add(valid)
 	f.Add(valid[:len(valid)-1])
 	f.Add(valid[:headerSize+trailerSize])
+	f.Add(asV2(valid))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		type entry struct {
 			k string
@@ -296,10 +337,13 @@ func FuzzDecode(f *testing.F) {
 				}
 			}
 		}
-		if err := Save(fsys, dir, c.seq, entries, slices.Values(ds)); err != nil {
+		if err := Save(fsys, dir, c.seq, c.epoch, entries, slices.Values(ds)); err != nil {
 			t.Fatal(err)
 		}
 		again, _ := fsys.ReadFile(filepath.Join(dir, fileName(c.seq)))
+		if !c.current {
+			again = asV2(again) // Save writes the current version
+		}
 		if !bytes.Equal(again, b) {
 			t.Fatalf("decoded %x, which Save makes into %x", b, again)
 		}
@@ -314,7 +358,7 @@ func FuzzDecode(f *testing.F) {
 func TestFaultReadingMapping(t *testing.T) {
 	name := filepath.Join(t.TempDir(), fileName(1))
 	tb := table(t, 2000, 0)
-	if err := Save(diskfs.OS{}, filepath.Dir(name), 1, stripes(tb), nil); err != nil {
+	if err := Save(diskfs.OS{}, filepath.Dir(name), 1, 0, stripes(tb), nil); err != nil {
 		t.Fatal(err)
 	}
 	b, unmap, err := diskfs.OS{}.MapFile(name)

@@ -647,6 +647,35 @@ func (n *Node) Restart() {
 	}
 }
 
+// FailDisk makes the node's disk fail, as far as its process can tell:
+// from now on every write it makes to a file fails (EFBIG), its data dir's
+// and its log file's alike, so its last log lines are lost (the harness
+// still notes how it ended). A restart runs on a working disk again.
+func (n *Node) FailDisk() {
+	n.c.tb.Helper()
+	if err := limitFileSize(n.PID(), 1); err != nil {
+		n.c.tb.Fatalf("cluster: failing %v's disk: %v", n, err)
+	}
+}
+
+// WaitExit waits at most timeout for the node's process to end by itself
+// and returns how it ended ("exit status 1", say), or false if it still
+// runs.
+func (n *Node) WaitExit(timeout time.Duration) (string, bool) {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return "", false
+	}
+	select {
+	case <-exited:
+		return cmd.ProcessState.String(), true
+	case <-time.After(timeout):
+		return "", false
+	}
+}
+
 // WipeData kills the node if it runs and deletes its data dir: its next
 // start begins empty, under a new identity.
 func (n *Node) WipeData() {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sysProcAttr has the kernel kill a server if the test binary dies without
@@ -42,4 +44,11 @@ func abandoned(dir string) bool {
 	}
 	defer f.Close()
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
+}
+
+// limitFileSize sets the file size limit (RLIMIT_FSIZE) of process pid to
+// bytes: every later write of it past that offset, to any file, fails
+// with EFBIG (a Go process ignores the SIGXFSZ that comes with it).
+func limitFileSize(pid int, bytes uint64) error {
+	return unix.Prlimit(pid, unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: bytes, Max: bytes}, nil)
 }

@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -13,3 +14,7 @@ func sysProcAttr() *syscall.SysProcAttr { return nil }
 func lockDir(dir string) (*os.File, error) { return nil, nil }
 
 func abandoned(dir string) bool { return false }
+
+func limitFileSize(pid int, bytes uint64) error {
+	return errors.New("cluster: limiting a process's file size needs Linux")
+}
