@@ -25,6 +25,8 @@ import (
 
 // runChain serves as a member of the chain registered in ZooKeeper until
 // SIGINT or SIGTERM, then leaves the chain without losing work in flight.
+// A node whose data dir's disk failed leaves too, at once, so that the
+// chain goes on without it, and runChain returns the error.
 func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	zc, err := zkwatch.Dial(o.zkAddr, zkwatch.Options{Logger: log, SessionTimeout: o.sessionTimeout})
 	if err != nil {
@@ -95,17 +97,41 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	log.Info("serving as a chain member", "member", reg.Name(), "addr", reg.Addr(), "zookeeper", o.zkAddr)
 
 	f := &follower{node: node, id: id, zc: zc, reg: reg, watcher: watcher, memberSession: &memberSession, log: log, force: o.forceStart}
-	f.run(ctx)
+	following, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	var diskFailed atomic.Bool
+	go func() {
+		select {
+		case <-node.DiskFailed():
+			diskFailed.Store(true)
+			stopFollowing()
+		case <-following.Done():
+		}
+	}()
+	f.run(following)
 
-	log.Info("leaving the chain")
-	// A node gives its read lease back only once the leases it granted
-	// ran out (chain.Machine.Released): it waits at least that long, so
-	// that it never leaves a successor answering reads behind it.
-	drain := max(5*time.Second, o.leaseTerm+time.Second)
-	if !node.Drain(drain) {
-		log.Warn("writes still in flight, or a lease granted still running, after the drain; leaving anyway", "wait", drain, "state", node.State())
+	if diskFailed.Load() {
+		// Nothing commits through the node any more, so there is
+		// nothing to wait for (Drain(0) only marks it leaving, which
+		// takes it off the holders record): it leaves as a crashed node
+		// would, only sooner than its session's expiry would take it off.
+		log.Error("leaving the chain: the data dir's disk failed, and a member that cannot make writes durable holds up every write", "dir", o.dataDir)
+		node.Drain(0)
+	} else {
+		log.Info("leaving the chain")
+		// A node gives its read lease back only once the leases it
+		// granted ran out (chain.Machine.Released): it waits at least
+		// that long, so that it never leaves a successor answering
+		// reads behind it.
+		drain := max(5*time.Second, o.leaseTerm+time.Second)
+		if !node.Drain(drain) {
+			log.Warn("writes still in flight, or a lease granted still running, after the drain; leaving anyway", "wait", drain, "state", node.State())
+		}
 	}
 	f.leave(leaveTimeout)
+	if diskFailed.Load() {
+		return errors.New("the data dir's disk failed (see the log above); the data dir holds every write this node acknowledged: restart the node on it once the disk is fixed")
+	}
 	return nil
 }
 
