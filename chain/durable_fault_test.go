@@ -70,8 +70,7 @@ func faultKillAll() nemesisFault {
 // exit with an error. Started again on a working disk, it catches up.
 func faultDiskFails(pos int) nemesisFault {
 	return nemesisFault{name: "the disk of " + faultRole(pos) + " fails", inject: func(nm *nemesis, p *cluster.Phase) {
-		c := nm.c
-		n := c.At(pos)
+		n := nm.c.At(pos)
 		start := time.Now()
 		n.FailDisk()
 		how, ok := n.WaitExit(faultRecover)
@@ -82,14 +81,10 @@ func faultDiskFails(pos int) nemesisFault {
 		if how != "exit status 1" {
 			nm.t.Errorf("%v ended with %q after its disk failed, want exit status 1", n, how)
 		}
-		c.WaitGone(n, faultRecover)
-		c.WaitTailServes(faultRecover)
-		failover := time.Since(start)
-		n.Restart()
-		nemesisWaitTail(nm.t, c, n, -1)
+		failover := faultAddBack(nm, n)
 		p.Recovered()
 		p.Notef("%v's disk failed: it left and exited (%s) after %v, the chain served without it after %v (its session timeout is %v), and with it back as the new tail after %v",
-			n, how, exited.Round(time.Millisecond), failover.Round(time.Millisecond), c.SessionTimeout(), time.Since(start).Round(time.Millisecond))
+			n, how, exited.Round(time.Millisecond), failover.Sub(start).Round(time.Millisecond), nm.c.SessionTimeout(), time.Since(start).Round(time.Millisecond))
 	}}
 }
 

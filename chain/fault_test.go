@@ -314,19 +314,26 @@ func faultNoErrors(t *testing.T, row cluster.Row) {
 // tail, catch up and serve.
 func faultKillAndAddBack(pos int) nemesisFault {
 	return nemesisFault{name: "SIGKILL " + faultRole(pos) + ", add it back", inject: func(nm *nemesis, p *cluster.Phase) {
-		c := nm.c
-		n := c.At(pos)
+		n := nm.c.At(pos)
 		start := time.Now()
 		n.Kill()
-		c.WaitGone(n, faultRecover)
-		c.WaitTailServes(faultRecover)
-		failover := time.Since(start)
-		n.Restart()
-		nemesisWaitTail(nm.t, c, n, -1)
+		failover := faultAddBack(nm, n)
 		p.Recovered()
 		p.Notef("%v killed; the chain served without it after %v, and with it as the new tail after %v",
-			n, failover.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			n, failover.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	}}
+}
+
+// faultAddBack waits until the chain serves without n, which failed,
+// starts n again and waits until it is the new tail. It returns when the
+// chain served without n.
+func faultAddBack(nm *nemesis, n *cluster.Node) (failover time.Time) {
+	nm.c.WaitGone(n, faultRecover)
+	nm.c.WaitTailServes(faultRecover)
+	failover = time.Now()
+	n.Restart()
+	nemesisWaitTail(nm.t, nm.c, n, -1)
+	return failover
 }
 
 // faultRestartAtOnce kills the node at pos and restarts it on the same port at

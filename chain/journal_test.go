@@ -8,6 +8,19 @@ import (
 	"github.com/chaintable/chaintable/srv"
 )
 
+// journalMachine returns a Machine with a log, in the chain as name, with
+// a session lease for an hour.
+func journalMachine(name string) *Machine {
+	store, _ := srv.NewStore(4)
+	m := NewMachine("", store, 0)
+	m.EnableJournal()
+	m.Rejoin(name)
+	now := time.Now()
+	m.Tick(now)
+	m.SetSessionLease(now.Add(time.Hour))
+	return m
+}
+
 // A head with a log links to a successor that restarted from its own:
 // the successor gets only the writes it lacks, from the log, when its last
 // write carries the epoch this node's has at that seq; a snapshot when
@@ -32,13 +45,7 @@ func TestSuccessorHelloEpochs(t *testing.T) {
 		{"epoch unknown at the last write", 3, 0, Logged{}, LinkAction{Snapshot: true, Epoch: mine, Next: 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store, _ := srv.NewStore(4)
-			m := NewMachine("", store, 0)
-			m.EnableJournal()
-			m.Rejoin("p")
-			now := time.Now()
-			m.Tick(now)
-			m.SetSessionLease(now.Add(time.Hour))
+			m := journalMachine("p")
 			p, s := Member{Name: "p", Addr: "127.0.0.1:1"}, Member{Name: "s", Addr: "127.0.0.1:2"}
 			if err := m.SetView([]Member{p}); err != nil {
 				t.Fatal(err)
@@ -81,13 +88,7 @@ func TestSnapshotKeepsItsEpoch(t *testing.T) {
 		{"both unknown", 0, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store, _ := srv.NewStore(4)
-			m := NewMachine("", store, 0)
-			m.EnableJournal()
-			m.Rejoin("p")
-			now := time.Now()
-			m.Tick(now)
-			m.SetSessionLease(now.Add(time.Hour))
+			m := journalMachine("p")
 			h, p, s := Member{Name: "h", Addr: "127.0.0.1:1"}, Member{Name: "p", Addr: "127.0.0.1:2"}, Member{Name: "s", Addr: "127.0.0.1:3"}
 			if err := m.SetView([]Member{h, p}); err != nil {
 				t.Fatal(err)

@@ -213,17 +213,13 @@ func TestAttackSnapshotAtReportedSeq(t *testing.T) {
 	x := start(t, "x", t.TempDir(), opts)
 	b := start(t, "b", dirB, opts)
 	setViews(x, b)
-	for i := range 5 {
-		put(t, x, fmt.Sprintf("k%d", i), "old")
-	}
+	putKeys(t, x, "k", 5, "old")
 	x.stop()
 	b.stop()
 	// A new head (its log lost the last write, say) has four writes.
 	a := start(t, "a", t.TempDir(), opts)
 	setViews(a)
-	for i := range 4 {
-		put(t, a, fmt.Sprintf("j%d", i), "new")
-	}
+	putKeys(t, a, "j", 4, "new")
 	// b2's save of the snapshot is held back until the head's write 5
 	// is on b2's disk.
 	var armed atomic.Bool
@@ -301,9 +297,7 @@ func TestAttackRetryAfterRestart(t *testing.T) {
 			write(ms[0], codec.OpPut, 1, "one")
 			write(ms[0], codec.OpDel, 2, "")
 			write(ms[0], codec.OpPut, 3, "three")
-			for i := range 5 {
-				put(t, ms[0], fmt.Sprintf("other%d", i), "x")
-			}
+			putKeys(t, ms[0], "other", 5, "x")
 			for _, m := range ms {
 				m.stop()
 			}
@@ -360,9 +354,7 @@ func TestAttackLateDuplicateAfterRestart(t *testing.T) {
 	if r := write(ms[0], 1, 1, "one"); r.Opcode == codec.OpPut+1 {
 		t.Logf("the late copy before the restart answered %v", r)
 	}
-	for i := range 3 {
-		put(t, ms[0], fmt.Sprintf("other%d", i), "x")
-	}
+	putKeys(t, ms[0], "other", 3, "x")
 	for _, m := range ms {
 		m.stop()
 	}
@@ -450,9 +442,7 @@ func TestAttackSnapshotAheadOfLog(t *testing.T) {
 	// blocked goroutines go on (on a disk that fails everything) and a stops.
 	t.Cleanup(func() { close(never) })
 	setViews(a)
-	for i := range 4 {
-		put(t, a, fmt.Sprintf("k%d", i), "v")
-	}
+	putKeys(t, a, "k", 4, "v")
 	armSnap.Store(true)
 	put(t, a, "k4", "v") // write 5: the snapshot as of 5 begins, and waits to create its file
 	armLog.Store(true)
@@ -493,9 +483,7 @@ func TestAttackTwoHistoriesAtOneSeq(t *testing.T) {
 	x := start(t, "x", t.TempDir(), opts)
 	b := start(t, "b", dirB, opts)
 	setViews(x, b)
-	for i := range 5 {
-		put(t, x, fmt.Sprintf("k%d", i), "old")
-	}
+	putKeys(t, x, "k", 5, "old")
 	eventually(t, "b saves a snapshot as of 5", func() error {
 		if n := b.log.SnapshotsSaved(); n == 0 {
 			return fmt.Errorf("b saved %d snapshots: %s", n, b.node.State())
@@ -507,9 +495,7 @@ func TestAttackTwoHistoriesAtOneSeq(t *testing.T) {
 
 	a := start(t, "a", t.TempDir(), opts)
 	setViews(a)
-	for i := range 5 {
-		put(t, a, fmt.Sprintf("j%d", i), "new")
-	}
+	putKeys(t, a, "j", 5, "new")
 	p := start(t, "p", t.TempDir(), opts)
 	b = start(t, "b2", dirB, opts)
 	setViews(a, p, b)

@@ -160,6 +160,14 @@ func put(t *testing.T, head *member, key, value string) {
 	}
 }
 
+// putKeys puts n keys, prefix0 to prefix<n-1>, all of value value.
+func putKeys(t *testing.T, head *member, prefix string, n int, value string) {
+	t.Helper()
+	for i := range n {
+		put(t, head, fmt.Sprintf("%s%d", prefix, i), value)
+	}
+}
+
 func get(t *testing.T, m *member, key string) (string, error) {
 	r, err := do(t, m.server.Addr(), codec.GetRequest(key))
 	if err != nil {
