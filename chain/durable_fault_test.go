@@ -16,15 +16,17 @@ import (
 // log survives: every node SIGKILLed at once and started again with its
 // data dir, which must bring back every acknowledged write without
 // --force-start; and a node whose data dir was deleted, which must catch
-// up with a full snapshot under a new identity; and a node whose disk
-// fails, which must leave the chain at once (no acknowledged write lost)
-// and exit with an error.
+// up with a full snapshot under a new identity; and the middle's, the
+// head's and the tail's disks failing in turn: each node must leave the
+// chain at once (no acknowledged write lost) and exit with an error.
 func TestFaultDurable(t *testing.T) {
 	s := faultSeedOf(t)
 	nm := startNemesis(t, cluster.Options{DataDirs: true}, s)
 	nm.run(faultBaseline())
 	nm.run(faultRestartWithData(2))
 	nm.run(faultDiskFails(1))
+	nm.run(faultDiskFails(0))
+	nm.run(faultDiskFails(2))
 	nm.run(faultKillAll())
 	nm.run(faultWipeAndAddBack(1))
 	nm.run(faultKillAll())

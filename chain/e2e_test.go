@@ -438,7 +438,7 @@ func TestMachineBackInViewServes(t *testing.T) {
 	if _, err := m.Hello("c", "x"); err != nil {
 		t.Fatalf("Hello from the predecessor: %v", err)
 	}
-	if err := m.Snapshot("c", "x", true, nil, nil, true, chain.Point{}); err != nil {
+	if err := m.Snapshot("c", "x", true, nil, nil, &chain.SnapshotEnd{}); err != nil {
 		t.Fatalf("Snapshot from the predecessor: %v", err)
 	}
 	if _, _, err := m.Replicate("c", "x", nil, true, codec.Grant{}); err != nil {

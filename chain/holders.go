@@ -126,7 +126,10 @@ func (m *Machine) willBeLive(index int) bool {
 // from hs. A live node (or one about to lead) drops the nodes the view
 // lacks and lists itself under its member name; a node that may still
 // restart the chain with its table renames its entry; a draining node
-// drops its own.
+// drops its own, since it takes its table with it, unless it has a log
+// and is the last node listed: its data dir then holds every committed
+// write, and a chain started again must wait for it (or -force-start)
+// rather than let a node without them lead.
 func (m *Machine) PlanHolders(hs Holders, members []Member) (Holders, bool) {
 	index := slices.IndexFunc(members, func(mb Member) bool { return mb.Name == m.self })
 	if m.holderID == "" || index < 0 {
@@ -149,7 +152,7 @@ func (m *Machine) PlanHolders(hs Holders, members []Member) (Holders, bool) {
 	if i := slices.Index(next, mine); listed && i >= 0 && (live || m.whole) {
 		next[i].Name = m.self
 	}
-	if m.draining {
+	if m.draining && !(m.journal && len(next) == 1 && next[0].ID == m.holderID) {
 		next = slices.DeleteFunc(next, func(h Holder) bool { return h.ID == m.holderID })
 	}
 	return next, !slices.Equal(next, hs)

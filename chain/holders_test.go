@@ -147,7 +147,7 @@ func TestPlanHolders(t *testing.T) {
 			install(t, m, nil, member("a-old"))
 			m.Rejoin("a")
 			install(t, m, chain.Holders{{ID: "B", Name: "b"}, {ID: "A", Name: "a-old"}}, b, a)
-			if err := m.Snapshot("b", "a", true, nil, nil, false, chain.Point{}); err != nil {
+			if err := m.Snapshot("b", "a", true, nil, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			return m
@@ -166,6 +166,41 @@ func TestPlanHolders(t *testing.T) {
 		hs:   chain.Holders{{ID: "A", Name: "a"}, {ID: "B", Name: "b"}},
 		view: []chain.Member{a, b},
 		want: chain.Holders{{ID: "B", Name: "b"}},
+	}, {
+		name: "draining node without a log, the last listed, takes itself off",
+		setup: func(t *testing.T) *chain.Machine {
+			m, _ := holderNode(t, "A", "a")
+			install(t, m, nil, a)
+			m.Drain()
+			return m
+		},
+		hs:   chain.Holders{{ID: "A", Name: "a"}},
+		view: []chain.Member{a, b},
+		want: chain.Holders{},
+	}, {
+		name: "draining node with a log takes itself off while others are listed",
+		setup: func(t *testing.T) *chain.Machine {
+			m, _ := holderNode(t, "A", "a")
+			m.EnableJournal()
+			install(t, m, nil, a)
+			m.Drain()
+			return m
+		},
+		hs:   chain.Holders{{ID: "A", Name: "a"}, {ID: "B", Name: "b"}},
+		view: []chain.Member{a, b},
+		want: chain.Holders{{ID: "B", Name: "b"}},
+	}, {
+		name: "draining node with a log, the last listed, keeps its entry",
+		setup: func(t *testing.T) *chain.Machine {
+			m, _ := holderNode(t, "A", "a")
+			m.EnableJournal()
+			install(t, m, nil, a)
+			m.Drain()
+			return m
+		},
+		hs:   chain.Holders{{ID: "A", Name: "a"}},
+		view: []chain.Member{a, b},
+		want: chain.Holders{{ID: "A", Name: "a"}},
 	}, {
 		name: "node not in the view changes nothing",
 		setup: func(t *testing.T) *chain.Machine {
@@ -283,7 +318,7 @@ func TestDataLost(t *testing.T) {
 	s, _ := holderNode(t, "S", "")
 	s.Rejoin("s")
 	install(t, s, nil, member("b"), member("s"))
-	if err := s.Snapshot("b", "s", true, nil, nil, false, chain.Point{}); err != nil {
+	if err := s.Snapshot("b", "s", true, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Rejoin("s2")

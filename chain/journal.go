@@ -128,8 +128,10 @@ type Log interface {
 	SnapshotBegun()
 	// SnapshotInstalled says that the snapshot is complete as of write
 	// at, with exactly-once records dedup: the log starts over after it,
-	// and nothing is durable before the table is saved.
-	SnapshotInstalled(at Point, dedup []*codec.DedupT)
+	// and nothing is durable before the table is saved, which must wait
+	// until the log holds write aheadTo (see SnapshotEnd): saved before,
+	// the table would hold writes its log may never get.
+	SnapshotInstalled(at Point, aheadTo uint64, dedup []*codec.DedupT)
 	// ReadFrom returns the logged writes from seq on, as far as they
 	// were appended, for a successor that lacks them; it fails when the
 	// log no longer holds seq.
@@ -242,7 +244,7 @@ func (n *Node) logSnapshot(m *Machine, reset, done bool) {
 		n.cfg.Log.SnapshotBegun()
 	}
 	if done {
-		n.cfg.Log.SnapshotInstalled(m.Last(), m.DedupRecords())
+		n.cfg.Log.SnapshotInstalled(m.Last(), m.aheadTo, m.DedupRecords())
 	}
 }
 

@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -93,7 +94,7 @@ func TestSnapshotKeepsItsEpoch(t *testing.T) {
 			if err := m.SetView([]Member{h, p}); err != nil {
 				t.Fatal(err)
 			}
-			if err := m.Snapshot("h", "p", true, nil, nil, true, Point{Seq: 5, Epoch: tc.snapEpoch}); err != nil {
+			if err := m.Snapshot("h", "p", true, nil, nil, &SnapshotEnd{At: Point{Seq: 5, Epoch: tc.snapEpoch}}); err != nil {
 				t.Fatal(err)
 			}
 			if got := m.Last(); got != (Point{Seq: 5, Epoch: tc.snapEpoch}) {
@@ -112,6 +113,41 @@ func TestSnapshotKeepsItsEpoch(t *testing.T) {
 				t.Errorf("SuccessorHello = %+v; resume %v, want %v", act, resumed, tc.resume)
 			}
 		})
+	}
+}
+
+// A snapshot read while its sender went on applying writes may hold
+// writes after the seq it is as of: until the receiver applied them too,
+// its table is the state of no history, so it says it is not synced (a
+// new predecessor sends it a snapshot again rather than resume it), and
+// neither feeds a successor nor takes writes.
+func TestSnapshotAheadOfItsSeq(t *testing.T) {
+	m := journalMachine("p")
+	h, p, s := Member{Name: "h", Addr: "127.0.0.1:1"}, Member{Name: "p", Addr: "127.0.0.1:2"}, Member{Name: "s", Addr: "127.0.0.1:3"}
+	if err := m.SetView([]Member{h, p}); err != nil {
+		t.Fatal(err)
+	}
+	epoch := epochOf("h")
+	if err := m.Snapshot("h", "p", true, nil, nil, &SnapshotEnd{At: Point{Seq: 5, Epoch: epoch}, AheadTo: 7}); err != nil {
+		t.Fatal(err)
+	}
+	m.SetDurable(5)
+	if hr, _ := m.Hello("h", "p"); hr.Synced {
+		t.Errorf("Hello says synced at 5 with a table ahead to 7: %+v", hr)
+	}
+	if err := m.SetView([]Member{h, p, s}); err != nil {
+		t.Fatal(err)
+	}
+	_, gen := m.Successor()
+	if _, err := m.SuccessorHello(gen, HelloReply{Synced: true}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("fed a successor from a table ahead of its seq: %v", err)
+	}
+	ws := []*codec.WriteT{{Seq: 6, Op: codec.OpPut, Key: "a", Epoch: epoch}, {Seq: 7, Op: codec.OpPut, Key: "b", Epoch: epoch}}
+	if _, _, err := m.Replicate("h", "p", ws, false, codec.Grant{}); err != nil {
+		t.Fatal(err)
+	}
+	if hr, _ := m.Hello("h", "p"); !hr.Synced {
+		t.Errorf("Hello says not synced once the writes up to 7 are applied: %+v", hr)
 	}
 }
 
@@ -160,7 +196,7 @@ func TestListedOnlyOnceOnDisk(t *testing.T) {
 	if err := m.SetView(view); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Snapshot("p", "s", true, []*codec.WriteT{{Op: codec.OpPut, Key: "k", Value: []byte("v")}}, nil, true, Point{Seq: 5}); err != nil {
+	if err := m.Snapshot("p", "s", true, []*codec.WriteT{{Op: codec.OpPut, Key: "k", Value: []byte("v")}}, nil, &SnapshotEnd{At: Point{Seq: 5}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := m.Replicate("p", "s", nil, true, codec.Grant{}); err != nil {

@@ -281,7 +281,7 @@ func (s *lsim) pump(p *lproc, step int) {
 				entries = append(entries, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
 			}
 			s.event(sp)
-			if err := sp.m.Snapshot(p.name, succ.Name, true, entries, p.m.DedupRecords(), true, Point{Seq: act.Next - 1, Epoch: act.Epoch}); err != nil {
+			if err := sp.m.Snapshot(p.name, succ.Name, true, entries, p.m.DedupRecords(), &SnapshotEnd{At: Point{Seq: act.Next - 1, Epoch: act.Epoch}, AheadTo: p.m.Applied()}); err != nil {
 				s.stepErr("snapshot: %v", err)
 				return
 			}

@@ -163,6 +163,7 @@ type Machine struct {
 	diskErr   error           // the log failed: take no more writes
 	epoch     uint64          // what this node stamps the writes it takes as head with
 	lastEpoch uint64          // the epoch of the last write applied
+	aheadTo   uint64          // the table may hold writes up to this one, from a snapshot (see SnapshotEnd)
 	restored  bool            // started from its log, and not yet live or replaced by a snapshot
 	liveAt    uint64          // the last write applied when the node became live
 }
@@ -189,6 +190,11 @@ func (m *Machine) Self() string { return m.self }
 
 // Applied returns the sequence number of the last write applied.
 func (m *Machine) Applied() uint64 { return m.applied }
+
+// consistent reports whether the table is the state as of the last write
+// applied: not still ahead of it in places, from a snapshot (see
+// SnapshotEnd).
+func (m *Machine) consistent() bool { return m.applied >= m.aheadTo }
 
 // Last returns the last write applied, with its epoch.
 func (m *Machine) Last() Point { return Point{Seq: m.applied, Epoch: m.lastEpoch} }
@@ -226,7 +232,7 @@ func (m *Machine) CanWrite() error {
 		// Before draining: the node leaves because of it (see
 		// Node.Failed), and no later head takes a held write from it.
 		return m.diskFailed()
-	case !m.synced || m.restored || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
+	case !m.synced || !m.consistent() || m.restored || m.draining || m.succ.Name == "" && !m.now.Before(m.zkLease):
 		return ErrUnavailable
 	}
 	return nil
@@ -594,7 +600,7 @@ func (m *Machine) Hello(from, to string) (HelloReply, error) {
 	if err := m.checkPred(from, to); err != nil {
 		return HelloReply{}, err
 	}
-	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced, Live: m.live, LastEpoch: m.lastEpoch}, nil
+	return HelloReply{Applied: m.applied, Committed: m.committed, Synced: m.synced && m.consistent(), Live: m.live, LastEpoch: m.lastEpoch}, nil
 }
 
 func (m *Machine) checkPred(from, to string) error {
@@ -604,10 +610,24 @@ func (m *Machine) checkPred(from, to string) error {
 	return nil
 }
 
+// SnapshotEnd is what the last frame of a snapshot says.
+type SnapshotEnd struct {
+	At Point // the write the snapshot is as of
+	// AheadTo is the last write the sender had applied when it finished
+	// reading its table, which it read while it went on applying writes:
+	// the table may hold writes up to AheadTo, which follow the snapshot.
+	// Until it applied them too, the receiver's table is the state of no
+	// history, neither At's nor any later one's.
+	AheadTo uint64
+}
+
 // Snapshot installs part of a snapshot from the predecessor. reset drops
-// all state first; done says the snapshot is complete as of write at.
-func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT, dedup []*codec.DedupT, done bool, at Point) error {
+// all state first; end, on the last part, says what it is as of.
+func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT, dedup []*codec.DedupT, end *SnapshotEnd) error {
 	if err := m.checkPred(from, to); err != nil {
+		return err
+	}
+	if err := m.diskFailed(); err != nil {
 		return err
 	}
 	if reset {
@@ -615,7 +635,7 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		m.dedup, m.seqTimes, m.expiredTo = make(map[uint64]*clientLog), nil, 0
 		m.applied, m.committed, m.synced, m.live, m.whole = 0, 0, false, false, false
 		m.durable = 0 // until the driver has the snapshot on disk
-		m.lastEpoch, m.restored = 0, false
+		m.lastEpoch, m.restored, m.aheadTo = 0, false, 0
 		if m.succState != succNone {
 			// Whatever the successor got from us came from the old state.
 			m.succState, m.sent, m.succAcked = succUnknown, nil, 0
@@ -628,10 +648,10 @@ func (m *Machine) Snapshot(from, to string, reset bool, entries []*codec.WriteT,
 		m.store.Apply(codec.OpPut, e.Key, e.Value)
 	}
 	m.installDedup(dedup)
-	if done {
-		m.applied, m.lastEpoch, m.synced = at.Seq, at.Epoch, true
+	if end != nil {
+		m.applied, m.lastEpoch, m.synced, m.aheadTo = end.At.Seq, end.At.Epoch, true, end.AheadTo
 		if m.commitsAlone() {
-			m.advanceCommitted(at.Seq)
+			m.advanceCommitted(end.At.Seq)
 		}
 	}
 	return nil
@@ -737,7 +757,7 @@ func (m *Machine) SuccessorHello(gen uint64, h HelloReply) (LinkAction, error) {
 	if gen != m.linkGen {
 		return LinkAction{}, ErrStale
 	}
-	if !m.synced || m.restored {
+	if !m.synced || !m.consistent() || m.restored {
 		return LinkAction{}, fmt.Errorf("%w: not caught up, cannot feed a successor", ErrUnavailable)
 	}
 	inSent := len(m.sent) > 0 && m.sent[0].Seq <= applied+1

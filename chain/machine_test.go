@@ -252,7 +252,7 @@ func (s *sim) pump(n *simNode, step int) bool {
 			for _, e := range n.store.Table.Entries() {
 				entries = append(entries, &codec.WriteT{Op: codec.OpPut, Key: e.Key, Value: e.Value})
 			}
-			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, dedup, true, Point{Seq: act.Next - 1, Epoch: act.Epoch}); err != nil {
+			if err := sn.m.Snapshot(n.name, succ.Name, true, entries, dedup, &SnapshotEnd{At: Point{Seq: act.Next - 1, Epoch: act.Epoch}, AheadTo: n.m.Applied()}); err != nil {
 				s.t.Fatalf("snapshot: %v", err)
 			}
 			if err := n.m.SuccessorAck(gen, sn.m.Position(), 0, false); err != nil {
@@ -771,7 +771,7 @@ func TestMachineLeases(t *testing.T) {
 	if err != nil || !act.Snapshot {
 		t.Fatalf("hello: %+v, %v", act, err)
 	}
-	if err := b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, Point{Seq: act.Next - 1, Epoch: act.Epoch}); err != nil {
+	if err := b.Snapshot(a.Self(), b.Self(), true, nil, nil, &SnapshotEnd{At: Point{Seq: act.Next - 1, Epoch: act.Epoch}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.SuccessorAck(gen, b.Position(), 0, false); err != nil {
@@ -836,7 +836,7 @@ func TestMachineLeaseRelease(t *testing.T) {
 	_, gen := a.Successor()
 	h, _ := b.Hello(a.Self(), b.Self())
 	act, _ := a.SuccessorHello(gen, h)
-	b.Snapshot(a.Self(), b.Self(), true, nil, nil, true, Point{Seq: act.Next - 1, Epoch: act.Epoch})
+	b.Snapshot(a.Self(), b.Self(), true, nil, nil, &SnapshotEnd{At: Point{Seq: act.Next - 1, Epoch: act.Epoch}})
 	a.SuccessorAck(gen, b.Position(), 0, false)
 	ws, live, _ := a.Writes(gen, act.Next, 10)
 	_, ask, _ := b.Replicate(a.Self(), b.Self(), ws, live, codec.Grant{})

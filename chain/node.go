@@ -551,7 +551,11 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 	case codec.MessageT_OP_SNAPSHOT:
 		var err error
 		n.step(func(m *Machine) {
-			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), req.GetDone(), Point{Seq: req.GetSeq(), Epoch: req.GetLastEpoch()})
+			var end *SnapshotEnd
+			if req.GetDone() {
+				end = &SnapshotEnd{At: Point{Seq: req.GetSeq(), Epoch: req.GetLastEpoch()}, AheadTo: req.GetAheadTo()}
+			}
+			err = m.Snapshot(req.GetFrom(), req.GetTo(), req.GetReset_(), req.GetWrites(), req.GetDedup(), end)
 			if err == nil && n.cfg.Log != nil {
 				n.logSnapshot(m, req.GetReset_(), req.GetDone())
 			}
@@ -676,7 +680,7 @@ func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT
 	})
 	switch {
 	case cw != nil:
-	case err == nil || forwarded || !notTakenHere(err):
+	case err == nil || forwarded || !notTakenHere(err, w):
 		// Answered, or refused for good; a member that forwarded the
 		// write decides for itself what to do next.
 		n.answeredWrite(w.Op, writeStatus(found, err), start)
@@ -702,11 +706,17 @@ func takeWrite(m *Machine, w *codec.WriteT) (wait uint64, found bool, head Membe
 	return 0, found, head, err
 }
 
-// notTakenHere reports whether a write was refused only because this node
-// cannot take it (not the head, or not now), so that it may go to the
-// head or be tried again; any other refusal is the write's answer.
-func notTakenHere(err error) bool {
-	return errors.Is(err, ErrNotHead) || errors.Is(err, ErrUnavailable)
+// notTakenHere reports whether the write w was refused only because this
+// node cannot take it (not the head, or not now), so that it may go to
+// the head or be tried again; any other refusal is the write's answer.
+// A failed disk is an answer (STATUS_DISK_FAILED) only to a client that
+// knows it (it numbers its writes) and tries elsewhere: a course client
+// reads any OP_ERROR to a del as "not found", so its write waits as for a
+// node that cannot take it now (until a new head takes it, or its
+// connection closes as the node leaves).
+func notTakenHere(err error, w *codec.WriteT) bool {
+	return errors.Is(err, ErrNotHead) || errors.Is(err, ErrUnavailable) ||
+		errors.Is(err, ErrDiskFailed) && w.ClientId == 0
 }
 
 // heldWrite is a client's write that reached a node that cannot apply it:
@@ -735,7 +745,7 @@ func (h *heldWrite) try() {
 	})
 	switch {
 	case waiting:
-	case err == nil || !notTakenHere(err):
+	case err == nil || !notTakenHere(err, h.w):
 		n.store.Stats.CountRequest(h.w.Op, writeStatus(found, err))
 		h.p.CompleteFrame(writeReplyFrame(h.w.Op, found, err))
 	default:
@@ -1151,6 +1161,11 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 			size += esize
 		}
 	}
+	// Every write the scan saw was applied in a step that has ended once
+	// the lock is had.
+	n.mu.RLock()
+	frame.AheadTo = n.m.Applied()
+	n.mu.RUnlock()
 	frame.Done, frame.Seq, frame.LastEpoch = true, at.Seq, at.Epoch
 	n.counters.snapshotSent(frame)
 	return send(frame)

@@ -472,7 +472,11 @@ type MessageT struct {
 	// node applied (write_t.epoch), so that a predecessor can tell whether
 	// the node's log is a prefix of its own (see chain/journal.go); the
 	// last frame of a snapshot carries the epoch of the write it is as of.
-	LastEpoch     uint64 `protobuf:"varint,50,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	LastEpoch uint64 `protobuf:"varint,50,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	// The last frame of a snapshot: its sender had applied up to this write
+	// when it finished reading its table, so the table may hold writes up to
+	// it (they follow the snapshot).
+	AheadTo       uint64 `protobuf:"varint,51,opt,name=ahead_to,json=aheadTo,proto3" json:"ahead_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -710,6 +714,13 @@ func (x *MessageT) GetLastEpoch() uint64 {
 	return 0
 }
 
+func (x *MessageT) GetAheadTo() uint64 {
+	if x != nil {
+		return x.AheadTo
+	}
+	return 0
+}
+
 // write_t is one replicated write.
 type WriteT struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -933,7 +944,7 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\aapplied\x18\b \x01(\x04R\aapplied\x12\x1c\n" +
 	"\tcommitted\x18\t \x01(\x04R\tcommitted\x12\x18\n" +
 	"\aserving\x18\n" +
-	" \x01(\bR\aserving\"\xd4\t\n" +
+	" \x01(\bR\aserving\"\xef\t\n" +
 	"\tmessage_t\x123\n" +
 	"\x06opcode\x18\x01 \x01(\x0e2\x1b.sdmessage.message_t.OpcodeR\x06opcode\x122\n" +
 	"\x06c_type\x18\x02 \x01(\x0e2\x1b.sdmessage.message_t.C_typeR\x05cType\x12(\n" +
@@ -967,7 +978,8 @@ const file_sdmessage_proto_rawDesc = "" +
 	"\tforwarded\x18\x1a \x01(\bR\tforwarded\x12#\n" +
 	"\rfirst_unacked\x18( \x01(\x04R\ffirstUnacked\x12\x1d\n" +
 	"\n" +
-	"last_epoch\x182 \x01(\x04R\tlastEpoch\"\xb3\x01\n" +
+	"last_epoch\x182 \x01(\x04R\tlastEpoch\x12\x19\n" +
+	"\bahead_to\x183 \x01(\x04R\aaheadTo\"\xb3\x01\n" +
 	"\x06Opcode\x12\n" +
 	"\n" +
 	"\x06OP_BAD\x10\x00\x12\n" +

@@ -82,6 +82,10 @@ type Log struct {
 	hold     atomic.Bool   // a snapshot install is not yet saved: report nothing durable
 	appended atomic.Uint64 // the last write appended
 	since    int           // writes appended since the last snapshot began
+	// pending is a snapshot installed from the predecessor whose table
+	// may hold writes the log has not yet appended: it is saved once the
+	// log has them (see SnapshotInstalled). Guarded by the node, as since.
+	pending *installed
 	saving   sync.WaitGroup
 	busy     atomic.Bool // a snapshot is being saved
 
@@ -356,7 +360,12 @@ func (l *Log) Append(ws []*codec.WriteT) (snapshot bool) {
 	if _, err := s.Append(ws); err != nil {
 		return false // the syncer reported it
 	}
-	l.appended.Store(ws[len(ws)-1].Seq)
+	last := ws[len(ws)-1].Seq
+	l.appended.Store(last)
+	if p := l.pending; p != nil && last >= p.aheadTo {
+		l.pending = nil
+		l.saveInstalled(p)
+	}
 	l.since += len(ws)
 	return l.since >= l.opts.SnapshotEvery && !l.hold.Load() && !l.busy.Load()
 }
@@ -444,6 +453,7 @@ func (l *Log) ReadFrom(seq uint64) (chain.LogReader, error) {
 
 // SnapshotBegun marks the data dir as not whole (see chain.Log).
 func (l *Log) SnapshotBegun() {
+	l.pending = nil
 	l.saving.Wait()
 	l.hold.Store(true)
 	l.gen.Add(1)
@@ -453,9 +463,25 @@ func (l *Log) SnapshotBegun() {
 	}
 }
 
+// installed is a snapshot from the predecessor, to be saved.
+type installed struct {
+	at      chain.Point
+	aheadTo uint64
+	dedup   []*codec.DedupT
+	gen     uint64 // of the log it was installed in
+}
+
 // SnapshotInstalled starts the log over after write at and saves the
-// table as of it; until it is saved, nothing is reported durable.
-func (l *Log) SnapshotInstalled(at chain.Point, dedup []*codec.DedupT) {
+// table as of it, once the log holds write aheadTo; until it is saved,
+// nothing is reported durable, and the data dir stays marked incomplete.
+func (l *Log) SnapshotInstalled(at chain.Point, aheadTo uint64, dedup []*codec.DedupT) {
+	if l.failed.Load() != nil {
+		// Starting over would delete the old log and snapshots, on a
+		// disk that may not take the new ones, nor have the mark that
+		// the dir holds no state to lead with (SnapshotBegun may have
+		// failed writing it): the dir must stay as it was.
+		return
+	}
 	l.saving.Wait()
 	l.hold.Store(true)
 	l.mu.Lock()
@@ -475,13 +501,23 @@ func (l *Log) SnapshotInstalled(at chain.Point, dedup []*codec.DedupT) {
 	l.startSyncer(w)
 	l.appended.Store(at.Seq)
 	l.since = 0
-	gen := l.gen.Load()
+	p := &installed{at: at, aheadTo: aheadTo, dedup: dedup, gen: l.gen.Load()}
+	if aheadTo > at.Seq {
+		l.pending = p
+		return
+	}
+	l.saveInstalled(p)
+}
+
+// saveInstalled saves the snapshot p, installed from the predecessor, in
+// the background, and then lets the log report what is durable again.
+func (l *Log) saveInstalled(p *installed) {
 	l.saving.Add(1)
 	l.busy.Store(true)
 	go func() {
 		defer l.saving.Done()
 		defer l.busy.Store(false)
-		err := l.save(at, dedup)
+		err := l.save(p.at, p.dedup)
 		if err == nil {
 			err = l.fsys.Remove(l.incompleteName())
 		}
@@ -491,7 +527,7 @@ func (l *Log) SnapshotInstalled(at chain.Point, dedup []*codec.DedupT) {
 		if err != nil {
 			err = fmt.Errorf("saving the snapshot from the predecessor: %w", err)
 			l.failed.CompareAndSwap(nil, &err)
-		} else if l.gen.Load() == gen {
+		} else if l.gen.Load() == p.gen {
 			l.hold.Store(false)
 		}
 		l.poke()

@@ -257,12 +257,16 @@ func TestDiskFailure(t *testing.T) {
 	failing.Store(true)
 	// The first write after the failure was taken before the node knew:
 	// its outcome is unknown, so its connection is closed, as a failed
-	// head's would be. Every later one is refused at once, not taken.
+	// head's would be. Every later one from a client that numbers its
+	// writes is refused at once, not taken (a course client's waits: see
+	// TestAttackCourseClientAtFailedHead).
 	var refused []string
 	for i := range 3 {
 		t0 := time.Now()
 		value := fmt.Sprintf("after%d", i)
-		r, err := do(t, s.Addr(), codec.PutRequest("k", []byte(value)))
+		req := codec.PutRequest("k", []byte(value))
+		req.ClientId, req.RequestId = 7, uint64(i+1)
+		r, err := do(t, s.Addr(), req)
 		t.Logf("put %d: %v %v after %v", i, r, err, time.Since(t0))
 		switch {
 		case err != nil && i == 0:

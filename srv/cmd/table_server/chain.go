@@ -112,11 +112,12 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 
 	if diskFailed.Load() {
 		// Nothing commits through the node any more, so there is
-		// nothing to wait for (Drain(0) only marks it leaving, which
-		// takes it off the holders record): it leaves as a crashed node
-		// would, only sooner than its session's expiry would take it off.
+		// nothing to drain: it leaves as a crashed node would, only
+		// sooner than its session's expiry would take it off. Its entry
+		// in the holders record stays for the live members to drop as
+		// they go on without it: the only member of a chain must stay
+		// listed, since its data dir holds every acknowledged write.
 		log.Error("leaving the chain: the data dir's disk failed, and a member that cannot make writes durable holds up every write", "dir", o.dataDir)
-		node.Drain(0)
 	} else {
 		log.Info("leaving the chain")
 		// A node gives its read lease back only once the leases it
