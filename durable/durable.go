@@ -86,8 +86,8 @@ type Log struct {
 	// may hold writes the log has not yet appended: it is saved once the
 	// log has them (see SnapshotInstalled). Guarded by the node, as since.
 	pending *installed
-	saving   sync.WaitGroup
-	busy     atomic.Bool // a snapshot is being saved
+	saving  sync.WaitGroup
+	busy    atomic.Bool // a snapshot is being saved
 
 	node    atomic.Pointer[Node]
 	durable atomic.Uint64 // the latest news from the current syncer
