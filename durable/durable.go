@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"iter"
 	"log/slog"
@@ -227,44 +226,18 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
 	}
 	r.Snapshot(seq, dedup)
-	w, err := wal.Open(l.fsys, l.logDir, l.opts.WAL)
+	// The log after the snapshot, replayed as it is read and checked.
+	w, err := wal.OpenReplay(l.fsys, l.logDir, seq+1, l.opts.WAL, r.Write)
 	if errors.Is(err, fs.ErrNotExist) {
 		w, err = wal.Create(l.fsys, l.logDir, seq+1, l.opts.WAL)
 	}
 	if err != nil {
-		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
-	}
-	if err := replay(w, seq, r.Write); err != nil {
-		w.Close()
-		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
+		return false, fmt.Errorf("data dir %s: replaying the log from %d: %w", l.dir, seq+1, err)
 	}
 	l.appended.Store(w.LastSeq())
 	l.startSyncer(w)
 	go l.report()
 	return whole, nil
-}
-
-// replay feeds write the log's records after seq.
-func replay(w *wal.WAL, seq uint64, write func(*codec.WriteT) error) error {
-	if w.LastSeq() <= seq {
-		return nil
-	}
-	rd, err := w.ReadFrom(seq + 1)
-	if err != nil {
-		return fmt.Errorf("replaying the log from %d: %w", seq+1, err)
-	}
-	for {
-		rec, err := rd.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("replaying the log: %w", err)
-		}
-		if err := write(rec); err != nil {
-			return err
-		}
-	}
 }
 
 // clearLog removes the log and snapshots.
