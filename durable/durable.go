@@ -226,8 +226,20 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
 	}
 	r.Snapshot(seq, dedup)
-	// The log after the snapshot, replayed as it is read and checked.
-	w, err := wal.OpenReplay(l.fsys, l.logDir, seq+1, l.opts.WAL, r.Write)
+	// The log after the snapshot, checked, then replayed into a table
+	// sized for the keys it adds.
+	keys := newKeyEstimate()
+	sized := false
+	w, err := wal.OpenReplay(l.fsys, l.logDir, seq+1, l.opts.WAL, wal.Replay{
+		Check: keys.add,
+		Write: func(w *codec.WriteT) error {
+			if !sized {
+				sized = true
+				l.reserve(r, keys)
+			}
+			return r.Write(w)
+		},
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		w, err = wal.Create(l.fsys, l.logDir, seq+1, l.opts.WAL)
 	}
@@ -238,6 +250,19 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 	l.startSyncer(w)
 	go l.report()
 	return whole, nil
+}
+
+// reserve sizes the table for the keys the log's puts add to what the
+// snapshot holds, at least the log's distinct put keys less the keys the
+// table holds: the table ends with more keys than either. Beyond that the
+// table grows as puts need, so a log of puts to keys the snapshot holds
+// reserves nothing.
+func (l *Log) reserve(r chain.Recovery, keys *keyEstimate) {
+	add := keys.keys() - l.table.Size()
+	if add <= 0 || r.Reserve == nil {
+		return
+	}
+	r.Reserve(add, int(int64(keys.bytes)*int64(add)/int64(keys.puts)))
 }
 
 // clearLog removes the log and snapshots.

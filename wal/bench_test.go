@@ -120,7 +120,7 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 // BenchmarkOpenReplay measures a restart's log work on the real disk:
-// OpenReplay, which checks every record and hands each over as it goes,
+// OpenReplay, which checks every record, then hands each over,
 // for a log of 1,000,000 writes of 100-byte values in preallocated
 // segments, the tail's space mostly unwritten.
 func BenchmarkOpenReplay(b *testing.B) {
@@ -147,10 +147,10 @@ func BenchmarkOpenReplay(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		count := 0
-		w, err := OpenReplay(diskfs.OS{}, d, 1, Options{}, func(*codec.WriteT) error {
+		w, err := OpenReplay(diskfs.OS{}, d, 1, Options{}, Replay{Write: func(*codec.WriteT) error {
 			count++
 			return nil
-		})
+		}})
 		if err != nil {
 			b.Fatal(err)
 		}

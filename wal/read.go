@@ -258,31 +258,33 @@ func Open(fsys diskfs.FS, dir string, opts Options) (*WAL, error) {
 	return open(fsys, dir, 0, opts, nil)
 }
 
-// OpenReplay opens the log in dir for appending, as Open does, and hands
-// visit, in order, every record from sequence number from on: the replay
-// of a restart whose snapshot holds the writes before from. It reads the
-// log once. Every record visit gets has been checked, and so has every
-// later record of the segment before the next record is handed over;
-// the segments whose records all precede from are neither read nor
-// checked (ReadFrom checks what it reads of them, for a successor). A
-// log that no longer holds from is an error that wraps ErrReleased;
-// one that ends before from hands over nothing.
-//
-// The record visit gets, and its key and value, are valid only during
-// the call: they may lie in a mapping of the file. An error from visit
-// stops OpenReplay and is returned. When OpenReplay fails, whatever
-// visit was handed must be thrown away: a later record may be damaged.
-func OpenReplay(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*codec.WriteT) error) (*WAL, error) {
-	return open(fsys, dir, from, opts, func(w *codec.WriteT) error {
-		if w.Seq < from {
-			return nil
-		}
-		return visit(w)
-	})
+// Replay is what OpenReplay hands the records to. The record each gets,
+// and its key and value, are valid only during the call: they may lie in
+// a mapping of the file.
+type Replay struct {
+	// Check, if set, sees each record to be replayed as the log is
+	// checked, before Write gets any (to size what the replay fills).
+	Check func(w *codec.WriteT)
+	// Write gets each record to be replayed, in order, once the whole
+	// log has been checked. An error from it stops the replay.
+	Write func(w *codec.WriteT) error
 }
 
-// open is Open, and with visit OpenReplay from from.
-func open(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*codec.WriteT) error) (*WAL, error) {
+// OpenReplay opens the log in dir for appending, as Open does, and hands
+// r the records from sequence number from on: the replay of a restart
+// whose snapshot holds the writes before from. Every record from the
+// start of the segment that holds from is checked before r.Write gets
+// any; the segments whose records all precede from are neither read nor
+// checked (ReadFrom checks what it reads of them, for a successor). A
+// log that no longer holds from is an error that wraps ErrReleased; one
+// that ends before from hands over nothing. An error from r.Write is
+// returned as it is.
+func OpenReplay(fsys diskfs.FS, dir string, from uint64, opts Options, r Replay) (*WAL, error) {
+	return open(fsys, dir, from, opts, &r)
+}
+
+// open is Open, and with r OpenReplay from from.
+func open(fsys diskfs.FS, dir string, from uint64, opts Options, r *Replay) (*WAL, error) {
 	opts = opts.withDefaults()
 	segs, err := listSegments(fsys, dir)
 	if err != nil {
@@ -291,17 +293,33 @@ func open(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*cod
 	if len(segs) == 0 {
 		return nil, fmt.Errorf("wal: no log in %s: %w", dir, fs.ErrNotExist)
 	}
-	// The scan starts with the segment that holds from (or would hold it,
-	// at the end of the log).
+	// The check starts with the segment that holds from (or would hold
+	// it, at the end of the log).
 	start := 0
-	if visit != nil {
+	var check func(w *codec.WriteT) error
+	if r != nil {
 		if from < segs[0].first {
 			return nil, fmt.Errorf("%w: replaying %s from %d, before the oldest record kept, %d", ErrReleased, dir, from, segs[0].first)
 		}
 		for start+1 < len(segs) && segs[start+1].first <= from {
 			start++
 		}
+		if r.Check != nil {
+			check = func(w *codec.WriteT) error {
+				if w.Seq >= from {
+					r.Check(w)
+				}
+				return nil
+			}
+		}
 	}
+	// Every segment checked stays open for the replay.
+	checked := make([]checkedSegment, 0, len(segs)-start)
+	defer func() {
+		for _, cs := range checked {
+			cs.c.close()
+		}
+	}()
 	var prevCRC uint32
 	var next uint64
 	var tail segmentScan
@@ -311,6 +329,7 @@ func open(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*cod
 		if err != nil {
 			return nil, err
 		}
+		checked = append(checked, checkedSegment{sg: sg, c: c})
 		err = c.read(sg.name, func() error {
 			if i > start {
 				if sg.first != next {
@@ -320,7 +339,7 @@ func open(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*cod
 					return &CorruptError{File: sg.name, Reason: fmt.Sprintf("it chains from crc %08x, the segment before ends with %08x", prev, prevCRC)}
 				}
 			}
-			sc, err := scanSegment(sg, c, visit)
+			sc, err := scanSegment(sg, c, check)
 			if err != nil {
 				return err
 			}
@@ -333,11 +352,18 @@ func open(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*cod
 					"file", sg.name, "offset", d.off, "reason", d.reason, "bytes", len(c.data)-d.off)
 			}
 			next, prevCRC, tail = sc.next, sc.crc, sc
+			checked[len(checked)-1].scan = sc
 			return nil
 		})
-		c.close()
 		if err != nil {
 			return nil, err
+		}
+	}
+	if r != nil && r.Write != nil {
+		for _, cs := range checked {
+			if err := cs.replay(from, r.Write); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -353,6 +379,45 @@ func open(fsys diskfs.FS, dir string, from uint64, opts Options, visit func(*cod
 		return nil, err
 	}
 	return w, nil
+}
+
+// checkedSegment is a segment open checks, and what it found.
+type checkedSegment struct {
+	sg   segment
+	c    content
+	scan segmentScan
+}
+
+// replay hands write the records of the checked segment from seq from
+// on. They were checked: it only finds and decodes them.
+func (cs checkedSegment) replay(from uint64, write func(*codec.WriteT) error) error {
+	return cs.c.read(cs.sg.name, func() error {
+		data := cs.c.data[:cs.scan.end]
+		changed := func(off int) error {
+			return &CorruptError{File: cs.sg.name, Offset: int64(off), Reason: "the segment changed while it was replayed"}
+		}
+		var w codec.WriteT
+		for seq, off := cs.sg.first, headerSize; seq < cs.scan.next; seq++ {
+			if len(data)-off < frameSize {
+				return changed(off)
+			}
+			n := int(binary.LittleEndian.Uint32(data[off:]))
+			if n > len(data)-off-frameSize {
+				return changed(off)
+			}
+			payload := data[off+frameSize : off+frameSize+n]
+			if off += frameSize + n; seq < from {
+				continue
+			}
+			if err := codec.UnmarshalWrite(payload, &w); err != nil || w.Seq != seq {
+				return changed(off - frameSize - n)
+			}
+			if err := write(&w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // resetTail makes the tail's space after its records zeros and the tail

@@ -57,13 +57,38 @@ func (m holeMapping) DataAt(off int) (start, end int) {
 }
 
 // replayed opens the log with OpenReplay from from and returns it and
-// copies of the records it handed over.
-func replayed(fsys diskfs.FS, from uint64, o Options) (*WAL, []*codec.WriteT, error) {
-	var got []*codec.WriteT
-	w, err := OpenReplay(fsys, dir, from, o, func(w *codec.WriteT) error {
-		got = append(got, proto.Clone(w).(*codec.WriteT))
-		return nil
+// copies of the records Write got. It fails the test unless Check saw the
+// same records, all of them before Write got any, and unless Write got
+// nothing when OpenReplay fails.
+func replayed(t *testing.T, fsys diskfs.FS, from uint64, o Options) (*WAL, []*codec.WriteT, error) {
+	t.Helper()
+	var checked, got []*codec.WriteT
+	w, err := OpenReplay(fsys, dir, from, o, Replay{
+		Check: func(w *codec.WriteT) {
+			if len(got) > 0 {
+				t.Errorf("Check got record %d after Write got %d", w.Seq, len(got))
+			}
+			checked = append(checked, proto.Clone(w).(*codec.WriteT))
+		},
+		Write: func(w *codec.WriteT) error {
+			got = append(got, proto.Clone(w).(*codec.WriteT))
+			return nil
+		},
 	})
+	if err != nil {
+		if len(got) > 0 {
+			t.Errorf("OpenReplay failed (%v) after Write got %d records", err, len(got))
+		}
+		return w, got, err
+	}
+	if len(checked) != len(got) {
+		t.Fatalf("Check saw %d records, Write got %d", len(checked), len(got))
+	}
+	for i := range got {
+		if !proto.Equal(checked[i], got[i]) {
+			t.Fatalf("Check saw %v, Write got %v", checked[i], got[i])
+		}
+	}
 	return w, got, err
 }
 
@@ -111,7 +136,7 @@ func TestOpenReplay(t *testing.T) {
 			o := quiet(t, Options{SegmentSize: 1 << 16})
 			firsts := segmentedLog(t, mem, o)
 			for from := uint64(1); from <= 42; from++ {
-				w, got, err := replayed(fsys, from, o)
+				w, got, err := replayed(t, fsys, from, o)
 				if err != nil {
 					t.Fatalf("OpenReplay from %d: %v", from, err)
 				}
@@ -135,7 +160,7 @@ func TestOpenReplay(t *testing.T) {
 			if err := mem.Remove(filepath.Join(dir, segmentName(1))); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := replayed(fsys, 1, o); !errors.Is(err, ErrReleased) {
+			if _, _, err := replayed(t, fsys, 1, o); !errors.Is(err, ErrReleased) {
 				t.Errorf("OpenReplay from a released seq = %v, want ErrReleased", err)
 			}
 		})
@@ -184,7 +209,7 @@ func TestReplaySkipsOnlyWhatItNeedsNot(t *testing.T) {
 				rewrite(t, mem, name, b)
 				from := tc.from(firsts)
 
-				w, got, err := replayed(fsys, from, o)
+				w, got, err := replayed(t, fsys, from, o)
 				var ce *CorruptError
 				if tc.found {
 					if !errors.As(err, &ce) || ce.File != name || ce.Offset != int64(off) {
@@ -239,10 +264,10 @@ func TestReplayMissingSegment(t *testing.T) {
 	o := quiet(t, Options{SegmentSize: 1 << 16})
 	firsts := segmentedLog(t, mem, o)
 	mem.Remove(filepath.Join(dir, segmentName(firsts[2])))
-	if _, _, err := replayed(mem, firsts[1], o); err == nil || !strings.Contains(err.Error(), "missing") {
+	if _, _, err := replayed(t, mem, firsts[1], o); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("OpenReplay from before a missing segment = %v, want an error about missing records", err)
 	}
-	w, got, err := replayed(mem, firsts[3], o)
+	w, got, err := replayed(t, mem, firsts[3], o)
 	if err != nil {
 		t.Fatalf("OpenReplay from after a missing segment: %v", err)
 	}
@@ -279,7 +304,7 @@ func TestReplayTornTail(t *testing.T) {
 		off, end := recordBounds(t, b, 20)
 		b[end-1] ^= 0xff
 		rewrite(t, mem, name, b)
-		w, got, err := replayed(fsys, 5, o)
+		w, got, err := replayed(t, fsys, 5, o)
 		if err != nil {
 			t.Fatalf("mapped=%v: %v", mapped, err)
 		}
@@ -407,7 +432,7 @@ func TestCrashReplay(t *testing.T) {
 			from := low + uint64(rng.IntN(int(synced)-int(low)+2))
 			var err error
 			var got []*codec.WriteT
-			w, got, err = replayed(holeFS{mem}, from, o)
+			w, got, err = replayed(t, holeFS{mem}, from, o)
 			if err != nil {
 				t.Fatalf("seed %d: OpenReplay from %d after a crash: %v\nlog: %s", seed, from, err, logs)
 			}
