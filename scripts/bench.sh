@@ -636,7 +636,7 @@ restart_run() {
 		echo "   (failed, exit $status; see $out)"
 		return
 	fi
-	sed -n 's/.*: serving \(.*\) after its start/   serving after \1/p' "$out"
+	sed -n 's/.*: serving \[\(.*\)\] after its start/   serving after: \1/p' "$out"
 	awk '/^BenchmarkRestart/ {
 		for (i = 3; i < NF; i += 2) v[$(i + 1)] = $i
 		printf "\n   target: a node with 1,000,000 keys serving again within 2 s: median %.2f s, slowest %.2f s: %s\n",
