@@ -507,3 +507,86 @@ func TestOSHoles(t *testing.T) {
 		}
 	}
 }
+
+// TestReadWhileAppendingOS attacks the mapped reads of a successor's
+// delta on the real disk: readers map segments that the appender is
+// writing, cutting (truncating) and the releaser deleting, meanwhile.
+// Each must read whole records up to where its ReadFrom began, or be
+// told the records were released, and never fault.
+func TestReadWhileAppendingOS(t *testing.T) {
+	for _, prealloc := range []bool{true, false} {
+		d := filepath.Join(t.TempDir(), "wal")
+		o := quiet(t, Options{SegmentSize: 64 << 10, NoPreallocate: !prealloc})
+		w, err := Create(diskfs.OS{}, d, 1, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const total = 30000
+		done := make(chan error, 1)
+		go func() {
+			for s := uint64(1); s <= total; s += 3 {
+				if err := w.Append(writes(s, s+2)); err != nil {
+					done <- err
+					return
+				}
+				if s%60 == 1 {
+					if err := w.Flush(); err != nil {
+						done <- err
+						return
+					}
+				}
+				if s%6000 == 1 {
+					if err := w.ReleaseBefore(s / 2); err != nil {
+						done <- err
+						return
+					}
+				}
+			}
+			done <- nil
+		}()
+		rng := rand.New(rand.NewPCG(1, 2))
+		for reading := true; reading; {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				reading = false
+			default:
+			}
+			first, last := w.FirstSeq(), w.LastSeq()
+			if last < first {
+				continue
+			}
+			from := first + uint64(rng.IntN(int(last-first+1)))
+			r, err := w.ReadFrom(from)
+			if errors.Is(err, ErrReleased) {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for seq := from; ; seq++ {
+				rec, err := r.Next()
+				if err == io.EOF {
+					if seq <= last {
+						t.Fatalf("prealloc=%v: read from %d ended at %d, before %d", prealloc, from, seq, last)
+					}
+					break
+				}
+				if errors.Is(err, ErrReleased) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("prealloc=%v: reading %d: %v", prealloc, seq, err)
+				}
+				if !proto.Equal(rec, write(seq)) {
+					t.Fatalf("prealloc=%v: read %v, want %v", prealloc, rec, write(seq))
+				}
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
