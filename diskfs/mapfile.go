@@ -158,6 +158,8 @@ func Guard(b []byte, read func() error) (err error) {
 		if r == nil {
 			return
 		}
+		// Only a fault inside b is the file's; anything else is a bug
+		// that must crash as it would have.
 		if f, ok := r.(interface{ Addr() uintptr }); ok && len(b) > 0 {
 			start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 			if a := f.Addr(); a >= start && a < start+uintptr(len(b)) {
