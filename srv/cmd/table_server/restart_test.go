@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chaintable/chaintable/codec"
+	"github.com/chaintable/chaintable/durable"
 	"github.com/chaintable/chaintable/internal/cluster"
 )
 
@@ -21,10 +23,13 @@ import (
 // under test, on the same data dir: the figures before and after a change.
 var restartVs = flag.String("restart-vs", "", "BenchmarkRestart: also restart `table_server` binary, in turns, and report its times")
 
-// The node of BenchmarkRestart: restartKeys keys of 16 bytes with 100-byte
-// values, as snap's benchmarks load, in a table of 1024 lists.
+// restartKeys is how many keys BenchmarkRestart's node holds: by default
+// fewer than a snapshot interval, so that they are all in its log.
+var restartKeys = flag.Int("restart-keys", 1_000_000, "BenchmarkRestart: the `keys` written before the restarts")
+
+// The node of BenchmarkRestart: keys of 16 bytes with 100-byte values, as
+// snap's benchmarks load, in a table of 1024 lists.
 const (
-	restartKeys  = 1_000_000
 	restartValue = 100
 	restartLists = 1024
 )
@@ -39,18 +44,23 @@ func restartValueOf(i int) []byte {
 
 // BenchmarkRestart measures issue 12's restart target: a chain of one
 // node with --data-dir and the default --fsync and snapshot interval,
-// restartKeys keys written through it, SIGKILLed, its ZooKeeper session
+// -restart-keys keys written through it, SIGKILLed, its ZooKeeper session
 // left to expire, and started again with its data dir: each iteration is
 // the time from the start of the process to its first answer to a get
 // (of the last key written, with its value). Run it with -benchtime Nx
 // (scripts/bench.sh restart); with -args -restart-vs OTHER, each iteration
-// also restarts OTHER on the same dir, the two in turns.
+// also restarts OTHER on the same dir, the two in turns. With -args
+// -restart-keys N of a snapshot interval or more, the node is killed once
+// it has saved its snapshot: the restart loads it and replays the rest.
 func BenchmarkRestart(b *testing.B) {
 	c := cluster.Start(b, cluster.Options{Nodes: 1, DataDirs: true, Lists: restartLists, Quiet: true})
 	n := c.WaitTailServes(30 * time.Second)
 	start := time.Now()
-	putAll(b, n.Addr, restartKeys)
-	b.Logf("%d keys written through the node in %v", restartKeys, time.Since(start).Round(time.Millisecond))
+	putAll(b, n.Addr, *restartKeys)
+	b.Logf("%d keys written through the node in %v", *restartKeys, time.Since(start).Round(time.Millisecond))
+	if *restartKeys >= durable.DefaultSnapshotEvery {
+		waitSnapshot(b, filepath.Join(n.DataDir, "log"))
+	}
 	n.Kill()
 	c.WaitGone(n, 30*time.Second)
 
@@ -95,7 +105,7 @@ func restartOnce(b *testing.B, c *cluster.Cluster, n *cluster.Node, bin string) 
 		cmd.Wait()
 		c.WaitGone(n, 30*time.Second)
 	}()
-	last := restartKeys - 1
+	last := *restartKeys - 1
 	get, err := codec.AppendMessage(nil, codec.GetRequest(restartKey(last)))
 	if err != nil {
 		b.Fatal(err)
@@ -122,6 +132,19 @@ func restartOnce(b *testing.B, c *cluster.Cluster, n *cluster.Node, bin string) 
 			b.Fatalf("%s after its restart: get %s = %v, want %q", bin, restartKey(last), &m, want)
 		}
 		return took
+	}
+}
+
+// waitSnapshot waits until dir holds a snapshot, the one the node takes
+// after its first DefaultSnapshotEvery writes.
+func waitSnapshot(b *testing.B, dir string) {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if snaps, _ := filepath.Glob(filepath.Join(dir, "*.snap")); len(snaps) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("no snapshot in %s 60 s after the writes", dir)
+		}
 	}
 }
 
