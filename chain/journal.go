@@ -207,7 +207,9 @@ type Recovery struct {
 	Reserve  func(keys, bytes int)
 	Entry    func(key string, value []byte)
 	Snapshot func(at Point, dedup []*codec.DedupT)
-	Write    func(w *codec.WriteT) error
+	// Write applies the next logged write; w, its key and its value are
+	// valid only during the call (they may lie in a mapping of the log).
+	Write func(w *codec.WriteT) error
 }
 
 // OpenNode returns a running node that starts from what cfg.Log holds:

@@ -287,7 +287,10 @@ func (m *Machine) TableNeed() uint64 {
 // markDirty remembers an applied write that is not known committed, so
 // that reads of its key wait for it (see ReadNeed).
 func (m *Machine) markDirty(w *codec.WriteT) {
-	if w.Seq <= m.committed {
+	// A node that is not live answers no reads, and when it becomes live
+	// every key counts as dirty until what it applied commits (see
+	// becomeLive): a log replayed at start, or a catch-up, needs no marks.
+	if w.Seq <= m.committed || !m.live {
 		return
 	}
 	m.dirty[maphash.String(m.hashSeed, w.Key)] = w.Seq

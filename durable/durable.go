@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"iter"
 	"log/slog"
@@ -231,16 +230,25 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
 	}
 	r.Snapshot(chain.Point{Seq: seq, Epoch: epoch}, dedup)
-	w, err := wal.Open(l.fsys, l.logDir, l.opts.WAL)
+	// The log after the snapshot, checked, then replayed into a table
+	// sized for the keys it adds.
+	keys := newKeyEstimate()
+	sized := false
+	w, err := wal.OpenReplay(l.fsys, l.logDir, seq+1, l.opts.WAL, wal.Replay{
+		Check: keys.add,
+		Write: func(w *codec.WriteT) error {
+			if !sized {
+				sized = true
+				l.reserve(r, keys)
+			}
+			return r.Write(w)
+		},
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		w, err = wal.Create(l.fsys, l.logDir, seq+1, l.opts.WAL)
 	}
 	if err != nil {
-		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
-	}
-	if err := replay(w, seq, r.Write); err != nil {
-		w.Close()
-		return false, fmt.Errorf("data dir %s: %w", l.dir, err)
+		return false, fmt.Errorf("data dir %s: replaying the log from %d: %w", l.dir, seq+1, err)
 	}
 	l.appended.Store(w.LastSeq())
 	l.startSyncer(w)
@@ -248,27 +256,17 @@ func (l *Log) Recover(r chain.Recovery) (whole bool, err error) {
 	return whole, nil
 }
 
-// replay feeds write the log's records after seq.
-func replay(w *wal.WAL, seq uint64, write func(*codec.WriteT) error) error {
-	if w.LastSeq() <= seq {
-		return nil
+// reserve sizes the table for the keys the log's puts add to what the
+// snapshot holds, at least the log's distinct put keys less the keys the
+// table holds: the table ends with more keys than either. Beyond that the
+// table grows as puts need, so a log of puts to keys the snapshot holds
+// reserves nothing.
+func (l *Log) reserve(r chain.Recovery, keys *keyEstimate) {
+	add := keys.keys() - l.table.Size()
+	if add <= 0 || r.Reserve == nil {
+		return
 	}
-	rd, err := w.ReadFrom(seq + 1)
-	if err != nil {
-		return fmt.Errorf("replaying the log from %d: %w", seq+1, err)
-	}
-	for {
-		rec, err := rd.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("replaying the log: %w", err)
-		}
-		if err := write(rec); err != nil {
-			return err
-		}
-	}
+	r.Reserve(add, int(int64(keys.bytes)*int64(add)/int64(keys.puts)))
 }
 
 // clearLog removes the log and snapshots.

@@ -17,7 +17,6 @@ import (
 	"iter"
 	"log/slog"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -452,24 +451,10 @@ func read(fsys diskfs.FS, name string) ([]byte, func(), error) {
 
 // decodeGuarded is decode, but a fault reading b, which a mapped file
 // whose page cannot be read from the disk raises, is returned as an
-// error instead of crashing the process.
+// error instead of crashing the process (diskfs.Guard).
 func decodeGuarded(b []byte, h *Handler) (c contents, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		r := recover()
-		if r == nil {
-			return
-		}
-		// Only a fault inside b is the file's; anything else is a bug
-		// that must crash as it would have.
-		if f, ok := r.(interface{ Addr() uintptr }); ok && len(b) > 0 {
-			start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-			if a := f.Addr(); a >= start && a < start+uintptr(len(b)) {
-				err = fmt.Errorf("reading offset %d faulted (an I/O error?): %v", a-start, r)
-				return
-			}
-		}
-		panic(r)
-	}()
-	return decode(b, h)
+	if gerr := diskfs.Guard(b, func() error { c, err = decode(b, h); return nil }); gerr != nil {
+		return contents{}, gerr
+	}
+	return c, err
 }

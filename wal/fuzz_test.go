@@ -5,12 +5,14 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/chaintable/chaintable/codec"
 	"github.com/chaintable/chaintable/diskfs"
 )
 
 // FuzzOpen feeds arbitrary bytes to Open as the log's only segment. Open
 // must not panic; when it accepts them, the records read back in
-// sequence, a second Open finds the same log, and it takes appends.
+// sequence, a second Open finds the same log, it takes appends, and
+// OpenReplay hands over its records from any point.
 func FuzzOpen(f *testing.F) {
 	fsys := diskfs.NewMem()
 	w, _ := Create(fsys, dir, 1, Options{SegmentSize: 1 << 12, NoPreallocate: true})
@@ -64,5 +66,23 @@ func FuzzOpen(f *testing.F) {
 		if w.LastSeq() != last+2 {
 			t.Fatalf("reopened: LastSeq %d, want %d", w.LastSeq(), last+2)
 		}
+		w.Close()
+		// The replay of a restart, from a point the content picks.
+		from := 1 + uint64(len(b))%(last+3)
+		next := from
+		w, err = OpenReplay(fsys, dir, from, o, Replay{Write: func(rec *codec.WriteT) error {
+			if rec.Seq != next {
+				t.Fatalf("replay from %d: record %d where %d belongs", from, rec.Seq, next)
+			}
+			next++
+			return nil
+		}})
+		if err != nil {
+			t.Fatalf("replaying a log Open accepted: %v", err)
+		}
+		if next != max(from, last+3) {
+			t.Fatalf("replay from %d ended before %d, want %d", from, next, max(from, last+3))
+		}
+		w.Close()
 	})
 }

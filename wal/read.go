@@ -47,6 +47,10 @@ type scanner struct {
 	data []byte
 	off  int    // where the next record begins
 	crc  uint32 // the crc of the record before it
+	// dataAt, if set, tells where data may lie past an offset (see
+	// diskfs.Mapping.DataAt), so that a preallocated tail is known to be
+	// zeros without reading it.
+	dataAt func(off int) (start, end int)
 }
 
 // damage describes a record that does not decode: where it begins, how
@@ -60,7 +64,9 @@ type damage struct {
 // records: the end of the file, or preallocated space (zeros).
 func (s *scanner) next() ([]byte, *damage) {
 	rest := s.data[s.off:]
-	if allZero(rest) {
+	// Only where a frame is cut short or has length 0 may the records
+	// end: the rest must then be zeros.
+	if (len(rest) < frameSize || binary.LittleEndian.Uint32(rest) == 0) && s.zerosFrom(s.off) {
 		return nil, nil
 	}
 	if len(rest) < frameSize {
@@ -92,7 +98,7 @@ func (s *scanner) next() ([]byte, *damage) {
 // the sector's end. Either way the damage lies past the last sync, whose
 // data is all on disk, so nothing after it was ever synced.
 func (s *scanner) torn(d *damage) bool {
-	if allZero(s.data[d.end:]) {
+	if s.zerosFrom(d.end) {
 		return true
 	}
 	for sec := d.off / sectorSize * sectorSize; sec < d.end && sec+sectorSize <= len(s.data); sec += sectorSize {
@@ -101,6 +107,29 @@ func (s *scanner) torn(d *damage) bool {
 		}
 	}
 	return false
+}
+
+// zerosFrom reports whether the content from off on is all zeros,
+// reading only what may not be a hole.
+func (s *scanner) zerosFrom(off int) bool {
+	for off < len(s.data) {
+		start, end := off, len(s.data)
+		if s.dataAt != nil {
+			start, end = s.dataAt(off)
+			if start >= len(s.data) {
+				return true
+			}
+			// An answer that makes no sense reads everything from off.
+			if start < off || end <= start || end > len(s.data) {
+				start, end = off, len(s.data)
+			}
+		}
+		if !allZero(s.data[start:end]) {
+			return false
+		}
+		off = end
+	}
+	return true
 }
 
 func allZero(b []byte) bool {
@@ -126,18 +155,76 @@ type segmentScan struct {
 	damaged *damage
 }
 
-// scanSegment checks the segment sg, whose content is data, and its
-// records, calling visit for each; it stops at damage, which it returns
-// in the result, or at an error from visit.
-func scanSegment(sg segment, data []byte, visit func(w *codec.WriteT) error) (segmentScan, error) {
-	first, prev, reason := parseHeader(data)
+// errStop, from scanSegment's visit, ends the scan early, without error.
+var errStop = errors.New("wal: stop scanning")
+
+// content is a segment's bytes: mapped where the file system maps files
+// lazily (only the pages read come from the disk, and space preallocated
+// but never written is known to be zeros without reading it), read into
+// memory otherwise.
+type content struct {
+	data []byte
+	m    diskfs.Mapping // nil when read
+}
+
+func readSegment(fsys diskfs.FS, name string) (content, error) {
+	if lm, ok := fsys.(diskfs.LazyMapper); ok {
+		m, err := lm.MapLazy(name)
+		if err != nil {
+			return content{}, fmt.Errorf("wal: %w", err)
+		}
+		return content{data: m.Bytes(), m: m}, nil
+	}
+	data, err := fsys.ReadFile(name)
+	if err != nil {
+		return content{}, fmt.Errorf("wal: %w", err)
+	}
+	return content{data: data}, nil
+}
+
+// read runs f, which reads c: a page of a mapping that the disk fails
+// to give is an error of the segment named name, not a crash.
+func (c content) read(name string, f func() error) error {
+	if c.m == nil {
+		return f()
+	}
+	var ferr error
+	if err := diskfs.Guard(c.data, func() error { ferr = f(); return nil }); err != nil {
+		return fmt.Errorf("wal: %s: %w", name, err)
+	}
+	return ferr
+}
+
+// close unmaps c; nothing read from it may be used after.
+func (c content) close() {
+	if c.m != nil {
+		c.m.Close() // a failed unmap leaves the mapping, which is only memory
+	}
+}
+
+// scanner returns a scanner of c's records, which begin after the header
+// and chain from crc.
+func (c content) scanner(crc uint32) scanner {
+	s := scanner{data: c.data, off: headerSize, crc: crc}
+	if c.m != nil {
+		s.dataAt = c.m.DataAt
+	}
+	return s
+}
+
+// scanSegment checks the segment sg, whose content is c, and its records,
+// calling visit for each; it stops at damage, which it returns in the
+// result, or at an error from visit (errStop: without error). The record
+// visit gets, and its key and value, are valid only during the call.
+func scanSegment(sg segment, c content, visit func(w *codec.WriteT) error) (segmentScan, error) {
+	first, prev, reason := parseHeader(c.data)
 	if reason != "" {
 		return segmentScan{}, &CorruptError{File: sg.name, Offset: 0, Reason: reason}
 	}
 	if first != sg.first {
 		return segmentScan{}, &CorruptError{File: sg.name, Offset: 0, Reason: fmt.Sprintf("the header says the segment starts at %d", first)}
 	}
-	s := scanner{data: data, off: headerSize, crc: prev}
+	s := c.scanner(prev)
 	var w codec.WriteT
 	for seq := first; ; seq++ {
 		off := s.off
@@ -152,7 +239,9 @@ func scanSegment(sg segment, data []byte, visit func(w *codec.WriteT) error) (se
 			return segmentScan{}, &CorruptError{File: sg.name, Offset: int64(off), Reason: fmt.Sprintf("a record of seq %d where %d belongs", w.Seq, seq)}
 		}
 		if visit != nil {
-			if err := visit(&w); err != nil {
+			if err := visit(&w); err == errStop {
+				return segmentScan{next: seq + 1, crc: s.crc, end: s.off}, nil
+			} else if err != nil {
 				return segmentScan{}, err
 			}
 		}
@@ -164,8 +253,38 @@ func scanSegment(sg segment, data []byte, visit func(w *codec.WriteT) error) (se
 // written, is truncated (with a log line); any other damage is a
 // *CorruptError, which names the file and offset. A dir without a log
 // is an error that wraps fs.ErrNotExist. Replay the records with
-// ReadFrom.
+// ReadFrom, or open with OpenReplay.
 func Open(fsys diskfs.FS, dir string, opts Options) (*WAL, error) {
+	return open(fsys, dir, 0, opts, nil)
+}
+
+// Replay is what OpenReplay hands the records to. The record each gets,
+// and its key and value, are valid only during the call: they may lie in
+// a mapping of the file.
+type Replay struct {
+	// Check, if set, sees each record to be replayed as the log is
+	// checked, before Write gets any (to size what the replay fills).
+	Check func(w *codec.WriteT)
+	// Write gets each record to be replayed, in order, once the whole
+	// log has been checked. An error from it stops the replay.
+	Write func(w *codec.WriteT) error
+}
+
+// OpenReplay opens the log in dir for appending, as Open does, and hands
+// r the records from sequence number from on: the replay of a restart
+// whose snapshot holds the writes before from. Every record from the
+// start of the segment that holds from is checked before r.Write gets
+// any; the segments whose records all precede from are neither read nor
+// checked (ReadFrom checks what it reads of them, for a successor). A
+// log that no longer holds from is an error that wraps ErrReleased; one
+// that ends before from hands over nothing. An error from r.Write is
+// returned as it is.
+func OpenReplay(fsys diskfs.FS, dir string, from uint64, opts Options, r Replay) (*WAL, error) {
+	return open(fsys, dir, from, opts, &r)
+}
+
+// open is Open, and with r OpenReplay from from.
+func open(fsys diskfs.FS, dir string, from uint64, opts Options, r *Replay) (*WAL, error) {
 	opts = opts.withDefaults()
 	segs, err := listSegments(fsys, dir)
 	if err != nil {
@@ -174,35 +293,78 @@ func Open(fsys diskfs.FS, dir string, opts Options) (*WAL, error) {
 	if len(segs) == 0 {
 		return nil, fmt.Errorf("wal: no log in %s: %w", dir, fs.ErrNotExist)
 	}
+	// The check starts with the segment that holds from (or would hold
+	// it, at the end of the log).
+	start := 0
+	var check func(w *codec.WriteT) error
+	if r != nil {
+		if from < segs[0].first {
+			return nil, fmt.Errorf("%w: replaying %s from %d, before the oldest record kept, %d", ErrReleased, dir, from, segs[0].first)
+		}
+		for start+1 < len(segs) && segs[start+1].first <= from {
+			start++
+		}
+		if r.Check != nil {
+			check = func(w *codec.WriteT) error {
+				if w.Seq >= from {
+					r.Check(w)
+				}
+				return nil
+			}
+		}
+	}
+	// Every segment checked stays open for the replay.
+	checked := make([]checkedSegment, 0, len(segs)-start)
+	defer func() {
+		for _, cs := range checked {
+			cs.c.close()
+		}
+	}()
 	var prevCRC uint32
 	var next uint64
 	var tail segmentScan
-	for i, sg := range segs {
-		data, err := fsys.ReadFile(sg.name)
-		if err != nil {
-			return nil, fmt.Errorf("wal: %w", err)
-		}
-		if i > 0 {
-			if sg.first != next {
-				return nil, &CorruptError{File: sg.name, Reason: fmt.Sprintf("the log before it ends at %d: records are missing", next-1)}
-			}
-			if _, prev, reason := parseHeader(data); reason == "" && prev != prevCRC {
-				return nil, &CorruptError{File: sg.name, Reason: fmt.Sprintf("it chains from crc %08x, the segment before ends with %08x", prev, prevCRC)}
-			}
-		}
-		sc, err := scanSegment(sg, data, nil)
+	for i := start; i < len(segs); i++ {
+		sg := segs[i]
+		c, err := readSegment(fsys, sg.name)
 		if err != nil {
 			return nil, err
 		}
-		if d := sc.damaged; d != nil {
-			s := scanner{data: data}
-			if i < len(segs)-1 || !s.torn(d) {
-				return nil, &CorruptError{File: sg.name, Offset: int64(d.off), Reason: d.reason}
+		checked = append(checked, checkedSegment{sg: sg, c: c})
+		err = c.read(sg.name, func() error {
+			if i > start {
+				if sg.first != next {
+					return &CorruptError{File: sg.name, Reason: fmt.Sprintf("the log before it ends at %d: records are missing", next-1)}
+				}
+				if _, prev, reason := parseHeader(c.data); reason == "" && prev != prevCRC {
+					return &CorruptError{File: sg.name, Reason: fmt.Sprintf("it chains from crc %08x, the segment before ends with %08x", prev, prevCRC)}
+				}
 			}
-			opts.Logger.Warn("wal: truncating a torn record at the end of the log",
-				"file", sg.name, "offset", d.off, "reason", d.reason, "bytes", len(data)-d.off)
+			sc, err := scanSegment(sg, c, check)
+			if err != nil {
+				return err
+			}
+			if d := sc.damaged; d != nil {
+				s := c.scanner(0)
+				if i < len(segs)-1 || !s.torn(d) {
+					return &CorruptError{File: sg.name, Offset: int64(d.off), Reason: d.reason}
+				}
+				opts.Logger.Warn("wal: truncating a torn record at the end of the log",
+					"file", sg.name, "offset", d.off, "reason", d.reason, "bytes", len(c.data)-d.off)
+			}
+			next, prevCRC, tail = sc.next, sc.crc, sc
+			checked[len(checked)-1].scan = sc
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		next, prevCRC, tail = sc.next, sc.crc, sc
+	}
+	if r != nil && r.Write != nil {
+		for _, cs := range checked {
+			if err := cs.replay(from, r.Write); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	last := segs[len(segs)-1]
@@ -217,6 +379,45 @@ func Open(fsys diskfs.FS, dir string, opts Options) (*WAL, error) {
 		return nil, err
 	}
 	return w, nil
+}
+
+// checkedSegment is a segment open checks, and what it found.
+type checkedSegment struct {
+	sg   segment
+	c    content
+	scan segmentScan
+}
+
+// replay hands write the records of the checked segment from seq from
+// on. They were checked: it only finds and decodes them.
+func (cs checkedSegment) replay(from uint64, write func(*codec.WriteT) error) error {
+	return cs.c.read(cs.sg.name, func() error {
+		data := cs.c.data[:cs.scan.end]
+		changed := func(off int) error {
+			return &CorruptError{File: cs.sg.name, Offset: int64(off), Reason: "the segment changed while it was replayed"}
+		}
+		var w codec.WriteT
+		for seq, off := cs.sg.first, headerSize; seq < cs.scan.next; seq++ {
+			if len(data)-off < frameSize {
+				return changed(off)
+			}
+			n := int(binary.LittleEndian.Uint32(data[off:]))
+			if n > len(data)-off-frameSize {
+				return changed(off)
+			}
+			payload := data[off+frameSize : off+frameSize+n]
+			if off += frameSize + n; seq < from {
+				continue
+			}
+			if err := codec.UnmarshalWrite(payload, &w); err != nil || w.Seq != seq {
+				return changed(off - frameSize - n)
+			}
+			if err := write(&w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // resetTail makes the tail's space after its records zeros and the tail
@@ -297,25 +498,37 @@ func (r *Reader) Next() (*codec.WriteT, error) {
 	return w, nil
 }
 
-// load decodes the records of the current segment from r.next on.
+// load decodes the records of the current segment from r.next on, up to
+// r.last: it reads nothing after r.last, which may be being written.
 func (r *Reader) load() error {
 	sg := r.segs[0]
 	r.segs = r.segs[1:]
-	data, err := r.fsys.ReadFile(sg.name)
+	c, err := readSegment(r.fsys, sg.name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %s was deleted while it was read", ErrReleased, sg.name)
 	}
 	if err != nil {
-		return fmt.Errorf("wal: %w", err)
+		return err
 	}
-	_, err = scanSegment(sg, data, func(w *codec.WriteT) error {
-		if w.Seq >= r.next && w.Seq <= r.last {
-			c := &codec.WriteT{Seq: w.Seq, Op: w.Op, Key: strings.Clone(w.Key), Value: bytes.Clone(w.Value),
-				ClientId: w.ClientId, RequestId: w.RequestId, Found: w.Found, FirstUnacked: w.FirstUnacked,
-				ExpireSeq: w.ExpireSeq, Epoch: w.Epoch}
-			r.recs = append(r.recs, c)
+	defer c.close()
+	err = c.read(sg.name, func() error {
+		sc, err := scanSegment(sg, c, func(w *codec.WriteT) error {
+			if w.Seq >= r.next {
+				r.recs = append(r.recs, &codec.WriteT{Seq: w.Seq, Op: w.Op, Key: strings.Clone(w.Key), Value: bytes.Clone(w.Value),
+					ClientId: w.ClientId, RequestId: w.RequestId, Found: w.Found, FirstUnacked: w.FirstUnacked,
+					ExpireSeq: w.ExpireSeq, Epoch: w.Epoch})
+			}
+			if w.Seq >= r.last {
+				return errStop
+			}
+			return nil
+		})
+		if d := sc.damaged; err == nil && d != nil {
+			// Damage before the last record asked for: every record up
+			// to it was whole when ReadFrom was called.
+			return &CorruptError{File: sg.name, Offset: int64(d.off), Reason: d.reason}
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
