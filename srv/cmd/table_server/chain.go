@@ -151,6 +151,9 @@ func (f *follower) leave(within time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		if f.syncing != nil {
+			<-f.syncing
+		}
 		left := f.sync()
 		for !left && time.Until(deadline) > retryDelay {
 			time.Sleep(retryDelay)
@@ -187,7 +190,8 @@ type follower struct {
 	force         bool // -force-start, until the node first leads or follows
 
 	name       string
-	waitingFor string // the holders last reported waited for
+	waitingFor string    // the holders last reported waited for
+	syncing    chan bool // a sync that run left in flight, for leave to wait for
 }
 
 // recheck is how often the follower brings the holders record in line
@@ -201,7 +205,18 @@ func (f *follower) run(ctx context.Context) {
 	tick := time.NewTicker(recheck)
 	defer tick.Stop()
 	for {
-		ok := f.sync()
+		// A sync waits for ZooKeeper, which may not answer for seconds:
+		// a signal meanwhile starts the leave at once, and the leave
+		// waits for the sync within its own bound.
+		synced := make(chan bool, 1)
+		go func() { synced <- f.sync() }()
+		var ok bool
+		select {
+		case ok = <-synced:
+		case <-ctx.Done():
+			f.syncing = synced
+			return
+		}
 		retry := tick.C
 		if !ok {
 			retry = time.After(retryDelay)
