@@ -37,6 +37,18 @@ func (m *Machine) TakeLogged() []*codec.WriteT {
 	return ws
 }
 
+// TakeAdopted reports, once, whether the Machine took its table, ahead of
+// its last write in places from a snapshot whose later writes will never
+// come (its predecessor is gone and it leads), as the state as of that
+// write: the driver must save the table as a snapshot as of Last and
+// start the log over after it (Log.SnapshotInstalled), since the log
+// cannot replay it.
+func (m *Machine) TakeAdopted() bool {
+	a := m.adopted
+	m.adopted = false
+	return a
+}
+
 // SetDurable records that the writes up to seq are on disk, and commits
 // what that lets commit.
 func (m *Machine) SetDurable(seq uint64) {
@@ -147,7 +159,7 @@ type LogReader interface {
 // logged returns what the node's log holds at seq, the last write a
 // successor applied.
 func (n *Node) logged(seq uint64) Logged {
-	if n.cfg.Log == nil {
+	if n.cfg.Log == nil || n.deltaBroken.Load() {
 		return Logged{}
 	}
 	if seq == 0 {
@@ -166,12 +178,24 @@ func (n *Node) logged(seq uint64) Logged {
 	return Logged{OK: true, Epoch: w.Epoch}
 }
 
+// errLogUnreadable marks a delta that failed reading the log, not sending.
+var errLogUnreadable = errors.New("chain: the log cannot give the writes a successor lacks")
+
 // sendDelta sends the successor the writes from `from` to next-1 from the
-// log, in frames as the link's.
+// log, in frames as the link's. A log that cannot give them (damaged, say)
+// gives no delta again: from then on successors catch up by snapshot.
 func (n *Node) sendDelta(send func([]byte) error, self, to string, from, next uint64) error {
+	err := n.sendDeltaFrom(send, self, to, from, next)
+	if errors.Is(err, errLogUnreadable) && !n.deltaBroken.Swap(true) {
+		n.log.Error("successors catch up by snapshot from now on", "err", err)
+	}
+	return err
+}
+
+func (n *Node) sendDeltaFrom(send func([]byte) error, self, to string, from, next uint64) error {
 	r, err := n.cfg.Log.ReadFrom(from)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errLogUnreadable, err)
 	}
 	var ws []*codec.WriteT
 	var buf []byte
@@ -183,10 +207,10 @@ func (n *Node) sendDelta(send func([]byte) error, self, to string, from, next ui
 	for seq := from; seq < next; seq++ {
 		w, err := r.Next()
 		if err != nil {
-			return fmt.Errorf("reading write %d from the log: %w", seq, err)
+			return fmt.Errorf("%w: reading write %d: %w", errLogUnreadable, seq, err)
 		}
 		if w.Seq != seq {
-			return fmt.Errorf("%w: the log holds write %d where %d belongs", ErrProtocol, w.Seq, seq)
+			return fmt.Errorf("%w: it holds write %d where %d belongs", errLogUnreadable, w.Seq, seq)
 		}
 		if ws = append(ws, w); len(ws) == linkBatch || len(fitFrame(ws)) < len(ws) {
 			if err := flush(); err != nil {

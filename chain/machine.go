@@ -164,6 +164,7 @@ type Machine struct {
 	epoch     uint64          // what this node stamps the writes it takes as head with
 	lastEpoch uint64          // the epoch of the last write applied
 	aheadTo   uint64          // the table may hold writes up to this one, from a snapshot (see SnapshotEnd)
+	adopted   bool            // the table was taken as the state as of applied, for the log to save (see TakeAdopted)
 	restored  bool            // started from its log, and not yet live or replaced by a snapshot
 	liveAt    uint64          // the last write applied when the node became live
 }
@@ -397,6 +398,12 @@ func (m *Machine) SetView(members []Member) error {
 		_, listed := m.holders.byID(m.holderID)
 		m.dataLost = m.partial || m.pred.Name != "" && !(m.holderID != "" && listed)
 		m.synced = true
+		if !m.consistent() {
+			// Still ahead of its seq in places from a snapshot whose
+			// later writes will never come: the table as it is becomes
+			// the state as of the last write applied (see TakeAdopted).
+			m.aheadTo, m.adopted = 0, m.journal
+		}
 		m.becomeLive()
 	}
 	if pred != m.pred {
@@ -452,6 +459,7 @@ func (m *Machine) Rejoin(self string) {
 	m2.partial = !old.whole
 	m2.journal, m2.logged, m2.durable, m2.diskErr = old.journal, old.logged, old.durable, old.diskErr
 	m2.epoch, m2.lastEpoch, m2.restored, m2.synced = epochOf(self), old.lastEpoch, old.restored, old.restored
+	m2.aheadTo, m2.adopted = old.aheadTo, old.adopted
 	*m = *m2
 }
 

@@ -86,6 +86,7 @@ type Node struct {
 
 	diskFailed     chan struct{} // closed when the log failed (see DiskFailed)
 	diskFailedOnce sync.Once
+	deltaBroken    atomic.Bool // the log failed to give a delta (see sendDelta)
 
 	fwd *forwarder // client requests this node passes on to other members
 
@@ -227,6 +228,9 @@ func (n *Node) step(f func(m *Machine)) {
 		// In apply order, before any other step applies more.
 		if ws := n.m.TakeLogged(); len(ws) > 0 && n.cfg.Log.Append(ws) {
 			n.cfg.Log.SaveSnapshot(n.m.Last(), n.m.DedupRecords())
+		}
+		if n.m.TakeAdopted() {
+			n.cfg.Log.SnapshotInstalled(n.m.Last(), 0, n.m.DedupRecords())
 		}
 	}
 	done, pos, failed := n.m.TakeDone()

@@ -114,6 +114,72 @@ func (lc *linkCutter) pass(t *testing.T, from net.Conn, to string) {
 
 func (lc *linkCutter) addr() string { return lc.ln.Addr().String() }
 
+// fuzzyPending starts h, with ten writes, on memH and links it to b, on
+// memB, through a link cutter: h stops right after it chose the
+// snapshot's seq (10), takes four writes that never reach its disk, and
+// streams a table that holds them; the link breaks right after the
+// snapshot. b installed it as of 10, ahead to 14, and waits for writes
+// 11 to 14, which will never come on that link. With keep, the link does
+// not break, and b goes on to apply 11 to 14, unless its disk fails: it
+// returns once b installed the snapshot. It returns the keys of the
+// three puts among the four (the fourth deletes k0).
+func fuzzyPending(t *testing.T, memH *diskfs.Mem, fsysB diskfs.FS, opts durable.Options, keep bool) (h, b *member, phantoms []string) {
+	t.Helper()
+	var armSync atomic.Bool
+	never := make(chan struct{})
+	fsysH := &gateFS{FS: memH, gate: func(op, name string) {
+		if op == "sync" && strings.Contains(name, ".wal") && armSync.Load() {
+			<-never
+		}
+	}}
+	logH := &gateWriter{hold: "linked to successor", blocked: make(chan struct{}), release: make(chan struct{})}
+	h = openLogged(t, fsysH, "/data", "h", opts, logH)
+	// Registered after h's cleanup, so it runs first: h's log, blocked in
+	// a sync on a crashed disk, then fails, and h stops.
+	t.Cleanup(func() { close(never) })
+	b = openOn(t, fsysB, "/data", "b", opts)
+	setViews(h)
+	for i := range 10 {
+		put(t, h, fmt.Sprintf("k%d", i), "v")
+	}
+
+	// h links to b through the cutter, and stops right after it chose
+	// the snapshot's seq: the writes it takes now are in the table it
+	// streams, and never reach its disk.
+	armSync.Store(true)
+	logH.armed.Store(true)
+	succAddr := b.server.Addr()
+	if !keep {
+		succAddr = newLinkCutter(t, b.server.Addr()).addr()
+	}
+	h.node.SetView([]chain.Member{{Name: "h", Addr: h.server.Addr()}, {Name: "b", Addr: succAddr}})
+	b.node.SetView([]chain.Member{{Name: "h", Addr: h.server.Addr()}, {Name: "b", Addr: b.server.Addr()}})
+	select {
+	case <-logH.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("h never linked to b: %s", h.node.State())
+	}
+	phantoms = []string{"phantom0", "phantom1", "phantom2"}
+	for _, k := range phantoms {
+		go do(t, h.server.Addr(), codec.PutRequest(k, []byte("never acknowledged")))
+	}
+	go do(t, h.server.Addr(), codec.DelRequest("k0")) // of an acknowledged write
+	eventually(t, "h applies the four writes", func() error {
+		if st := h.node.State(); !strings.Contains(st, "applied=14 ") {
+			return fmt.Errorf("h: %s", st)
+		}
+		return nil
+	})
+	close(logH.release)
+	eventually(t, "b installs the snapshot", func() error {
+		if st := b.node.State(); !strings.Contains(st, "synced=true") || appliedOf(st) < 10 || !keep && appliedOf(st) != 10 {
+			return fmt.Errorf("b: %s", st)
+		}
+		return nil
+	})
+	return h, b, phantoms
+}
+
 // TestAttackFuzzySnapshotSaved: a predecessor streams its table while it
 // goes on taking writes, so the snapshot a new successor installs as of
 // write S may hold writes after S ("they follow the snapshot anyway").
@@ -136,55 +202,7 @@ func (lc *linkCutter) addr() string { return lc.ln.Addr().String() }
 func TestAttackFuzzySnapshotSaved(t *testing.T) {
 	opts := durable.Options{Mode: wal.Batch}
 	memH, memB := diskfs.NewMem(), diskfs.NewMem()
-	var armSync atomic.Bool
-	never := make(chan struct{})
-	fsysH := &gateFS{FS: memH, gate: func(op, name string) {
-		if op == "sync" && strings.Contains(name, ".wal") && armSync.Load() {
-			<-never
-		}
-	}}
-	logH := &gateWriter{hold: "linked to successor", blocked: make(chan struct{}), release: make(chan struct{})}
-	h := openLogged(t, fsysH, "/data", "h", opts, logH)
-	// Registered after h's cleanup, so it runs first: h's log, blocked in
-	// a sync on a crashed disk, then fails, and h stops.
-	t.Cleanup(func() { close(never) })
-	b := openOn(t, memB, "/data", "b", opts)
-	setViews(h)
-	for i := range 10 {
-		put(t, h, fmt.Sprintf("k%d", i), "v")
-	}
-
-	// h links to b through the cutter, and stops right after it chose
-	// the snapshot's seq: the writes it takes now are in the table it
-	// streams, and never reach its disk.
-	armSync.Store(true)
-	logH.armed.Store(true)
-	lc := newLinkCutter(t, b.server.Addr())
-	h.node.SetView([]chain.Member{{Name: "h", Addr: h.server.Addr()}, {Name: "b", Addr: lc.addr()}})
-	b.node.SetView([]chain.Member{{Name: "h", Addr: h.server.Addr()}, {Name: "b", Addr: b.server.Addr()}})
-	select {
-	case <-logH.blocked:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("h never linked to b: %s", h.node.State())
-	}
-	phantoms := []string{"phantom0", "phantom1", "phantom2"}
-	for _, k := range phantoms {
-		go do(t, h.server.Addr(), codec.PutRequest(k, []byte("never acknowledged")))
-	}
-	go do(t, h.server.Addr(), codec.DelRequest("k0")) // of an acknowledged write
-	eventually(t, "h applies the four writes", func() error {
-		if st := h.node.State(); !strings.Contains(st, "applied=14 ") {
-			return fmt.Errorf("h: %s", st)
-		}
-		return nil
-	})
-	close(logH.release)
-	eventually(t, "b installs the snapshot", func() error {
-		if st := b.node.State(); !strings.Contains(st, "synced=true") || !strings.Contains(st, "applied=10 ") {
-			return fmt.Errorf("b: %s", st)
-		}
-		return nil
-	})
+	_, b, phantoms := fuzzyPending(t, memH, memB, opts, false)
 	// Time enough to save it (which the old code did, as of 10, at once).
 	time.Sleep(300 * time.Millisecond)
 	_, err := memB.ReadFile("/data/incomplete")

@@ -473,6 +473,7 @@ type installed struct {
 // table as of it, once the log holds write aheadTo; until it is saved,
 // nothing is reported durable, and the data dir stays marked incomplete.
 func (l *Log) SnapshotInstalled(at chain.Point, aheadTo uint64, dedup []*codec.DedupT) {
+	l.pending = nil // a later install, or the table taken as it is, replaces it
 	if l.failed.Load() != nil {
 		// Starting over would delete the old log and snapshots, on a
 		// disk that may not take the new ones, nor have the mark that

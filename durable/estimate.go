@@ -17,6 +17,7 @@ type keyEstimate struct {
 	seed  maphash.Seed
 	set   []uint64
 	puts  int // puts seen
+	dels  int // dels seen
 	bytes int // their keys' and values' bytes
 }
 
@@ -26,9 +27,10 @@ func newKeyEstimate() *keyEstimate {
 	return &keyEstimate{seed: maphash.MakeSeed(), set: make([]uint64, estimateBits/64)}
 }
 
-// add counts w, if it is a put.
+// add counts w.
 func (e *keyEstimate) add(w *codec.WriteT) {
 	if w.Op != codec.OpPut {
+		e.dels++
 		return
 	}
 	e.puts++
@@ -37,14 +39,18 @@ func (e *keyEstimate) add(w *codec.WriteT) {
 	e.set[h/64] |= 1 << (h % 64)
 }
 
-// keys returns the estimate: never more than the puts.
+// keys returns the estimate, less one key for every del: never more than
+// the puts. A del of a key the snapshot holds, or one put again after,
+// makes it count too few, which costs only the table's growth; counting
+// deleted keys would reserve room no key takes.
 func (e *keyEstimate) keys() int {
 	unset := 0
 	for _, b := range e.set {
 		unset += 64 - bits.OnesCount64(b)
 	}
-	if unset == 0 {
-		return e.puts
+	distinct := e.puts
+	if unset > 0 {
+		distinct = min(e.puts, int(math.Round(-estimateBits*math.Log(float64(unset)/estimateBits))))
 	}
-	return min(e.puts, int(math.Round(-estimateBits*math.Log(float64(unset)/estimateBits))))
+	return max(0, distinct-e.dels)
 }
