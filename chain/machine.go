@@ -25,6 +25,13 @@ type Applier interface {
 	Reset()
 }
 
+// A prefetcher is an Applier that can be told which keys are about to be
+// written, so that it brings them into the CPU's caches together (see
+// srv.Table.Prefetch).
+type prefetcher interface {
+	Prefetch(n int, key func(i int) string)
+}
+
 // Position is how far a node has got: the last write it applied, and the
 // last write it knows reached the tail.
 type Position struct {
@@ -702,6 +709,9 @@ func (m *Machine) Replicate(from, to string, writes []*codec.WriteT, live bool, 
 		return 0, 0, err
 	}
 	last = m.applied
+	if p, ok := m.store.(prefetcher); ok && len(writes) > 1 {
+		p.Prefetch(len(writes), func(i int) string { return writes[i].Key })
+	}
 	for _, w := range writes {
 		switch {
 		case w.Seq <= m.applied:

@@ -369,7 +369,7 @@ func (n *Node) Serve(c *srv.Conn, req, reply *codec.MessageT) bool {
 		return true
 	}
 	if codec.IsWrite(req.GetOpcode()) {
-		n.clientWrite(c, nil, codec.WriteOf(req), req.GetForwarded())
+		n.clientWrites(c, nil, codec.WriteOf(req), req.GetForwarded())
 		return false
 	}
 	n.mu.RLock()
@@ -645,53 +645,74 @@ func (n *Node) refuse(reply *codec.MessageT, err error) bool {
 
 // ServeWrite takes a plain put or del: Node is a srv.WriteServer.
 func (n *Node) ServeWrite(c *srv.Conn, req *codec.WriteRequest) {
-	n.clientWrite(c, req, nil, false)
+	n.clientWrites(c, unsafe.Slice(req, 1), nil, false)
 }
 
-// clientWrite takes a put or del, req or w, and answers it with c now or
-// later: at the head, once it commits; elsewhere, once the head answers
-// it. forwarded says another member passed it on.
-func (n *Node) clientWrite(c *srv.Conn, req *codec.WriteRequest, w *codec.WriteT, forwarded bool) {
-	var found bool
-	var cw *clientWaiter
-	var err error
-	op, size := w.GetOp(), len(w.GetKey())+len(w.GetValue())
-	if req != nil {
-		op, size = req.Op, len(req.Key)+len(req.Value)
+// ServeWrites takes plain puts and dels that came one after the other on
+// c, in one step: Node is a srv.WriteBatchServer. One lock, one clock
+// reading and one wake of the link serve a client's whole batch.
+func (n *Node) ServeWrites(c *srv.Conn, reqs []codec.WriteRequest) {
+	n.clientWrites(c, reqs, nil, false)
+}
+
+// clientWrites takes puts and dels, reqs or else the one write w, and
+// answers each, in order, with c now or later: at the head, once it
+// commits; elsewhere, once the head answers it. forwarded says another
+// member passed w on.
+func (n *Node) clientWrites(c *srv.Conn, reqs []codec.WriteRequest, w *codec.WriteT, forwarded bool) {
+	count := len(reqs)
+	if w != nil {
+		count = 1
+	} else if count > 1 {
+		// The keys only hash and compare, within the call.
+		n.store.Prefetch(count, func(i int) string { return unsafe.String(unsafe.SliceData(reqs[i].Key), len(reqs[i].Key)) })
 	}
-	if size > n.cfg.MaxFrame-linkOverhead {
-		// Its replication frame would not fit in the successor's largest
-		// frame, and would hold up every write after it.
-		n.log.Debug("refused write too large to replicate", "bytes", size, "max", n.cfg.MaxFrame-linkOverhead)
-		n.store.Stats.CountRequest(op, codec.Status_STATUS_BAD_REQUEST)
-		c.AnswerFrame(srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST))
-		return
+	type routed struct {
+		h    *heldWrite
+		head Member
+		err  error
 	}
-	var head Member
-	var start time.Duration
+	var held []routed // writes this node cannot take, in order
 	n.step(func(m *Machine) {
-		start = sinceEpoch(m.now) // step's clock: no second reading
-		if w == nil {
-			w = n.blocks.write(req)
+		start := sinceEpoch(m.now) // step's clock: no second reading
+		for i := range count {
+			var req *codec.WriteRequest
+			op, size := w.GetOp(), len(w.GetKey())+len(w.GetValue())
+			if w == nil {
+				req = &reqs[i]
+				op, size = req.Op, len(req.Key)+len(req.Value)
+			}
+			if size > n.cfg.MaxFrame-linkOverhead {
+				// Its replication frame would not fit in the successor's
+				// largest frame, and would hold up every write after it.
+				n.log.Debug("refused write too large to replicate", "bytes", size, "max", n.cfg.MaxFrame-linkOverhead)
+				n.store.Stats.CountRequest(op, codec.Status_STATUS_BAD_REQUEST)
+				c.AnswerFrame(srv.ErrorFrame(codec.Status_STATUS_BAD_REQUEST))
+				continue
+			}
+			cw := w
+			if req != nil {
+				cw = n.blocks.write(req)
+			}
+			seq, found, head, err := takeWrite(m, cw)
+			switch {
+			case seq != 0:
+				waiter := n.blocks.waiter()
+				*waiter = clientWaiter{p: c.Defer(), n: n, op: cw.Op, found: found, forwarded: forwarded, start: start}
+				m.Await(seq, waiter)
+			case err == nil || forwarded || !notTakenHere(err, cw):
+				// Answered, or refused for good; a member that forwarded
+				// the write decides for itself what to do next.
+				n.answeredWrite(cw.Op, writeStatus(found, err), start)
+				c.AnswerFrame(writeReplyFrame(cw.Op, found, err))
+			default:
+				hw := &heldWrite{n: n, p: c.Defer(), w: cw, deadline: m.now.Add(n.cfg.HoldTimeout)}
+				held = append(held, routed{hw, head, err})
+			}
 		}
-		var seq uint64
-		if seq, found, head, err = takeWrite(m, w); seq == 0 {
-			return // answered now: refused, or committed at once (no successor)
-		}
-		cw = n.blocks.waiter()
-		*cw = clientWaiter{p: c.Defer(), n: n, op: w.Op, found: found, forwarded: forwarded, start: start}
-		m.Await(seq, cw)
 	})
-	switch {
-	case cw != nil:
-	case err == nil || forwarded || !notTakenHere(err, w):
-		// Answered, or refused for good; a member that forwarded the
-		// write decides for itself what to do next.
-		n.answeredWrite(w.Op, writeStatus(found, err), start)
-		c.AnswerFrame(writeReplyFrame(w.Op, found, err))
-	default:
-		hw := &heldWrite{n: n, p: c.Defer(), w: w, deadline: time.Now().Add(n.cfg.HoldTimeout)}
-		hw.route(head, err)
+	for _, r := range held {
+		r.h.route(r.head, r.err)
 	}
 }
 

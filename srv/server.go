@@ -54,6 +54,21 @@ type WriteServer interface {
 	ServeWrite(c *Conn, w *codec.WriteRequest)
 }
 
+// A WriteBatchServer is a WriteServer that takes the plain puts and dels
+// that follow each other on a connection, within one pass over its
+// requests, in one call: what it does once per call rather than per write
+// (a lock, a clock reading, waking a replication link) is then done once
+// per client batch. The server gives it no batch past a request of
+// another kind, so that a read that follows a write is served after it.
+type WriteBatchServer interface {
+	WriteServer
+	// ServeWrites answers each of ws, in order, as ServeWrite answers one:
+	// with c.AnswerFrame, or by taking c.Defer() to answer later. ws and
+	// its slices are valid only during the call. It runs on an event
+	// loop: it must not block.
+	ServeWrites(c *Conn, ws []codec.WriteRequest)
+}
+
 // A ConnCloseHandler is a Handler that wants to know when a connection
 // closes, for example to forget state kept for it.
 type ConnCloseHandler interface {
@@ -124,6 +139,7 @@ type Server struct {
 
 	getServer   GetServer   // cfg.Handler, when it is one
 	writeServer WriteServer // cfg.Handler, when it is one
+	batchServer WriteBatchServer
 
 	conns  sync.Map     // id -> *Conn, for the idle sweep
 	bodies atomic.Int64 // bytes of bodyBudget taken
@@ -165,6 +181,7 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
 	s.getServer, _ = cfg.Handler.(GetServer)
 	s.writeServer, _ = cfg.Handler.(WriteServer)
+	s.batchServer, _ = cfg.Handler.(WriteBatchServer)
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(cfg.EventLoops),
@@ -362,6 +379,7 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 		c.body, c.bodySize = nil, 0
 		s.release(c)
 		closing := s.serveFrame(c, gc, body)
+		s.serveWrites(c) // before the body goes back to its pool
 		if pooled {
 			putBody(body) // the Handler keeps nothing of a request
 		}
@@ -377,6 +395,7 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 	for frames := 0; ; frames++ {
 		if s.passOver(c, gc, frames) {
 			// The rest waits whole in gnet's buffer for the next pass.
+			s.serveWrites(c)
 			c.need = 0
 			if used > 0 {
 				gc.Discard(used)
@@ -385,6 +404,7 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 		}
 		payload, n, err := codec.Split(buf[used:], s.cfg.MaxFrame)
 		if err != nil {
+			s.serveWrites(c) // as the requests before it were served
 			s.log.Warn("closing connection", "conn", c.id, "remote", gc.RemoteAddr(), "reason", err)
 			c.closeFor(CloseBadFrame)
 			return gnet.Close
@@ -394,9 +414,12 @@ func (s *Server) decode(c *Conn, gc gnet.Conn) gnet.Action {
 		}
 		used += n
 		if s.serveFrame(c, gc, payload) {
+			s.serveWrites(c)
 			return gnet.Close
 		}
 	}
+	// The writes gathered point into buf: served before it is discarded.
+	s.serveWrites(c)
 	rest := buf[used:]
 	// Split checked this header already: no error.
 	size, hdr, _ := codec.ParseHeader(rest, s.cfg.MaxFrame)
@@ -539,6 +562,13 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 var errorFrame = ErrorFrame(codec.Status_STATUS_BAD_REQUEST)
 
 func (s *Server) serve(c *Conn, payload []byte) {
+	if s.batchServer != nil {
+		if codec.ScanWrite(payload, &c.write) {
+			c.writes = append(c.writes, c.write)
+			return
+		}
+		s.serveWrites(c) // they come before this request
+	}
 	if s.getServer != nil {
 		if key, ok := codec.ScanGet(payload); ok {
 			if len(c.queue) == 0 {
@@ -553,7 +583,7 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	}
 	if s.writeServer != nil && codec.ScanWrite(payload, &c.write) {
 		s.writeServer.ServeWrite(c, &c.write)
-		s.finish(c)
+		s.finish(c, 1)
 		return
 	}
 	if err := codec.Unmarshal(payload, &c.req); err != nil {
@@ -564,7 +594,7 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	}
 	c.reply.Reset()
 	if !s.cfg.Handler.Serve(c, &c.req, &c.reply) {
-		s.finish(c)
+		s.finish(c, 1)
 		return
 	}
 	frame, err := codec.AppendMessage(c.scratch[:0], &c.reply)
@@ -576,18 +606,25 @@ func (s *Server) serve(c *Conn, payload []byte) {
 	c.answer(frame)
 }
 
-// finish takes the answer a Handler gave through c without filling a
-// reply: a frame, or a promise to answer later.
-func (s *Server) finish(c *Conn) {
-	switch {
-	case c.answered:
-		c.answered = false
-	case c.deferred != nil:
-		c.queue = append(c.queue, c.deferred)
-		c.deferred = nil
-	default:
-		panic("srv: Handler neither answered nor deferred")
+// serveWrites gives the Handler the writes gathered on c, if any.
+func (s *Server) serveWrites(c *Conn) {
+	if len(c.writes) == 0 {
+		return
 	}
+	s.batchServer.ServeWrites(c, c.writes)
+	s.finish(c, len(c.writes))
+	clear(c.writes) // they point into the connection's inbound bytes
+	c.writes = c.writes[:0]
+}
+
+// finish checks that a Handler answered the n requests it was given
+// through c without filling a reply: each with a frame, or a promise to
+// answer later.
+func (s *Server) finish(c *Conn, n int) {
+	if c.answers != n {
+		panic(fmt.Sprintf("srv: Handler answered %d of %d requests with AnswerFrame or Defer", c.answers, n))
+	}
+	c.answers = 0
 }
 
 func mustFrame(m *codec.MessageT) []byte {
@@ -607,18 +644,18 @@ type Conn struct {
 	// Event-loop only.
 	req, reply codec.MessageT
 	write      codec.WriteRequest
-	scratch    []byte     // encoding space for one reply
-	out        []byte     // replies to write at the end of this pass
-	queue      []*Pending // replies not yet written, oldest first, once any was deferred
-	queued     int        // bytes of the ready replies in queue that answer copied
-	deferred   *Pending   // taken by the Handler during Serve
-	pendings   []Pending  // the rest of the block newPending hands out from
-	answered   bool       // the Handler answered with AnswerFrame during Serve
-	closing    bool       // a reply was abandoned: close once what precedes it is written
-	body       []byte     // the payload so far of a large frame arriving
-	bodySize   int        // the size body will have once complete; 0 with none arriving
-	reserved   int        // the bytes of Server.bodies that body holds
-	need       int        // inbound bytes needed before decoding again
+	writes     []codec.WriteRequest // plain writes gathered for a WriteBatchServer
+	scratch    []byte               // encoding space for one reply
+	out        []byte               // replies to write at the end of this pass
+	queue      []*Pending           // replies not yet written, oldest first, once any was deferred
+	queued     int                  // bytes of the ready replies in queue that answer copied
+	pendings   []Pending            // the rest of the block newPending hands out from
+	answers    int                  // AnswerFrame and Defer calls since the Handler was called
+	closing    bool                 // a reply was abandoned: close once what precedes it is written
+	body       []byte               // the payload so far of a large frame arriving
+	bodySize   int                  // the size body will have once complete; 0 with none arriving
+	reserved   int                  // the bytes of Server.bodies that body holds
+	need       int                  // inbound bytes needed before decoding again
 
 	// Event-loop only, for backpressure and passes (see backpressure.go).
 	paused bool // over ReplyBudget: requests wait undecoded (see admit)
@@ -657,11 +694,14 @@ func (c *Conn) ID() uint64 { return c.id }
 // RemoteAddr returns the address of the connection's other end.
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
-// Defer lets the Handler answer the current request later. Call it at most
-// once per request, from Serve.
+// Defer lets the Handler answer the current request later: the reply
+// takes its place behind those of the requests before it. Call it at most
+// once per request, from Serve (or ServeWrite, ServeWrites).
 func (c *Conn) Defer() *Pending {
-	c.deferred = c.newPending()
-	return c.deferred
+	p := c.newPending()
+	c.queue = append(c.queue, p)
+	c.answers++
+	return p
 }
 
 // pendingBlock is how many Pendings a connection allocates at once.
@@ -685,7 +725,7 @@ func (c *Conn) newPending() *Pending {
 // return false.
 func (c *Conn) AnswerFrame(frame []byte) {
 	c.answer(frame)
-	c.answered = true
+	c.answers++
 }
 
 // answer queues a ready reply frame behind any earlier deferred reply.

@@ -152,7 +152,7 @@ func BenchmarkStorePut(b *testing.B) {
 		for i := 0; pb.Next(); i++ {
 			w.Key = keys[i%len(keys)]
 			store.ServeWrite(c, w)
-			c.out, c.answered = c.out[:0], false
+			c.out, c.answers = c.out[:0], 0
 		}
 	})
 }

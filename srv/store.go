@@ -237,5 +237,9 @@ func (s *Store) Apply(op codec.MessageT_Opcode, key string, value []byte) (found
 	return found
 }
 
+// Prefetch brings into the CPU's caches what writing each of n keys will
+// read (see Table.Prefetch).
+func (s *Store) Prefetch(n int, key func(i int) string) { s.Table.Prefetch(n, key) }
+
 // Reset empties the table; the statistics stay.
 func (s *Store) Reset() { s.Table.Clear() }
