@@ -61,7 +61,7 @@ func TestAttackFuzzyPendingThenReset(t *testing.T) {
 	h.node.SetView(view)
 	b.node.SetView(view)
 	<-done
-	caughtUpSurvivesPowerCut(t, h, b, memB, opts)
+	caughtUpSurvivesPowerCut(t, h, b, memB, opts, 14+200)
 }
 
 // lateWrites puts n keys at h, one every 2 ms, each on a connection of
@@ -80,14 +80,15 @@ func lateWrites(h *member, n int) <-chan struct{} {
 	return done
 }
 
-// caughtUpSurvivesPowerCut waits until b, on memB, is live with every
-// write h applied and its snapshot saved (no incomplete marker), then
-// cuts b's power and checks that b, restarted, has h's table.
-func caughtUpSurvivesPowerCut(t *testing.T, h, b *member, memB *diskfs.Mem, opts durable.Options) {
+// caughtUpSurvivesPowerCut waits until h applied write total and b, on
+// memB, is live with every write up to it on its disk (b, the tail,
+// commits only what is) and its snapshot saved (no incomplete marker),
+// then cuts b's power and checks that b, restarted, has h's table.
+func caughtUpSurvivesPowerCut(t *testing.T, h, b *member, memB *diskfs.Mem, opts durable.Options, total uint64) {
 	t.Helper()
 	eventually(t, "b caught up and saved", func() error {
-		if hs, bs := h.node.State(), b.node.State(); !b.node.Live() || appliedOf(bs) != appliedOf(hs) {
-			return fmt.Errorf("h: %s; b: %s", hs, bs)
+		if hs, bs := h.node.State(), b.node.State(); appliedOf(hs) != total || !b.node.Live() || stateNumber(bs, "committed") != total {
+			return fmt.Errorf("want both at %d; h: %s; b: %s", total, hs, bs)
 		}
 		if _, err := memB.ReadFile("/data/incomplete"); err == nil {
 			return fmt.Errorf("the incomplete marker is still there (b: %s)", b.node.State())
@@ -98,7 +99,6 @@ func caughtUpSurvivesPowerCut(t *testing.T, h, b *member, memB *diskfs.Mem, opts
 	if d := diffTables(want, tableOf(b.table)); d != "[]" {
 		t.Fatalf("h vs b: %s", d)
 	}
-	time.Sleep(200 * time.Millisecond) // b's last writes synced
 	after := memB.Crash(rand.New(zeroSource{}))
 	b.stop()
 	b2 := openOn(t, after, "/data", "b2", opts)
@@ -108,8 +108,11 @@ func caughtUpSurvivesPowerCut(t *testing.T, h, b *member, memB *diskfs.Mem, opts
 }
 
 // appliedOf returns the last write applied that a node's State tells.
-func appliedOf(state string) uint64 {
-	_, rest, _ := strings.Cut(state, " applied=")
+func appliedOf(state string) uint64 { return stateNumber(state, "applied") }
+
+// stateNumber returns the number a node's State tells as name=N.
+func stateNumber(state, name string) uint64 {
+	_, rest, _ := strings.Cut(state, " "+name+"=")
 	n, _ := strconv.ParseUint(strings.Fields(rest)[0], 10, 64)
 	return n
 }
@@ -146,7 +149,7 @@ func TestAttackFuzzyCatchUpWithPeriodicSnapshots(t *testing.T) {
 	memB := diskfs.NewMem()
 	h, b, _ := fuzzyPending(t, diskfs.NewMem(), memB, opts, true)
 	<-lateWrites(h, 200)
-	caughtUpSurvivesPowerCut(t, h, b, memB, opts)
+	caughtUpSurvivesPowerCut(t, h, b, memB, opts, 14+200)
 	if n := b.log.SnapshotsSaved(); n < 2 {
 		t.Errorf("b saved %d snapshots, want the install's and periodic ones", n)
 	}
