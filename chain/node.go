@@ -1187,7 +1187,9 @@ func (n *Node) sendSnapshot(send func(*codec.MessageT) error, self, to string, d
 		}
 	}
 	// Every write the scan saw was applied in a step that has ended once
-	// the lock is had.
+	// the lock is had. So has a reset of this node's own table (a
+	// snapshot from its predecessor) that the scan may have seen in part:
+	// that step closed the link, and this frame is never delivered.
 	n.mu.RLock()
 	frame.AheadTo = n.m.Applied()
 	n.mu.RUnlock()
