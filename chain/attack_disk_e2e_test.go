@@ -25,21 +25,8 @@ import (
 // is, as a crashed node would.
 func TestE2EDiskFailedOnlyHolder(t *testing.T) {
 	ctx := context.Background()
-	c := cluster.Start(t, cluster.Options{Nodes: 1, DataDirs: true})
-	c.WaitTailServes(recoverTimeout)
-	if err := c.Client().Put(ctx, "k", []byte("v")); err != nil {
-		t.Fatalf("put on a chain of one: %v", err)
-	}
-	old := c.At(0)
-	old.FailDisk()
-	quick := c.ClientWith(cli.Options{RetryFor: 2 * time.Second, AttemptTimeout: 500 * time.Millisecond})
-	if err := quick.Put(ctx, "trigger", []byte("x")); err == nil {
-		t.Fatalf("a put was acknowledged by %v after its disk failed", old)
-	}
-	if how, ok := old.WaitExit(recoverTimeout); !ok || how != "exit status 1" {
-		t.Fatalf("%v after its disk failed: ended %v (%q); its log ends:\n%s", old, ok, how, old.LogTail(20))
-	}
-	c.WaitGone(old, recoverTimeout)
+	c, old := oneHolder(t)
+	quick := failDiskOfHead(t, c, old)
 
 	fresh := c.Add()
 	if err := quick.Put(ctx, "k2", []byte("v2")); err == nil {
@@ -115,15 +102,7 @@ func TestE2EDiskFailedHeadBeforeSuccessorCaughtUp(t *testing.T) {
 	succ.Partition(cluster.Reset)
 	succ.Restart()
 
-	head.FailDisk()
-	quick := c.ClientWith(cli.Options{RetryFor: 2 * time.Second, AttemptTimeout: 500 * time.Millisecond})
-	if err := quick.Put(ctx, "trigger", []byte("x")); err == nil {
-		t.Fatalf("a put was acknowledged by %v after its disk failed", head)
-	}
-	if how, ok := head.WaitExit(recoverTimeout); !ok || how != "exit status 1" {
-		t.Fatalf("%v after its disk failed: ended %v (%q); its log ends:\n%s", head, ok, how, head.LogTail(20))
-	}
-	c.WaitGone(head, recoverTimeout)
+	quick := failDiskOfHead(t, c, head)
 	succ.Heal()
 	// The successor must wait for the head (it may not lead without k2),
 	// so reads and writes fail for now; what must not come is an answer
@@ -135,4 +114,57 @@ func TestE2EDiskFailedHeadBeforeSuccessorCaughtUp(t *testing.T) {
 	} else if err == nil && string(v) != "v2" {
 		t.Errorf("k2 = %q", v)
 	}
+}
+
+// failDiskOfHead fails the disk of n, the head: a put must not be
+// acknowledged, n must exit 1 and leave the chain. It returns the quick
+// client that tried the put, for the test's later requests.
+func failDiskOfHead(t *testing.T, c *cluster.Cluster, n *cluster.Node) *cli.Client {
+	t.Helper()
+	n.FailDisk()
+	quick := c.ClientWith(cli.Options{RetryFor: 2 * time.Second, AttemptTimeout: 500 * time.Millisecond})
+	if err := quick.Put(context.Background(), "trigger", []byte("x")); err == nil {
+		t.Fatalf("a put was acknowledged by %v after its disk failed", n)
+	}
+	if how, ok := n.WaitExit(recoverTimeout); !ok || how != "exit status 1" {
+		t.Fatalf("%v after its disk failed: ended %v (%q); its log ends:\n%s", n, ok, how, n.LogTail(20))
+	}
+	c.WaitGone(n, recoverTimeout)
+	return quick
+}
+
+// TestE2ELastHolderLeavesGracefully: the only node of a chain with a data
+// dir is stopped with SIGTERM. Its data dir holds every acknowledged
+// write, so it stays in the holders record: a new node started meanwhile
+// waits rather than lead with an empty table, and the old node, started
+// again on its data dir, leads with its writes.
+func TestE2ELastHolderLeavesGracefully(t *testing.T) {
+	ctx := context.Background()
+	c, old := oneHolder(t)
+	if code := old.Term(); code != 0 {
+		t.Fatalf("%v exited %d after SIGTERM", old, code)
+	}
+	c.WaitGone(old, recoverTimeout)
+	fresh := c.Add()
+	quick := c.ClientWith(cli.Options{RetryFor: 2 * time.Second, AttemptTimeout: 500 * time.Millisecond})
+	if err := quick.Put(ctx, "k2", []byte("v2")); err == nil {
+		t.Errorf("%v, new, started the chain empty after the only holder left gracefully", fresh)
+	}
+	old.Restart()
+	c.WaitTailServes(recoverTimeout)
+	if v, err := c.Client().Get(ctx, "k"); err != nil || string(v) != "v" {
+		t.Errorf("k = %q, %v once the old node is back on its data dir", v, err)
+	}
+}
+
+// oneHolder starts a chain of one node with a data dir, which takes the
+// write k=v, and returns it.
+func oneHolder(t *testing.T) (*cluster.Cluster, *cluster.Node) {
+	t.Helper()
+	c := cluster.Start(t, cluster.Options{Nodes: 1, DataDirs: true})
+	c.WaitTailServes(recoverTimeout)
+	if err := c.Client().Put(context.Background(), "k", []byte("v")); err != nil {
+		t.Fatalf("put on a chain of one: %v", err)
+	}
+	return c, c.At(0)
 }

@@ -84,6 +84,18 @@ func put(t *testing.T, m *chain.Machine, key, value string) {
 	}
 }
 
+// drainingNode returns a Machine of process "A", listed as node a, that
+// leads and drains, with a log if journal.
+func drainingNode(t *testing.T, journal bool) *chain.Machine {
+	m, _ := holderNode(t, "A", "a")
+	if journal {
+		m.EnableJournal()
+	}
+	install(t, m, nil, member("a"))
+	m.Drain()
+	return m
+}
+
 func member(name string) chain.Member { return chain.Member{Name: name, Addr: "127.0.0.1:1"} }
 
 func TestPlanHolders(t *testing.T) {
@@ -156,51 +168,29 @@ func TestPlanHolders(t *testing.T) {
 		view: []chain.Member{b, a},
 		want: chain.Holders{{ID: "B", Name: "b"}, {ID: "A", Name: "a-old"}},
 	}, {
-		name: "draining node takes itself off",
-		setup: func(t *testing.T) *chain.Machine {
-			m, _ := holderNode(t, "A", "a")
-			install(t, m, nil, a)
-			m.Drain()
-			return m
-		},
-		hs:   chain.Holders{{ID: "A", Name: "a"}, {ID: "B", Name: "b"}},
-		view: []chain.Member{a, b},
-		want: chain.Holders{{ID: "B", Name: "b"}},
+		name:  "draining node takes itself off",
+		setup: func(t *testing.T) *chain.Machine { return drainingNode(t, false) },
+		hs:    chain.Holders{{ID: "A", Name: "a"}, {ID: "B", Name: "b"}},
+		view:  []chain.Member{a, b},
+		want:  chain.Holders{{ID: "B", Name: "b"}},
 	}, {
-		name: "draining node without a log, the last listed, takes itself off",
-		setup: func(t *testing.T) *chain.Machine {
-			m, _ := holderNode(t, "A", "a")
-			install(t, m, nil, a)
-			m.Drain()
-			return m
-		},
-		hs:   chain.Holders{{ID: "A", Name: "a"}},
-		view: []chain.Member{a, b},
-		want: chain.Holders{},
+		name:  "draining node without a log, the last listed, takes itself off",
+		setup: func(t *testing.T) *chain.Machine { return drainingNode(t, false) },
+		hs:    chain.Holders{{ID: "A", Name: "a"}},
+		view:  []chain.Member{a, b},
+		want:  chain.Holders{},
 	}, {
-		name: "draining node with a log takes itself off while others are listed",
-		setup: func(t *testing.T) *chain.Machine {
-			m, _ := holderNode(t, "A", "a")
-			m.EnableJournal()
-			install(t, m, nil, a)
-			m.Drain()
-			return m
-		},
-		hs:   chain.Holders{{ID: "A", Name: "a"}, {ID: "B", Name: "b"}},
-		view: []chain.Member{a, b},
-		want: chain.Holders{{ID: "B", Name: "b"}},
+		name:  "draining node with a log takes itself off while others are listed",
+		setup: func(t *testing.T) *chain.Machine { return drainingNode(t, true) },
+		hs:    chain.Holders{{ID: "A", Name: "a"}, {ID: "B", Name: "b"}},
+		view:  []chain.Member{a, b},
+		want:  chain.Holders{{ID: "B", Name: "b"}},
 	}, {
-		name: "draining node with a log, the last listed, keeps its entry",
-		setup: func(t *testing.T) *chain.Machine {
-			m, _ := holderNode(t, "A", "a")
-			m.EnableJournal()
-			install(t, m, nil, a)
-			m.Drain()
-			return m
-		},
-		hs:   chain.Holders{{ID: "A", Name: "a"}},
-		view: []chain.Member{a, b},
-		want: chain.Holders{{ID: "A", Name: "a"}},
+		name:  "draining node with a log, the last listed, keeps its entry",
+		setup: func(t *testing.T) *chain.Machine { return drainingNode(t, true) },
+		hs:    chain.Holders{{ID: "A", Name: "a"}},
+		view:  []chain.Member{a, b},
+		want:  chain.Holders{{ID: "A", Name: "a"}},
 	}, {
 		name: "node not in the view changes nothing",
 		setup: func(t *testing.T) *chain.Machine {

@@ -298,15 +298,7 @@ func TestAttackRetryAfterRestart(t *testing.T) {
 			write(ms[0], codec.OpDel, 2, "")
 			write(ms[0], codec.OpPut, 3, "three")
 			putKeys(t, ms[0], "other", 5, "x")
-			for _, m := range ms {
-				m.stop()
-			}
-			ms = ms[:0]
-			for i, d := range dirs {
-				ms = append(ms, start(t, fmt.Sprintf("b%d", i), d, opts))
-			}
-			setViews(ms...)
-			put(t, ms[0], "after", "restart")
+			ms = restartAll(t, ms, dirs, opts)
 			// The del (request 2) is retried: it found the key then, and
 			// must not delete "three" now.
 			r := write(ms[0], codec.OpDel, 2, "")
@@ -355,15 +347,7 @@ func TestAttackLateDuplicateAfterRestart(t *testing.T) {
 		t.Logf("the late copy before the restart answered %v", r)
 	}
 	putKeys(t, ms[0], "other", 3, "x")
-	for _, m := range ms {
-		m.stop()
-	}
-	ms = ms[:0]
-	for i, d := range dirs {
-		ms = append(ms, start(t, fmt.Sprintf("b%d", i), d, opts))
-	}
-	setViews(ms...)
-	put(t, ms[0], "after", "restart")
+	ms = restartAll(t, ms, dirs, opts)
 	r := write(ms[0], 1, 1, "one")
 	for _, m := range ms {
 		eventually(t, "k at "+m.name, func() error {

@@ -160,6 +160,22 @@ func put(t *testing.T, head *member, key, value string) {
 	}
 }
 
+// restartAll stops every member of ms and starts the chain again on
+// dirs, as b0, b1 and so on, and puts a key through its head.
+func restartAll(t *testing.T, ms []*member, dirs []string, opts durable.Options) []*member {
+	t.Helper()
+	for _, m := range ms {
+		m.stop()
+	}
+	ms = ms[:0]
+	for i, d := range dirs {
+		ms = append(ms, start(t, fmt.Sprintf("b%d", i), d, opts))
+	}
+	setViews(ms...)
+	put(t, ms[0], "after", "restart")
+	return ms
+}
+
 // putKeys puts n keys, prefix0 to prefix<n-1>, all of value value.
 func putKeys(t *testing.T, head *member, prefix string, n int, value string) {
 	t.Helper()
@@ -195,15 +211,7 @@ func TestRestartChain(t *testing.T) {
 			for i := range 50 {
 				put(t, ms[0], fmt.Sprintf("k%d", i%20), fmt.Sprintf("v%d", i))
 			}
-			for _, m := range ms {
-				m.stop()
-			}
-			ms = ms[:0]
-			for i, d := range dirs {
-				ms = append(ms, start(t, fmt.Sprintf("b%d", i), d, opts))
-			}
-			setViews(ms...)
-			put(t, ms[0], "after", "restart")
+			ms = restartAll(t, ms, dirs, opts)
 			for _, m := range ms {
 				eventually(t, "reads at "+m.name, func() error {
 					for i := 30; i < 50; i++ {

@@ -402,29 +402,7 @@ func TestCrashReplay(t *testing.T) {
 		w := mustCreate(t, mem, 1, o)
 		var synced, released uint64
 		for range 1 + rng.IntN(3) {
-			next := w.LastSeq() + 1
-			for range rng.IntN(60) {
-				n := uint64(1 + rng.IntN(8))
-				if err := w.Append(writes(next, next+n-1)); err != nil {
-					t.Fatalf("seed %d: %v", seed, err)
-				}
-				next += n
-				switch rng.IntN(6) {
-				case 0:
-					if err := w.Sync(); err != nil {
-						t.Fatalf("seed %d: %v", seed, err)
-					}
-					synced = next - 1
-				case 1:
-					w.Flush()
-				case 2:
-					at := uint64(rng.IntN(int(synced) + 1))
-					released = max(released, at)
-					if err := w.ReleaseBefore(at); err != nil {
-						t.Fatalf("seed %d: %v", seed, err)
-					}
-				}
-			}
+			next := appendAtRandom(t, w, rng, seed, false, &synced, &released)
 			mem = mem.Crash(rng)
 			// A snapshot holds what the log held up to some synced
 			// point: the replay starts after it.

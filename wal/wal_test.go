@@ -351,38 +351,7 @@ func TestCrashRecovery(t *testing.T) {
 		w := mustCreate(t, fsys, 1, o)
 		var synced, released uint64
 		for range 1 + rng.IntN(3) { // crash, recover, go on
-			next := w.LastSeq() + 1
-			for range rng.IntN(60) {
-				n := uint64(1 + rng.IntN(8))
-				if err := w.Append(writes(next, next+n-1)); err != nil {
-					t.Fatalf("seed %d: %v", seed, err)
-				}
-				next += n
-				switch rng.IntN(7) {
-				case 0:
-					if err := w.Sync(); err != nil {
-						t.Fatalf("seed %d: %v", seed, err)
-					}
-					synced = next - 1
-				case 1:
-					w.Flush()
-				case 2:
-					at := uint64(rng.IntN(int(synced) + 1))
-					released = max(released, at)
-					if err := w.ReleaseBefore(at); err != nil {
-						t.Fatalf("seed %d: %v", seed, err)
-					}
-				case 3:
-					// A restart's truncation to the committed point; the
-					// writes after it come again (write(seq) is the same).
-					first := w.FirstSeq()
-					at := first - 1 + uint64(rng.IntN(int(next-first)+1))
-					if err := w.TruncateAfter(at); err != nil {
-						t.Fatalf("seed %d: %v", seed, err)
-					}
-					next, synced = at+1, min(synced, at)
-				}
-			}
+			next := appendAtRandom(t, w, rng, seed, true, &synced, &released)
 			fsys = fsys.Crash(rng)
 			var err error
 			w, err = Open(fsys, dir, o)
@@ -402,6 +371,51 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		w.Close()
 	}
+}
+
+// appendAtRandom appends a random run of writes to w, syncing, flushing,
+// releasing and, if truncate, truncating now and then, as the crash tests
+// do between crashes. It keeps synced and released up to date and returns
+// the next seq to append.
+func appendAtRandom(t *testing.T, w *WAL, rng *rand.Rand, seed uint64, truncate bool, synced, released *uint64) uint64 {
+	t.Helper()
+	ops := 6
+	if truncate {
+		ops = 7
+	}
+	next := w.LastSeq() + 1
+	for range rng.IntN(60) {
+		n := uint64(1 + rng.IntN(8))
+		if err := w.Append(writes(next, next+n-1)); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		next += n
+		switch op := rng.IntN(ops); {
+		case op == 0:
+			if err := w.Sync(); err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			*synced = next - 1
+		case op == 1:
+			w.Flush()
+		case op == 2:
+			at := uint64(rng.IntN(int(*synced) + 1))
+			*released = max(*released, at)
+			if err := w.ReleaseBefore(at); err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+		case op == 3 && truncate:
+			// A restart's truncation to the committed point; the
+			// writes after it come again (write(seq) is the same).
+			first := w.FirstSeq()
+			at := first - 1 + uint64(rng.IntN(int(next-first)+1))
+			if err := w.TruncateAfter(at); err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+			next, *synced = at+1, min(*synced, at)
+		}
+	}
+	return next
 }
 
 // TestTornTail checks that each kind of damage a crash can leave at the
