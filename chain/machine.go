@@ -875,6 +875,22 @@ func (m *Machine) Writes(gen, next uint64, max int) ([]*codec.WriteT, bool, erro
 	return ws, live, nil
 }
 
+// LinkMark is what the successor link acts on. A step that leaves it as
+// it was gave the link nothing new to send, so the link is not woken:
+// waking it costs a futex call and two context switches, once per
+// acknowledgement at the head and once per frame at the tail, which has
+// no successor at all.
+type LinkMark struct {
+	gen, applied uint64
+	succ         string
+	live, held   bool
+}
+
+// LinkMark returns the link's mark now.
+func (m *Machine) LinkMark() LinkMark {
+	return LinkMark{gen: m.linkGen, applied: m.applied, succ: m.succ.Name, live: m.sendLive, held: m.now.Before(m.bypassUntil)}
+}
+
 // SuccessorAck takes the successor's acknowledgement: its position, its
 // lease ask (0 for none), and whether it released its lease: it answers
 // no more reads, so this node need not wait for the lease to run out.

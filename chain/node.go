@@ -90,9 +90,10 @@ type Node struct {
 
 	fwd *forwarder // client requests this node passes on to other members
 
-	kick chan struct{} // wakes the link: new writes, or a new successor
-	quit chan struct{}
-	wg   sync.WaitGroup
+	kick     chan struct{} // wakes the link: new writes, or a new successor
+	linkMark LinkMark      // the machine's LinkMark as the link last saw it or was woken for (under mu)
+	quit     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // DefaultLeaseTerm is the lease term of the zero NodeConfig.
@@ -238,6 +239,9 @@ func (n *Node) step(f func(m *Machine)) {
 		n.conn.Close()
 		n.conn = nil
 	}
+	mark := n.m.LinkMark()
+	wake := mark != n.linkMark
+	n.linkMark = mark
 	n.mu.Unlock()
 	for _, w := range done {
 		w.Done(pos, nil)
@@ -245,9 +249,11 @@ func (n *Node) step(f func(m *Machine)) {
 	for _, w := range failed {
 		w.Done(Position{}, ErrUnavailable)
 	}
-	select {
-	case n.kick <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case n.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -947,10 +953,11 @@ func (n *Node) runLink() {
 	defer n.wg.Done()
 	backoff := 10 * time.Millisecond
 	for {
-		n.mu.RLock()
+		n.mu.Lock()
 		succ, gen := n.m.Successor()
 		self := n.m.Self()
-		n.mu.RUnlock()
+		n.linkMark = n.m.LinkMark()
+		n.mu.Unlock()
 		if succ.Name == "" {
 			select {
 			case <-n.kick:
@@ -1074,6 +1081,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	for {
 		n.mu.Lock()
 		ws, live, err := n.m.Writes(gen, next, linkBatch)
+		n.linkMark = n.m.LinkMark() // what the link has seen
 		if fit := fitFrame(ws); len(fit) < len(ws) {
 			// The marker says the successor has every write: it goes with
 			// the last of these writes.
