@@ -681,6 +681,9 @@ func (n *Node) clientWrites(c *srv.Conn, reqs []codec.WriteRequest, w *codec.Wri
 	var held []routed // writes this node cannot take, in order
 	n.step(func(m *Machine) {
 		start := sinceEpoch(m.now) // step's clock: no second reading
+		if m.BeginWrites() {
+			defer m.EndWrites()
+		}
 		for i := range count {
 			var req *codec.WriteRequest
 			op, size := w.GetOp(), len(w.GetKey())+len(w.GetValue())

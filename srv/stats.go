@@ -33,10 +33,16 @@ func (s *Stats) Backpressure() (pauses uint64, pausedNow, heldBytes int64) {
 	return s.pauses.Load(), s.pausedNow.Load(), s.heldBytes.Load()
 }
 
-// recordOp counts one table operation that started at start.
-func (s *Stats) recordOp(start time.Time) {
-	s.ops.Add(1)
-	s.opTime.Observe(uint64(max(time.Since(start), 0)))
+// RecordOps counts n table operations that took d together: a batch of
+// writes timed with one clock reading at each end rather than two per
+// write. The time they took adds up exactly; the histogram counts each
+// of them at the batch's mean.
+func (s *Stats) RecordOps(n int, d time.Duration) {
+	if n <= 0 {
+		return
+	}
+	s.ops.Add(int64(n))
+	s.opTime.ObserveN(uint64(n), uint64(max(d, 0)))
 }
 
 // Snapshot returns the operations executed, the microseconds spent in them
@@ -72,6 +78,13 @@ type Pow2Buckets struct {
 func (h *Pow2Histogram) Observe(v uint64) {
 	h.buckets[min(bits.Len64(v), NumPow2Buckets-1)].Add(1)
 	h.sum.Add(v)
+}
+
+// ObserveN counts n values, n > 0, that add up to sum, each as their
+// mean.
+func (h *Pow2Histogram) ObserveN(n, sum uint64) {
+	h.buckets[min(bits.Len64(sum/n), NumPow2Buckets-1)].Add(n)
+	h.sum.Add(sum)
 }
 
 // Snapshot returns the counts, bucket by bucket at slightly different
