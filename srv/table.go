@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -42,6 +43,9 @@ type stripeState struct {
 	keys  int      // slots in use
 	data  []byte   // entries (see appendEntry)
 	dead  int      // bytes of data taken by entries replaced or deleted
+	// hint is where slots is, for Prefetch to read without the lock
+	// (see publishIndex).
+	hint atomic.Uint64
 }
 
 type stripe struct {
@@ -183,6 +187,7 @@ func (t *Table) grow(s *stripe) { t.resize(s, max(minSlots, 2*len(s.slots))) }
 func (t *Table) resize(s *stripe, n int) {
 	old := s.slots
 	s.slots = make([]uint64, n)
+	defer s.publishIndex()
 	// Touching every page of the new index at once takes its page faults
 	// here, where Reserve runs them in parallel, rather than one by one as
 	// keys arrive.
@@ -303,15 +308,16 @@ func (t *Table) Put(key string, value []byte) {
 // used, which costs only the time.
 func (t *Table) Prefetch(n int, key func(i int) string) {
 	// Two rounds: the slots first, then, once they have arrived, the
-	// entries they point to. Prefetches are not waited for by the
-	// locked instructions of the stripes' locks, so the misses overlap.
+	// entries they point to. The first needs only the index's address,
+	// which it reads without the lock; the second reads slots, under it.
+	// Prefetches are not waited for by the locked instructions of the
+	// stripes' locks, so the misses overlap.
 	for i := range n {
 		h, s := t.locate(key(i))
-		s.mu.RLock()
-		if len(s.slots) > 0 {
-			prefetch(uintptr(unsafe.Pointer(&s.slots[s.homeOf(h)])))
+		if hint := s.hint.Load(); hint != 0 {
+			home := h >> (64 - hint>>hintShift)
+			prefetch(uintptr(hint&(1<<hintShift-1)) + uintptr(home)*8)
 		}
-		s.mu.RUnlock()
 	}
 	for i := range n {
 		h, s := t.locate(key(i))
@@ -319,6 +325,24 @@ func (t *Table) Prefetch(n int, key func(i int) string) {
 		s.prefetchEntry(h)
 		s.mu.RUnlock()
 	}
+}
+
+// hintShift splits a stripe's index hint: the address of its first slot
+// below it, log2 of its number of slots above it (0 for no index).
+const hintShift = 56
+
+// publishIndex records, with the lock held for writing, where the index
+// is, for the first round of Prefetch, which reads it without the lock.
+// The hint is one word, so it is never torn; it holds no pointer, so it
+// may outlive the index it describes, but it is only ever used as the
+// address of a prefetch, which never faults: a stale one costs a wasted
+// fetch.
+func (s *stripe) publishIndex() {
+	if len(s.slots) == 0 {
+		s.hint.Store(0)
+		return
+	}
+	s.hint.Store(uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.slots)))) | uint64(bits.TrailingZeros(uint(len(s.slots))))<<hintShift)
 }
 
 // prefetchEntry prefetches the entry of the first slot from the home of
@@ -524,6 +548,7 @@ func (t *Table) Clear() {
 		s := &t.stripes[i]
 		s.mu.Lock()
 		s.slots, s.keys, s.data, s.dead = nil, 0, nil, 0
+		s.publishIndex()
 		s.mu.Unlock()
 	}
 }
