@@ -164,3 +164,20 @@ func benchKeys() [][]byte {
 	}
 	return keys
 }
+
+// TestStatsRecordOps checks that a batch of operations adds up exactly,
+// and that the histogram counts each at the batch's mean.
+func TestStatsRecordOps(t *testing.T) {
+	var s Stats
+	s.RecordOps(4, 4000*time.Nanosecond)
+	s.RecordOps(1, -time.Second) // a clock that went back counts as 0
+	s.RecordOps(0, time.Second)  // no operations: nothing
+	ops, micros, _ := s.Snapshot()
+	if ops != 5 || micros != 4 {
+		t.Errorf("ops, micros = %d, %d; want 5, 4", ops, micros)
+	}
+	got := s.OpTime()
+	if got.Counts[10] != 4 || got.Counts[0] != 1 || sum(got.Counts[:]) != 5 || got.Sum != 4000 {
+		t.Errorf("histogram = %v, want 4 in bucket 10 (1000 ns each, below 2^10), 1 in bucket 0, sum 4000", got)
+	}
+}
