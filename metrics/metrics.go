@@ -153,7 +153,7 @@ type serverCollector struct {
 
 var (
 	requestsDesc       = desc("requests_total", "Client requests answered, by opcode and outcome status (ok, or the OP_ERROR reply's status).", "op", "status")
-	opDurationDesc     = desc("table_operation_duration_seconds", "Time spent executing each table operation (a read, or a write whether from a client or replicated), without queueing or replication.")
+	opDurationDesc     = desc("table_operation_duration_seconds", "Time spent executing each table operation (a read, or a write whether from a client or replicated). Writes are timed by batch (a replication frame, or a client's run of writes in one pass), each counted at its batch's mean, which includes the batch's replication bookkeeping; the sum is exact.")
 	connsOpenDesc      = desc("connections_open", "Client and replication connections open now.")
 	connsOpenedDesc    = desc("connections_opened_total", "Connections accepted.")
 	connsClosedDesc    = desc("connections_closed_total", "Connections closed, by reason: peer (closed by the other end, a network error, or shutdown), idle (-idle-timeout), unread (more than -max-unread reply bytes left unread, or, paused, sent past -reply-budget plus -max-frame of requests), bad_frame (a frame above -max-frame or unparsable framing), max_conns (over -max-conns).", "reason")
