@@ -31,6 +31,7 @@ func startNodeWith(t *testing.T, name string, hold, lease time.Duration, maxOutb
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.UseServer(s)
 	tn.node, tn.server = n, s
 	n.Rejoin(name)
 	t.Cleanup(tn.stop)

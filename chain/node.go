@@ -2,8 +2,10 @@ package chain
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -89,6 +91,13 @@ type Node struct {
 	deltaBroken    atomic.Bool // the log failed to give a delta (see sendDelta)
 
 	fwd *forwarder // client requests this node passes on to other members
+
+	// server, once set (see UseServer), reads the successor's
+	// acknowledgements on its event loops; predConn is the predecessor's
+	// link there, whose loop they are read on, so that the
+	// acknowledgements they release upstream go out in the same pass.
+	server   atomic.Pointer[srv.Server]
+	predConn atomic.Pointer[srv.Conn]
 
 	kick     chan struct{} // wakes the link: new writes, or a new successor
 	linkMark LinkMark      // the machine's LinkMark as the link last saw it or was woken for (under mu)
@@ -218,9 +227,26 @@ func (n *Node) closed() bool {
 	}
 }
 
+// UseServer has s, the server whose Handler the node is, read the
+// successor's acknowledgements on its event loops, from the next link on:
+// an acknowledgement then costs no wake-up of a goroutine, and the
+// replies it releases to connections of that loop none of the loop.
+// Without it, a goroutine of the link reads them.
+func (n *Node) UseServer(s *srv.Server) { n.server.Store(s) }
+
 // step runs f on the machine under the lock, then wakes whoever is done
 // and the link.
-func (n *Node) step(f func(m *Machine)) {
+func (n *Node) step(f func(m *Machine)) { n.stepIn(nil, f) }
+
+// A passWaiter is a Waiter that can complete its reply within an event
+// loop's pass (see srv.Pass).
+type passWaiter interface {
+	doneIn(pass *srv.Pass, pos Position, err error)
+}
+
+// stepIn is step on an event loop, in pass: the waiters done complete
+// their replies through it.
+func (n *Node) stepIn(pass *srv.Pass, f func(m *Machine)) {
 	n.mu.Lock()
 	n.m.Tick(time.Now())
 	f(n.m)
@@ -236,7 +262,7 @@ func (n *Node) step(f func(m *Machine)) {
 	}
 	done, pos, failed := n.m.TakeDone()
 	if n.conn != nil && n.connGen != n.m.linkGen {
-		n.conn.Close()
+		closeLink(n.conn)
 		n.conn = nil
 	}
 	mark := n.m.LinkMark()
@@ -244,6 +270,10 @@ func (n *Node) step(f func(m *Machine)) {
 	n.linkMark = mark
 	n.mu.Unlock()
 	for _, w := range done {
+		if pw, ok := w.(passWaiter); ok && pass != nil {
+			pw.doneIn(pass, pos, nil)
+			continue
+		}
 		w.Done(pos, nil)
 	}
 	for _, w := range failed {
@@ -555,6 +585,7 @@ func (n *Node) serveLink(c *srv.Conn, req, reply *codec.MessageT) bool {
 			return n.refuse(reply, err)
 		}
 		n.preds.Store(c.ID(), req.GetFrom())
+		n.predConn.Store(c)
 		reply.Opcode, reply.CType = op+1, codec.CtNone
 		reply.Seq, reply.Committed, reply.Synced, reply.Live, reply.LastEpoch = h.Applied, h.Committed, h.Synced, h.Live, h.LastEpoch
 		return true
@@ -617,7 +648,10 @@ func (n *Node) ServeGet(dst, key []byte) ([]byte, bool) {
 }
 
 // ConnClosed forgets a closed connection: Node is a srv.ConnCloseHandler.
-func (n *Node) ConnClosed(c *srv.Conn) { n.preds.Delete(c.ID()) }
+func (n *Node) ConnClosed(c *srv.Conn) {
+	n.preds.Delete(c.ID())
+	n.predConn.CompareAndSwap(c, nil)
+}
 
 // sameHost refuses a link from an address other than the predecessor's
 // advertised host, so that a stray client elsewhere cannot feed the chain.
@@ -897,11 +931,14 @@ type clientWaiter struct {
 // write committed, says that nobody knows whether it will: to the member
 // that forwarded it, with a status; to a client, by closing its
 // connection, as a failed head would.
-func (w *clientWaiter) Done(_ Position, err error) {
+func (w *clientWaiter) Done(pos Position, err error) { w.doneIn(nil, pos, err) }
+
+// doneIn is Done within pass: clientWaiter is a passWaiter.
+func (w *clientWaiter) doneIn(pass *srv.Pass, _ Position, err error) {
 	switch {
 	case err == nil:
 		w.n.answeredWrite(w.op, writeStatus(w.found, nil), w.start)
-		w.p.CompleteFrame(writeReplyFrame(w.op, w.found, nil))
+		w.p.CompleteFrameIn(pass, writeReplyFrame(w.op, w.found, nil))
 	case w.forwarded:
 		w.n.answeredWrite(w.op, codec.Status_STATUS_OUTCOME_UNKNOWN, w.start)
 		w.p.CompleteFrame(srv.ErrorFrame(codec.Status_STATUS_OUTCOME_UNKNOWN))
@@ -939,7 +976,10 @@ type ackWaiter struct {
 	release bool
 }
 
-func (w ackWaiter) Done(pos Position, err error) {
+func (w ackWaiter) Done(pos Position, err error) { w.doneIn(nil, pos, err) }
+
+// doneIn is Done within pass: ackWaiter is a passWaiter.
+func (w ackWaiter) doneIn(pass *srv.Pass, pos Position, err error) {
 	pos = AckPosition(w.last, pos)
 	reply := new(codec.MessageT)
 	if err != nil {
@@ -948,7 +988,7 @@ func (w ackWaiter) Done(pos Position, err error) {
 		reply.Opcode, reply.CType = codec.MessageT_OP_REPLICATE+1, codec.CtNone
 		reply.Seq, reply.Committed, reply.LeaseAsk, reply.LeaseRelease = pos.Applied, pos.Committed, w.ask, w.release
 	}
-	w.p.Complete(reply)
+	w.p.CompleteIn(pass, reply)
 }
 
 // runLink keeps a link to the successor for as long as the node runs.
@@ -1001,7 +1041,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer closeLink(conn)
 	n.mu.Lock()
 	if n.m.linkGen != gen {
 		n.mu.Unlock()
@@ -1015,7 +1055,7 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 		// A link blocked in a write must still end when the node closes.
 		select {
 		case <-n.quit:
-			conn.Close()
+			closeLink(conn)
 		case <-stopClose:
 		}
 	}()
@@ -1063,7 +1103,19 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	n.counters.linkConnects.Add(1)
 
 	broken := make(chan error, 1)
-	go func() { broken <- n.readAcks(r, gen) }()
+	if s := n.server.Load(); s != nil {
+		if r.Buffered() > 0 {
+			return fmt.Errorf("%s sent more than its hello", succ.Addr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DialTimeout)
+		err := s.Attach(ctx, conn, n.predConn.Load(), &ackReader{n: n, gen: gen, broken: broken})
+		cancel()
+		if err != nil {
+			return err
+		}
+	} else {
+		go func() { broken <- n.readAcks(r, gen) }()
+	}
 
 	if act.Snapshot {
 		if err := n.sendSnapshot(send, self, succ.Name, dedup, Point{Seq: act.Next - 1, Epoch: act.Epoch}); err != nil {
@@ -1147,26 +1199,112 @@ func fitFrame(ws []*codec.WriteT) []*codec.WriteT {
 	return ws
 }
 
-// readAcks takes the successor's replies until the link breaks.
+// closeLink ends a link's connection, and the server's duplicate of it
+// that reads its acknowledgements (see srv.Server.Attach).
+func closeLink(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseRead()
+		tc.CloseWrite()
+	}
+	c.Close()
+}
+
+// readAcks takes the successor's replies until the link breaks, when the
+// node has no server to read them (see UseServer).
 func (n *Node) readAcks(r *bufio.Reader, gen uint64) error {
 	for {
 		var m codec.MessageT
 		if err := codec.ReadMessage(r, n.cfg.MaxFrame, &m); err != nil {
 			return err
 		}
+		if err := n.takeAcks(nil, gen, []*codec.MessageT{&m}); err != nil {
+			return err
+		}
+	}
+}
+
+// takeAcks takes replies of the successor in one step, in pass if not nil.
+func (n *Node) takeAcks(pass *srv.Pass, gen uint64, ms []*codec.MessageT) error {
+	acks := ms[:0]
+	for _, m := range ms {
 		if m.GetOpcode() == codec.OpError {
 			return fmt.Errorf("successor refused: %v", m.GetStatus())
 		}
 		if m.GetOpcode() == codec.MessageT_OP_SNAPSHOT+1 && !m.GetDone() {
 			continue // a snapshot chunk arrived
 		}
-		var err error
-		pos := Position{Applied: m.GetSeq(), Committed: m.GetCommitted()}
-		n.step(func(mc *Machine) { err = mc.SuccessorAck(gen, pos, m.GetLeaseAsk(), m.GetLeaseRelease()) })
-		if err != nil {
-			return err
-		}
+		acks = append(acks, m)
 	}
+	if len(acks) == 0 {
+		return nil
+	}
+	var err error
+	n.stepIn(pass, func(mc *Machine) {
+		for _, m := range acks {
+			pos := Position{Applied: m.GetSeq(), Committed: m.GetCommitted()}
+			if err = mc.SuccessorAck(gen, pos, m.GetLeaseAsk(), m.GetLeaseRelease()); err != nil {
+				return
+			}
+		}
+	})
+	return err
+}
+
+// ackReader takes the successor's replies on a server's event loop (see
+// UseServer), and tells its link when they end.
+type ackReader struct {
+	n      *Node
+	gen    uint64
+	broken chan error // the link's: takes the first error
+	msgs   []codec.MessageT
+	ptrs   []*codec.MessageT
+}
+
+// Traffic takes the replies that arrived whole, in one step: the
+// srv.AttachedReader of the link.
+func (a *ackReader) Traffic(pass *srv.Pass, in []byte) (int, error) {
+	used := 0
+	a.ptrs = a.ptrs[:0]
+	for i := 0; ; i++ {
+		payload, k, err := codec.Split(in[used:], a.n.cfg.MaxFrame)
+		if err != nil {
+			return used, a.end(err)
+		}
+		if k == 0 {
+			break
+		}
+		used += k
+		if i == len(a.msgs) {
+			a.msgs = append(a.msgs, codec.MessageT{})
+		}
+		m := &a.msgs[i]
+		m.Reset()
+		if err := codec.Unmarshal(payload, m); err != nil {
+			return used, a.end(err)
+		}
+		a.ptrs = append(a.ptrs, m)
+	}
+	if err := a.n.takeAcks(pass, a.gen, a.ptrs); err != nil {
+		return used, a.end(err)
+	}
+	return used, nil
+}
+
+// Closed tells the link that its acknowledgements ended.
+func (a *ackReader) Closed(err error) {
+	if err == nil {
+		err = io.EOF
+	}
+	a.end(err)
+}
+
+// end tells the link err, unless it was told already, and returns err.
+func (a *ackReader) end(err error) error {
+	select {
+	case a.broken <- err:
+	default:
+	}
+	return err
 }
 
 // sendSnapshot streams the table and the exactly-once records as of write

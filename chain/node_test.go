@@ -69,6 +69,7 @@ func startNodeTB(t testing.TB, name string) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.UseServer(s)
 	tn.node, tn.server = n, s
 	n.Rejoin(name)
 	t.Cleanup(tn.stop)

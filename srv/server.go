@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -134,8 +135,12 @@ type Server struct {
 	addr   string
 	eng    gnet.Engine
 	booted chan struct{}
-	done   chan error
-	nextID atomic.Uint64
+	// loopsUp is closed at the first OnTick, which gnet runs once it
+	// has set up its event loops: Register may look at them from then on.
+	loopsUp    chan struct{}
+	loopsUpOne sync.Once
+	done       chan error
+	nextID     atomic.Uint64
 
 	getServer   GetServer   // cfg.Handler, when it is one
 	writeServer WriteServer // cfg.Handler, when it is one
@@ -178,7 +183,7 @@ func Start(cfg Config) (*Server, error) {
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), loopsUp: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
 	s.getServer, _ = cfg.Handler.(GetServer)
 	s.writeServer, _ = cfg.Handler.(WriteServer)
 	s.batchServer, _ = cfg.Handler.(WriteBatchServer)
@@ -188,7 +193,11 @@ func Start(cfg Config) (*Server, error) {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{cfg.Logger}),
-		gnet.WithTicker(cfg.IdleTimeout > 0),
+		// The ticker also tells Attach that the event loops are up.
+		gnet.WithTicker(true),
+		// Attach registers connections while the engine accepts others,
+		// which gnet allows only with this balancing.
+		gnet.WithLoadBalancing(gnet.LeastConnections),
 	}
 	if cfg.SendBuffer > 0 {
 		opts = append(opts, gnet.WithSocketSendBuffer(cfg.SendBuffer))
@@ -249,6 +258,9 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // OnOpen attaches the per-connection state, or refuses a connection over
 // the cap.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if _, ok := gc.Context().(*attached); ok {
+		return nil, gnet.None
+	}
 	c := &Conn{id: s.nextID.Add(1), gc: gc, remote: gc.RemoteAddr()}
 	gc.SetContext(c)
 	s.cfg.Stats.opened.Add(1)
@@ -269,7 +281,12 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 // reads its end: a client that shut down only its sending side still
 // gets the replies it is owed, written from a descriptor of its own.
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
+	if a, ok := gc.Context().(*attached); ok {
+		a.reader.Closed(err)
+		return gnet.None
+	}
 	c := gc.Context().(*Conn)
+	c.gone = true
 	if errors.Is(err, io.EOF) && s.serveRest(c, gc) {
 		s.keepHalfClosed(c, gc)
 	}
@@ -294,6 +311,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 // OnTraffic decodes every complete frame, serves it, and writes all the
 // replies that are ready, in request order, with one write.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	if a, ok := gc.Context().(*attached); ok {
+		return s.attachedTraffic(a, gc)
+	}
 	c := gc.Context().(*Conn)
 	c.wakeQueued.Store(false)
 	if c.closing {
@@ -544,8 +564,12 @@ func (s *Server) writeOwed(c *Conn, nc net.Conn, kick chan struct{}) {
 	}
 }
 
-// OnTick closes idle connections; it runs only when IdleTimeout is set.
+// OnTick closes idle connections, if IdleTimeout is set.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.loopsUpOne.Do(func() { close(s.loopsUp) })
+	if s.cfg.IdleTimeout <= 0 {
+		return time.Hour, gnet.None
+	}
 	now := time.Now().UnixNano()
 	s.conns.Range(func(_, v any) bool {
 		c := v.(*Conn)
@@ -650,6 +674,8 @@ type Conn struct {
 	queue      []*Pending           // replies not yet written, oldest first, once any was deferred
 	queued     int                  // bytes of the ready replies in queue that answer copied
 	pendings   []Pending            // the rest of the block newPending hands out from
+	inPass     bool                 // on a Pass's list of connections to write
+	gone       bool                 // gnet closed the connection (OnClose ran)
 	answers    int                  // AnswerFrame and Defer calls since the Handler was called
 	closing    bool                 // a reply was abandoned: close once what precedes it is written
 	body       []byte               // the payload so far of a large frame arriving
@@ -861,6 +887,31 @@ func (p *Pending) CompleteFrame(frame []byte) {
 	p.publish()
 }
 
+// CompleteIn is Complete from within pass: a reply to a connection of
+// the pass's event loop is written at the end of the pass, without a
+// wake-up of the loop. A nil pass is Complete.
+func (p *Pending) CompleteIn(pass *Pass, reply *codec.MessageT) {
+	frame, err := codec.AppendMessage(nil, reply)
+	if err != nil {
+		frame = errorFrame
+	}
+	p.CompleteFrameIn(pass, frame)
+}
+
+// CompleteFrameIn is CompleteFrame from within pass (see CompleteIn).
+func (p *Pending) CompleteFrameIn(pass *Pass, frame []byte) {
+	if !p.given.CompareAndSwap(false, true) {
+		return
+	}
+	p.frame = frame
+	p.Hold(len(frame))
+	if pass.take(p.c) {
+		p.ready.Store(true)
+		return
+	}
+	p.publish()
+}
+
 // publish makes a given Pending ready and wakes its event loop.
 func (p *Pending) publish() {
 	// Publish the reply before asking for a wake-up; the event loop
@@ -874,6 +925,151 @@ func (p *Pending) publish() {
 		return
 	}
 	p.c.wake()
+}
+
+// An AttachedReader takes the bytes that arrive on a connection that the
+// server did not accept (see Server.Attach). Its methods run on an event
+// loop: they must not block.
+type AttachedReader interface {
+	// Traffic takes the bytes that arrived and returns how many it used;
+	// the rest is given again with more. An error closes the connection.
+	// in is valid only during the call. Replies completed through pass
+	// (Pending.CompleteIn) are written once Traffic returns.
+	Traffic(pass *Pass, in []byte) (int, error)
+	// Closed says the connection is over: the socket was shut down, it
+	// broke, Traffic failed, or the server stopped.
+	Closed(err error)
+}
+
+// attached is the gnet context of a connection given to Attach.
+type attached struct {
+	reader AttachedReader
+	pass   Pass
+}
+
+// Attach has the server's event loops read nc, a TCP connection it did not
+// accept, for r: on the event loop of near, if near is not nil, so that
+// the replies r completes to near are written without waking a loop.
+// The loop reads a duplicate of nc's descriptor: nc stays the caller's,
+// to write on, and the loop's copy ends only when the socket is shut down
+// (shutdown(2), net.TCPConn.CloseRead) or the server stops.
+func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r AttachedReader) error {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("srv: attach %T: no descriptor", nc)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	if cerr := rc.Control(func(d uintptr) { fd, err = unix.Dup(int(d)) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "attached")
+	dup, err := net.FileConn(f) // gnet closes it once it took a copy
+	f.Close()
+	if err != nil {
+		return err
+	}
+	gctx := gnet.NewNetConnContext(gnet.NewContext(ctx, &attached{reader: r, pass: Pass{s: s}}), dup)
+	var res <-chan gnet.RegisteredResult
+	if near != nil {
+		res, err = near.gc.EventLoop().Enroll(gctx, dup)
+	} else {
+		select {
+		case <-s.loopsUp:
+		case <-ctx.Done():
+			dup.Close()
+			return fmt.Errorf("srv: attach: %w", ctx.Err())
+		}
+		res, err = s.eng.Register(gctx)
+	}
+	if err != nil {
+		dup.Close()
+		return fmt.Errorf("srv: attach: %w", err)
+	}
+	select {
+	case rr, ok := <-res:
+		if !ok {
+			return errors.New("srv: attach: no result")
+		}
+		if rr.Err != nil {
+			return fmt.Errorf("srv: attach: %w", rr.Err)
+		}
+		return nil
+	case <-ctx.Done():
+		// The loop may still take it: it then reads until the caller
+		// shuts the socket down, as it does for a failed attach.
+		return fmt.Errorf("srv: attach: %w", ctx.Err())
+	case <-s.quit:
+		return errors.New("srv: attach: server stopped")
+	}
+}
+
+// attachedTraffic gives an attached connection's bytes to its reader,
+// then writes the replies completed in the pass.
+func (s *Server) attachedTraffic(a *attached, gc gnet.Conn) gnet.Action {
+	a.pass.el = gc.EventLoop()
+	in, _ := gc.Peek(-1)
+	used, err := a.reader.Traffic(&a.pass, in)
+	if used > 0 {
+		gc.Discard(used)
+	}
+	a.pass.flush()
+	if err != nil {
+		s.log.Debug("closing attached connection", "remote", gc.RemoteAddr(), "err", err)
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// A Pass is an event loop's pass over an attached connection's bytes
+// (see AttachedReader). Replies completed through it to connections of
+// the same loop are written at its end, in that loop's own pass over
+// each connection, rather than by waking the loop: a wake-up costs a
+// system call and another turn of the loop.
+type Pass struct {
+	s     *Server
+	el    gnet.EventLoop
+	conns []*Conn
+}
+
+// take reports whether the pass writes c's replies, and lists c for
+// that: a nil pass, or a connection of another loop, or one no longer
+// gnet's, is woken instead.
+func (pass *Pass) take(c *Conn) bool {
+	if pass == nil || c.gc.EventLoop() != pass.el || c.halfClosed.Load() != nil {
+		return false
+	}
+	// On c's own loop from here on: its loop-only fields are ours.
+	if c.gone {
+		return false
+	}
+	if !c.inPass {
+		c.inPass = true
+		pass.conns = append(pass.conns, c)
+	}
+	return true
+}
+
+// flush runs, for each connection that replies were completed to, the
+// pass a wake-up would have run.
+func (pass *Pass) flush() {
+	for i, c := range pass.conns {
+		pass.conns[i] = nil
+		c.inPass = false
+		if c.gone {
+			continue
+		}
+		if pass.s.OnTraffic(c.gc) == gnet.Close {
+			c.gc.Close()
+		}
+	}
+	pass.conns = pass.conns[:0]
 }
 
 type gnetLogger struct{ l *slog.Logger }

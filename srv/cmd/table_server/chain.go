@@ -61,6 +61,7 @@ func runChain(o options, store *srv.Store, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	node.UseServer(s)
 	stopServer := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
