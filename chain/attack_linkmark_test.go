@@ -3,6 +3,7 @@ package chain
 import (
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -80,12 +81,18 @@ func idleLinks(s *lsim) map[string]idleAt {
 // applied and the end of a bypass; only Writes clears the live marker).
 func TestAttackLinkMarkSim(t *testing.T) {
 	const steps = 3000
-	seeds := uint64(150)
+	first, seeds := uint64(1), uint64(150)
 	if testing.Short() {
 		seeds = 15
 	}
+	// LSIM_SEEDS=first:count runs other seeds, as for the lease sim.
+	if v := os.Getenv("LSIM_SEEDS"); v != "" {
+		if _, err := fmt.Sscanf(v, "%d:%d", &first, &seeds); err != nil {
+			t.Fatalf("LSIM_SEEDS=%q: want first:count (%v)", v, err)
+		}
+	}
 	checks := 0
-	for seed := uint64(1); seed <= seeds; seed++ {
+	for seed := first; seed < first+seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			session := 4 * time.Second
 			term := session / 2
