@@ -81,9 +81,9 @@ func idleLinks(s *lsim) map[string]idleAt {
 // applied and the end of a bypass; only Writes clears the live marker).
 func TestAttackLinkMarkSim(t *testing.T) {
 	const steps = 3000
-	first, seeds := uint64(1), uint64(150)
+	first, seeds := uint64(1), uint64(30)
 	if testing.Short() {
-		seeds = 15
+		seeds = 5
 	}
 	// LSIM_SEEDS=first:count runs other seeds, as for the lease sim.
 	if v := os.Getenv("LSIM_SEEDS"); v != "" {
