@@ -106,7 +106,7 @@ func faultWipeAndAddBack(pos int) nemesisFault {
 		nemesisWaitTail(nm.t, c, n, -1)
 		p.Recovered()
 		m, _ := n.Member()
-		links := faultLinksTo(nm.t, pred, m.Name)
+		links := faultWaitLinksTo(nm.t, pred, m.Name)
 		if len(links) == 0 || !strings.Contains(links[len(links)-1], "snapshot=true") {
 			nm.t.Errorf("%v linked to the wiped %v with %q, want a full snapshot", pred, n, links)
 		}
@@ -124,7 +124,7 @@ func faultRestartWithData(pos int) nemesisFault {
 		n := c.At(pos)
 		m, _ := n.Member()
 		pred := c.At(pos - 1)
-		links := faultLinksTo(nm.t, pred, m.Name)
+		links := faultWaitLinksTo(nm.t, pred, m.Name)
 		if len(links) == 0 {
 			nm.t.Errorf("%v never logged its link to %s", pred, m.Name)
 		}
@@ -135,6 +135,22 @@ func faultRestartWithData(pos int) nemesisFault {
 		}
 		p.Notef("%v caught up from %v's log (%s)", n, pred, faultJoin(links))
 	}}
+}
+
+// faultWaitLinksTo returns the lines of n's log that say it linked to
+// member, once there is one, or none after faultRecover. A node that
+// rejoins serves before it is linked (it passes reads to the head while it
+// catches up), so the line may come after the node answered.
+func faultWaitLinksTo(t *testing.T, n *cluster.Node, member string) []string {
+	t.Helper()
+	deadline := time.Now().Add(faultRecover)
+	for {
+		links := faultLinksTo(t, n, member)
+		if len(links) > 0 || time.Now().After(deadline) {
+			return links
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // faultLinksTo returns the lines of n's log that say it linked to member.
