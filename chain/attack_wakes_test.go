@@ -1,0 +1,216 @@
+package chain
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// cutProxy forwards TCP connections to a target, and can cut them all at
+// once: the links through it break and come back as new ones.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func startCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, d)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); io.Copy(d, c); d.Close(); c.Close() }()
+			go func() { defer p.wg.Done(); io.Copy(c, d); d.Close(); c.Close() }()
+		}
+	}()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+// cut breaks every connection through the proxy.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+}
+
+func (p *cutProxy) close() {
+	p.ln.Close()
+	p.cut()
+	p.wg.Wait()
+}
+
+func fdList() []string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var out []string
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		out = append(out, e.Name()+"->"+l)
+	}
+	return out
+}
+
+func fdCount() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// TestAttackWakesLinkChurn writes through a chain of 3 whose links keep
+// breaking (a proxy cuts them every few milliseconds): every write the head
+// acknowledged must be at the middle and the tail, writes must go on being
+// acknowledged, and once the nodes stop no descriptor or goroutine of the
+// links (the server's duplicates of their sockets) may be left.
+func TestAttackWakesLinkChurn(t *testing.T) {
+	fds0, gs0 := fdCount(), runtime.NumGoroutine()
+	list0 := fdList()
+	func() {
+		a, b, c := startNode(t, "node0000000001"), startNode(t, "node0000000002"), startNode(t, "node0000000003")
+		pb, pc := startCutProxy(t, b.server.Addr()), startCutProxy(t, c.server.Addr())
+		members := []Member{{Name: a.name, Addr: a.server.Addr()}, {Name: b.name, Addr: pb.addr()}, {Name: c.name, Addr: pc.addr()}}
+		for _, n := range []*testNode{a, b, c} {
+			n.node.SetView(members)
+		}
+		put(t, a, "warm", "up")
+
+		stop := make(chan struct{})
+		var acked sync.Map
+		var nacked atomic.Int64
+		var wg sync.WaitGroup
+		for g := 0; g < 6; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var conn net.Conn
+				var r *bufio.Reader
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						if conn != nil {
+							conn.Close()
+						}
+						return
+					default:
+					}
+					if conn == nil {
+						var err error
+						if conn, err = net.Dial("tcp", a.server.Addr()); err != nil {
+							time.Sleep(5 * time.Millisecond)
+							continue
+						}
+						r = bufio.NewReader(conn)
+					}
+					key := fmt.Sprintf("g%d-%d", g, i)
+					b, _ := codec.AppendMessage(nil, codec.PutRequest(key, []byte(key)))
+					conn.SetDeadline(time.Now().Add(3 * time.Second))
+					if _, err := conn.Write(b); err != nil {
+						conn.Close()
+						conn = nil
+						continue
+					}
+					var reply codec.MessageT
+					if err := codec.ReadMessage(r, codec.DefaultMaxFrame, &reply); err != nil {
+						conn.Close()
+						conn = nil
+						continue
+					}
+					if reply.Opcode == codec.OpPut+1 {
+						acked.Store(key, true)
+						nacked.Add(1)
+					}
+				}
+			}()
+		}
+		end := time.Now().Add(4 * time.Second)
+		for i := 0; time.Now().Before(end); i++ {
+			time.Sleep(time.Duration(3+i%20) * time.Millisecond)
+			if i%2 == 0 {
+				pb.cut()
+			} else {
+				pc.cut()
+			}
+		}
+		before := nacked.Load()
+		time.Sleep(time.Second) // no cuts: writes must flow again
+		after := nacked.Load()
+		close(stop)
+		wg.Wait()
+		if after == before {
+			t.Errorf("no write acknowledged in the second after the cuts stopped (%d before); a: %s b: %s c: %s", before, a.node.State(), b.node.State(), c.node.State())
+		}
+		t.Logf("%d writes acknowledged", nacked.Load())
+		missing := 0
+		acked.Range(func(k, _ any) bool {
+			for _, n := range []*testNode{b, c} {
+				if v, ok := n.store.Table.Get(k.(string)); !ok || string(v) != k.(string) {
+					missing++
+					if missing < 5 {
+						t.Errorf("acknowledged write %s missing at %s", k, n.name)
+					}
+				}
+			}
+			return true
+		})
+		if missing > 0 {
+			t.Errorf("%d acknowledged writes missing", missing)
+		}
+		for _, n := range []*testNode{a, b, c} {
+			n.stop()
+		}
+		pb.close()
+		pc.close()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	// ants keeps idle workers of gnet's pool for a while: they are not ours.
+	leaked := func() int {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		return strings.Count(string(buf), "chaintable/chain.") + strings.Count(string(buf), "enroll")
+	}
+	for (fdCount() > fds0+2 || leaked() > 2) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fds, gs := fdCount(), runtime.NumGoroutine(); fds > fds0+2 || leaked() > 2 {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Errorf("after the nodes stopped: descriptors %d -> %d (%v -> %v), goroutines %d -> %d\n%s", fds0, fds, list0, fdList(), gs0, gs, buf)
+	}
+}
