@@ -114,6 +114,7 @@ func TestAttackWakesLinkChurn(t *testing.T) {
 		stop := make(chan struct{})
 		var acked sync.Map
 		var nacked atomic.Int64
+		var lastAcked atomic.Value // the key of a write acknowledged last
 		var wg sync.WaitGroup
 		for g := 0; g < 6; g++ {
 			wg.Add(1)
@@ -155,6 +156,59 @@ func TestAttackWakesLinkChurn(t *testing.T) {
 					if reply.Opcode == codec.OpPut+1 {
 						acked.Store(key, true)
 						nacked.Add(1)
+						lastAcked.Store(key)
+					}
+				}
+			}()
+		}
+		// Readers at the middle and the tail: a write acknowledged before
+		// the read began must be seen (no stale read while links churn).
+		var stale atomic.Int64
+		var reads atomic.Int64
+		for _, n := range []*testNode{b, c} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var conn net.Conn
+				var r *bufio.Reader
+				for {
+					select {
+					case <-stop:
+						if conn != nil {
+							conn.Close()
+						}
+						return
+					default:
+					}
+					k, _ := lastAcked.Load().(string)
+					if k == "" {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					if conn == nil {
+						var err error
+						if conn, err = net.Dial("tcp", n.server.Addr()); err != nil {
+							time.Sleep(5 * time.Millisecond)
+							continue
+						}
+						r = bufio.NewReader(conn)
+					}
+					b, _ := codec.AppendMessage(nil, codec.GetRequest(k))
+					conn.SetDeadline(time.Now().Add(3 * time.Second))
+					var reply codec.MessageT
+					if _, err := conn.Write(b); err != nil || codec.ReadMessage(r, codec.DefaultMaxFrame, &reply) != nil {
+						conn.Close()
+						conn = nil
+						continue
+					}
+					if reply.Opcode == codec.OpGet+1 {
+						reads.Add(1)
+						if string(reply.Value) != k {
+							stale.Add(1)
+						}
+					} else if reply.Status == codec.Status_STATUS_NOT_FOUND {
+						stale.Add(1)
+						t.Errorf("read of acknowledged %s at %s: not found", k, n.name)
 					}
 				}
 			}()
@@ -176,7 +230,7 @@ func TestAttackWakesLinkChurn(t *testing.T) {
 		if after == before {
 			t.Errorf("no write acknowledged in the second after the cuts stopped (%d before); a: %s b: %s c: %s", before, a.node.State(), b.node.State(), c.node.State())
 		}
-		t.Logf("%d writes acknowledged", nacked.Load())
+		t.Logf("%d writes acknowledged, %d reads answered, %d stale", nacked.Load(), reads.Load(), stale.Load())
 		missing := 0
 		acked.Range(func(k, _ any) bool {
 			for _, n := range []*testNode{b, c} {
@@ -261,5 +315,52 @@ func TestAttackWakesPipelinedOrderAndHalfClose(t *testing.T) {
 			}
 			conn.Close()
 		}
+	}
+}
+
+// TestAttackWakesStopWhileRelinking stops a middle while its link to the
+// tail keeps breaking and coming back (Attach in flight): no goroutine of
+// gnet's enrolment may be left behind waiting for a loop that stopped.
+func TestAttackWakesStopWhileRelinking(t *testing.T) {
+	count := func() int {
+		buf := make([]byte, 4<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		return strings.Count(string(buf), "gnet/v2.(*eventloop).enroll")
+	}
+	for round := 0; round < 10; round++ {
+		a, b, c := startNode(t, "node0000000001"), startNode(t, "node0000000002"), startNode(t, "node0000000003")
+		pc := startCutProxy(t, c.server.Addr())
+		members := []Member{{Name: a.name, Addr: a.server.Addr()}, {Name: b.name, Addr: b.server.Addr()}, {Name: c.name, Addr: pc.addr()}}
+		for _, n := range []*testNode{a, b, c} {
+			n.node.SetView(members)
+		}
+		put(t, a, "warm", "up")
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+					pc.cut()
+				}
+			}
+		}()
+		time.Sleep(time.Duration(20+round*7) * time.Millisecond)
+		b.stop()
+		close(stop)
+		<-done
+		a.stop()
+		c.stop()
+		pc.close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for count() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := count(); n > 0 {
+		t.Errorf("%d goroutines of gnet's enrolment left after the nodes stopped", n)
 	}
 }
