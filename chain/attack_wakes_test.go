@@ -364,3 +364,69 @@ func TestAttackWakesStopWhileRelinking(t *testing.T) {
 		t.Errorf("%d goroutines of gnet's enrolment left after the nodes stopped", n)
 	}
 }
+
+// TestAttackWakesAckRightAfterHello puts a proxy in front of the tail that
+// sends, with the tail's hello reply and in the same segment, a true
+// acknowledgement of what the tail reported in it (nothing new): a
+// successor whose first acknowledgement follows its hello closely. The
+// link must come up: the tail must catch up.
+func TestAttackWakesAckRightAfterHello(t *testing.T) {
+	a, b := startNode(t, "node0000000001"), startNode(t, "node0000000002")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", b.server.Addr())
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(d, c); d.Close(); c.Close() }()
+			go func() {
+				defer c.Close()
+				defer d.Close()
+				br := bufio.NewReader(d)
+				var hello codec.MessageT
+				if err := codec.ReadMessage(br, codec.DefaultMaxFrame, &hello); err != nil {
+					return
+				}
+				out, _ := codec.AppendMessage(nil, &hello)
+				if hello.Opcode == codec.MessageT_OP_HELLO+1 {
+					out, _ = codec.AppendMessage(out, &codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE + 1, CType: codec.CtNone, Seq: hello.Seq, Committed: hello.Committed})
+				}
+				if _, err := c.Write(out); err != nil {
+					return
+				}
+				io.Copy(c, br)
+			}()
+		}
+	}()
+	members := []Member{{Name: a.name, Addr: a.server.Addr()}, {Name: b.name, Addr: ln.Addr().String()}}
+	a.node.SetView(members)
+	b.node.SetView(members)
+	w := dialWire(t, a.server.Addr())
+	w.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	b1, _ := codec.AppendMessage(nil, codec.PutRequest("k", []byte("v")))
+	if _, err := w.conn.Write(b1); err != nil {
+		t.Fatal(err)
+	}
+	var reply codec.MessageT
+	if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, &reply); err != nil || reply.Opcode != codec.OpPut+1 {
+		t.Fatalf("put not acknowledged: %v %v (a: %s)", &reply, err, a.node.State())
+	}
+	// The tail was still joining: the head committed alone. It must
+	// catch up.
+	eventually(t, "the tail catches up", func() error {
+		if v, _ := b.store.Table.Get("k"); string(v) != "v" {
+			return fmt.Errorf("b has k=%q; a: %s; b: %s", v, a.node.State(), b.node.State())
+		}
+		return nil
+	})
+}
