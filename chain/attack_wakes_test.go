@@ -86,6 +86,16 @@ func fdList() []string {
 	return out
 }
 
+func socketCount() int {
+	n := 0
+	for _, f := range fdList() {
+		if strings.Contains(f, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
 func fdCount() int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -213,6 +223,8 @@ func TestAttackWakesLinkChurn(t *testing.T) {
 				}
 			}()
 		}
+		time.Sleep(200 * time.Millisecond)
+		sockets0 := socketCount()
 		end := time.Now().Add(4 * time.Second)
 		for i := 0; time.Now().Before(end); i++ {
 			time.Sleep(time.Duration(3+i%20) * time.Millisecond)
@@ -225,6 +237,13 @@ func TestAttackWakesLinkChurn(t *testing.T) {
 		before := nacked.Load()
 		time.Sleep(time.Second) // no cuts: writes must flow again
 		after := nacked.Load()
+		// Every cut ended its links' sockets, and the server's duplicates
+		// of them: what is open now is what was open before the cuts.
+		if s1 := socketCount(); s1 > sockets0+8 {
+			t.Errorf("sockets: %d once the links were up, %d after the cuts and a second without", sockets0, s1)
+		} else {
+			t.Logf("sockets: %d -> %d", sockets0, s1)
+		}
 		close(stop)
 		wg.Wait()
 		if after == before {
