@@ -1103,10 +1103,10 @@ func (n *Node) link(self string, succ Member, gen uint64) error {
 	n.counters.linkConnects.Add(1)
 
 	broken := make(chan error, 1)
-	if s := n.server.Load(); s != nil {
-		if r.Buffered() > 0 {
-			return fmt.Errorf("%s sent more than its hello", succ.Addr)
-		}
+	// The event loops read the socket itself, so bytes that came with the
+	// hello reply and sit in r would be skipped: such a link keeps its
+	// goroutine reader.
+	if s := n.server.Load(); s != nil && r.Buffered() == 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DialTimeout)
 		err := s.Attach(ctx, conn, n.predConn.Load(), &ackReader{n: n, gen: gen, broken: broken})
 		cancel()

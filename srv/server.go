@@ -149,9 +149,13 @@ type Server struct {
 	conns  sync.Map     // id -> *Conn, for the idle sweep
 	bodies atomic.Int64 // bytes of bodyBudget taken
 
-	quit     chan struct{}  // closed by Stop
-	resumer  *resumer       // wakes paused connections
-	draining sync.WaitGroup // writers of half-closed connections' replies
+	quit chan struct{} // closed by Stop
+
+	attachMu  sync.Mutex
+	stopping  bool           // Stop has begun: Attach refuses
+	attaching sync.WaitGroup // Attach calls under way, which Stop waits for
+	resumer   *resumer       // wakes paused connections
+	draining  sync.WaitGroup // writers of half-closed connections' replies
 }
 
 // Start listens on cfg.Addr and serves in the background until Stop.
@@ -221,6 +225,13 @@ func (s *Server) Addr() string { return s.addr }
 // Stop closes the listener and every connection and waits for the event
 // loops to end.
 func (s *Server) Stop(ctx context.Context) error {
+	// An enrolment the loops never take leaves gnet's goroutine waiting
+	// for good and its duplicate of the socket open: let those under way
+	// finish first, and refuse new ones.
+	s.attachMu.Lock()
+	s.stopping = true
+	s.attachMu.Unlock()
+	s.attaching.Wait()
 	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("srv: stop: %w", err)
 	}
@@ -954,6 +965,14 @@ type attached struct {
 // to write on, and the loop's copy ends only when the socket is shut down
 // (shutdown(2), net.TCPConn.CloseRead) or the server stops.
 func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r AttachedReader) error {
+	s.attachMu.Lock()
+	if s.stopping {
+		s.attachMu.Unlock()
+		return errors.New("srv: attach: the server is stopping")
+	}
+	s.attaching.Add(1)
+	s.attachMu.Unlock()
+	defer s.attaching.Done()
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return fmt.Errorf("srv: attach %T: no descriptor", nc)
@@ -1005,8 +1024,6 @@ func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r Attached
 		// The loop may still take it: it then reads until the caller
 		// shuts the socket down, as it does for a failed attach.
 		return fmt.Errorf("srv: attach: %w", ctx.Err())
-	case <-s.quit:
-		return errors.New("srv: attach: server stopped")
 	}
 }
 
