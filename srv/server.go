@@ -269,7 +269,8 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // OnOpen attaches the per-connection state, or refuses a connection over
 // the cap.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	if _, ok := gc.Context().(*attached); ok {
+	if a, ok := gc.Context().(*attached); ok {
+		a.opened.Store(true)
 		return nil, gnet.None
 	}
 	c := &Conn{id: s.nextID.Add(1), gc: gc, remote: gc.RemoteAddr()}
@@ -956,6 +957,7 @@ type AttachedReader interface {
 type attached struct {
 	reader AttachedReader
 	pass   Pass
+	opened atomic.Bool // OnOpen ran: the loop polls the connection
 }
 
 // Attach has the server's event loops read nc, a TCP connection it did not
@@ -994,7 +996,8 @@ func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r Attached
 	if err != nil {
 		return err
 	}
-	gctx := gnet.NewNetConnContext(gnet.NewContext(ctx, &attached{reader: r, pass: Pass{s: s}}), dup)
+	a := &attached{reader: r, pass: Pass{s: s}}
+	gctx := gnet.NewNetConnContext(gnet.NewContext(ctx, a), dup)
 	var res <-chan gnet.RegisteredResult
 	if near != nil {
 		res, err = near.gc.EventLoop().Enroll(gctx, dup)
@@ -1018,6 +1021,12 @@ func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r Attached
 		}
 		if rr.Err != nil {
 			return fmt.Errorf("srv: attach: %w", rr.Err)
+		}
+		if !a.opened.Load() {
+			// gnet reports success even when the loop could not poll the
+			// descriptor (epoll_ctl failed): nothing would read it. OnOpen
+			// runs before the result is sent, and only on success.
+			return errors.New("srv: attach: the event loop did not take the connection")
 		}
 		return nil
 	case <-ctx.Done():
