@@ -3,10 +3,8 @@ package chain
 import (
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/chaintable/chaintable/codec"
 )
@@ -81,48 +79,26 @@ func idleLinks(s *lsim) map[string]idleAt {
 // applied and the end of a bypass; only Writes clears the live marker).
 func TestAttackLinkMarkSim(t *testing.T) {
 	const steps = 3000
-	first, seeds := uint64(1), uint64(30)
-	if testing.Short() {
-		seeds = 5
-	}
-	// LSIM_SEEDS=first:count runs other seeds, as for the lease sim.
-	if v := os.Getenv("LSIM_SEEDS"); v != "" {
-		if _, err := fmt.Sscanf(v, "%d:%d", &first, &seeds); err != nil {
-			t.Fatalf("LSIM_SEEDS=%q: want first:count (%v)", v, err)
-		}
-	}
 	checks := 0
-	for seed := first; seed < first+seeds; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			session := 4 * time.Second
-			term := session / 2
-			if seed%3 == 0 {
-				term = session
-			}
-			s := newLsim(t, seed, session, term)
-			s.profile = int(seed % uint64(len(lsimProfiles)))
-			for range 3 {
-				s.join()
-			}
-			for i := range steps {
-				before := idleLinks(s)
-				s.step(4)
-				s.read(fmt.Sprintf("k%d", s.rng.IntN(4)))
-				for name, b := range before {
-					p := s.procs[name]
-					if p == nil || p.m != b.m || p.m.LinkMark() != b.mark {
-						continue
-					}
-					for _, x := range b.next {
-						checks++
-						if ok, what := linkIdle(p.m, b.gen, x); !ok {
-							t.Fatalf("step %d: %s had nothing to send at %d with mark %+v, and now has (%s), mark unchanged\nbefore: %s\nafter:  %s",
-								i, name, x, b.mark, what, b.str, p.m)
-						}
+	lsimEachSeed(t, 30, 5, func(t *testing.T, s *lsim) {
+		for i := range steps {
+			before := idleLinks(s)
+			s.step(4)
+			s.read(fmt.Sprintf("k%d", s.rng.IntN(4)))
+			for name, b := range before {
+				p := s.procs[name]
+				if p == nil || p.m != b.m || p.m.LinkMark() != b.mark {
+					continue
+				}
+				for _, x := range b.next {
+					checks++
+					if ok, what := linkIdle(p.m, b.gen, x); !ok {
+						t.Fatalf("step %d: %s had nothing to send at %d with mark %+v, and now has (%s), mark unchanged\nbefore: %s\nafter:  %s",
+							i, name, x, b.mark, what, b.str, p.m)
 					}
 				}
 			}
-		})
-	}
+		}
+	})
 	t.Logf("%d checks of an unchanged mark", checks)
 }

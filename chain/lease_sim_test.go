@@ -677,18 +677,14 @@ func (s *lsim) converged() bool {
 	return s.procs[s.zk[0]].m.CanWrite() == nil
 }
 
-// lsimStats counts what the random simulation exercised.
-var lsimStats struct{ reads, dirty, notHead, dropped, acked int }
-
-// TestLeaseSimRandomFaults is the attack: random writes, reads at every
-// node, and faults, with real leases and a model of ZooKeeper.
-func TestLeaseSimRandomFaults(t *testing.T) {
-	const steps = 3000
-	first, seeds := uint64(1), uint64(200)
+// lsimEachSeed runs body, as a subtest per seed, on a simulation of three
+// nodes that joined: seeds of them, short with -short, or those that
+// LSIM_SEEDS=first:count names, for longer hunts. It returns how many ran.
+func lsimEachSeed(t *testing.T, seeds, short uint64, body func(t *testing.T, s *lsim)) uint64 {
+	first := uint64(1)
 	if testing.Short() {
-		seeds = 20
+		seeds = short
 	}
-	// LSIM_SEEDS=first:count runs other seeds, for longer hunts.
 	if v := os.Getenv("LSIM_SEEDS"); v != "" {
 		if _, err := fmt.Sscanf(v, "%d:%d", &first, &seeds); err != nil {
 			t.Fatalf("LSIM_SEEDS=%q: want first:count (%v)", v, err)
@@ -706,14 +702,27 @@ func TestLeaseSimRandomFaults(t *testing.T) {
 			for range 3 {
 				s.join()
 			}
-			for range steps {
-				s.step(4)
-				s.read(fmt.Sprintf("k%d", s.rng.IntN(4)))
-			}
-			s.healAndSettle()
-			s.checkConverged()
+			body(t, s)
 		})
 	}
+	return seeds
+}
+
+// lsimStats counts what the random simulation exercised.
+var lsimStats struct{ reads, dirty, notHead, dropped, acked int }
+
+// TestLeaseSimRandomFaults is the attack: random writes, reads at every
+// node, and faults, with real leases and a model of ZooKeeper.
+func TestLeaseSimRandomFaults(t *testing.T) {
+	const steps = 3000
+	seeds := lsimEachSeed(t, 200, 20, func(t *testing.T, s *lsim) {
+		for range steps {
+			s.step(4)
+			s.read(fmt.Sprintf("k%d", s.rng.IntN(4)))
+		}
+		s.healAndSettle()
+		s.checkConverged()
+	})
 	t.Logf("%d seeds x %d steps: %d writes acknowledged, %d reads answered (%d dirty, %d not at a head, %d by nodes ZooKeeper had dropped)",
 		seeds, steps, lsimStats.acked, lsimStats.reads, lsimStats.dirty, lsimStats.notHead, lsimStats.dropped)
 }

@@ -270,6 +270,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // the cap.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if a, ok := gc.Context().(*attached); ok {
+		a.pass.el = gc.EventLoop() // its loop for good, before any traffic
 		a.opened.Store(true)
 		return nil, gnet.None
 	}
@@ -1039,7 +1040,6 @@ func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r Attached
 // attachedTraffic gives an attached connection's bytes to its reader,
 // then writes the replies completed in the pass.
 func (s *Server) attachedTraffic(a *attached, gc gnet.Conn) gnet.Action {
-	a.pass.el = gc.EventLoop()
 	in, _ := gc.Peek(-1)
 	used, err := a.reader.Traffic(&a.pass, in)
 	if used > 0 {
