@@ -530,7 +530,10 @@ durable() {
 	stop_chain
 	local fstype have_wal=1 p redis_aof redis_aof_pid
 	fstype=$(df --output=fstype "$tmp" | tail -n 1)
-	if ! ./table_server -h 2>&1 | grep -q -- -data-dir; then
+	# Read the whole help before matching: grep -q would stop at the first
+	# match, and table_server, still writing, would die of SIGPIPE, which
+	# pipefail takes for a failed check.
+	if [[ $(./table_server -h 2>&1) != *-data-dir* ]]; then
 		have_wal=""
 		echo "bench: this table_server has no --data-dir: only Redis and ZooKeeper are measured" >&2
 	fi

@@ -176,7 +176,7 @@ up() {
 	until [[ $(four srvr) == *"Mode: "* ]] && listens "$pid"; do
 		if ! running >/dev/null; then
 			echo
-			if { tail -c +"$out_from" "$dir/zookeeper.out"; tail -c +"$log_from" "$dir/zookeeper.log"; } 2>/dev/null | grep -q "Address already in use"; then
+			if { tail -c +"$out_from" "$dir/zookeeper.out"; tail -c +"$log_from" "$dir/zookeeper.log"; } 2>/dev/null | grep "Address already in use" >/dev/null; then
 				echo "zk.sh: port $port is taken by another process (ZooKeeper said: Address already in use); choose another --port" >&2
 				exit 3
 			fi
