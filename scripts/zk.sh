@@ -176,6 +176,8 @@ up() {
 	until [[ $(four srvr) == *"Mode: "* ]] && listens "$pid"; do
 		if ! running >/dev/null; then
 			echo
+			# grep reads all of it: with -q it would stop at the match, and
+			# tail, still writing, would die of SIGPIPE, failing the pipe.
 			if { tail -c +"$out_from" "$dir/zookeeper.out"; tail -c +"$log_from" "$dir/zookeeper.log"; } 2>/dev/null | grep "Address already in use" >/dev/null; then
 				echo "zk.sh: port $port is taken by another process (ZooKeeper said: Address already in use); choose another --port" >&2
 				exit 3
