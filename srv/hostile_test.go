@@ -214,3 +214,17 @@ func TestServerCapCountsQueuedReplies(t *testing.T) {
 		t.Fatal("the server kept 50 MiB of replies queued behind a held one")
 	}
 }
+
+// Start must return a whole server: a descriptor it opens later (gnet
+// opens its loops' pollers after OnBoot) breaks every count of what
+// connections leave behind, as TestServerSurvivesChurnAndGarbage makes.
+func TestStartReturnsWithEveryLoopOpen(t *testing.T) {
+	for range 5 {
+		startStore(t, Config{EventLoops: 32})
+		atStart := openFDs(t)
+		time.Sleep(50 * time.Millisecond)
+		if later := openFDs(t); len(later) != len(atStart) {
+			t.Fatalf("an idle server with 32 event loops held %d descriptors when Start returned, %d 50 ms later", len(atStart), len(later))
+		}
+	}
+}

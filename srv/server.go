@@ -130,13 +130,12 @@ const HalfClosedWait = 30 * time.Second
 // Server is a running gnet server.
 type Server struct {
 	gnet.BuiltinEventEngine
-	cfg    Config
-	log    *slog.Logger
-	addr   string
-	eng    gnet.Engine
-	booted chan struct{}
+	cfg  Config
+	log  *slog.Logger
+	addr string
+	eng  gnet.Engine
 	// loopsUp is closed at the first OnTick, which gnet runs once it
-	// has set up its event loops: Register may look at them from then on.
+	// has set up its event loops.
 	loopsUp    chan struct{}
 	loopsUpOne sync.Once
 	done       chan error
@@ -187,7 +186,7 @@ func Start(cfg Config) (*Server, error) {
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("srv: listen address %q: %w", cfg.Addr, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, booted: make(chan struct{}), loopsUp: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, loopsUp: make(chan struct{}), done: make(chan error, 1), quit: make(chan struct{})}
 	s.getServer, _ = cfg.Handler.(GetServer)
 	s.writeServer, _ = cfg.Handler.(WriteServer)
 	s.batchServer, _ = cfg.Handler.(WriteBatchServer)
@@ -207,8 +206,12 @@ func Start(cfg Config) (*Server, error) {
 		opts = append(opts, gnet.WithSocketSendBuffer(cfg.SendBuffer))
 	}
 	go func() { s.done <- gnet.Run(s, "tcp://"+cfg.Addr, opts...) }()
+	// gnet calls OnBoot before it opens its event loops' pollers, and
+	// ticks once they are all open: wait for that first tick, so that
+	// the server Start returns is whole (every descriptor it will hold
+	// while idle is open, and Register may look at its loops).
 	select {
-	case <-s.booted:
+	case <-s.loopsUp:
 		s.resumer = newResumer(s.quit)
 		return s, nil
 	case err := <-s.done:
@@ -262,7 +265,6 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 		}
 		unix.Close(fd)
 	}
-	close(s.booted)
 	return gnet.None
 }
 
@@ -1003,12 +1005,6 @@ func (s *Server) Attach(ctx context.Context, nc net.Conn, near *Conn, r Attached
 	if near != nil {
 		res, err = near.gc.EventLoop().Enroll(gctx, dup)
 	} else {
-		select {
-		case <-s.loopsUp:
-		case <-ctx.Done():
-			dup.Close()
-			return fmt.Errorf("srv: attach: %w", ctx.Err())
-		}
 		res, err = s.eng.Register(gctx)
 	}
 	if err != nil {
