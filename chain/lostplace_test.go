@@ -1,0 +1,148 @@
+package chain
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chaintable/chaintable/codec"
+)
+
+// ackClamp stands between a node and its successor and lets the
+// successor's acknowledgements through only up to limit, so that a test
+// decides how far the node's writes commit.
+func ackClamp(t *testing.T, succAddr string, limit *atomic.Uint64) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", succAddr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); d.Close() })
+			go func() { io.Copy(d, c); d.Close(); c.Close() }()
+			go func() {
+				defer c.Close()
+				defer d.Close()
+				br := bufio.NewReader(d)
+				for {
+					var m codec.MessageT
+					if err := codec.ReadMessage(br, codec.DefaultMaxFrame, &m); err != nil {
+						return
+					}
+					if m.Opcode == codec.MessageT_OP_REPLICATE+1 {
+						m.Seq, m.Committed = min(m.Seq, limit.Load()), min(m.Committed, limit.Load())
+					}
+					out, _ := codec.AppendMessage(nil, &m)
+					if _, err := c.Write(out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A head that loses its place while a client's pipelined writes are in
+// flight answers those that committed, in order, and only then closes
+// the connection: the client learns every write that is known to stand.
+// (A batched reply for writes taken together must not drop the answers
+// of those that did commit.)
+func TestLostPlaceAnswersWhatCommitted(t *testing.T) {
+	head, tail := startNode(t, "n1"), startNode(t, "n2")
+	var limit atomic.Uint64
+	limit.Store(math.MaxUint64)
+	members := []Member{{Name: head.name, Addr: head.server.Addr()}, {Name: tail.name, Addr: ackClamp(t, tail.server.Addr(), &limit)}}
+	head.node.SetView(members)
+	tail.node.SetView(members)
+	put(t, head, "before", "v")
+	eventually(t, "the tail is live", func() error { _, err := get(t, tail, "before"); return err })
+
+	const writes, committed = 16, 5
+	before := head.node.applied.Load()
+	limit.Store(before + committed)
+	w := dialWire(t, head.server.Addr())
+	var burst []byte
+	for range writes {
+		burst, _ = codec.AppendMessage(burst, codec.PutRequest("k", []byte("v")))
+	}
+	w.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := w.conn.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the head takes the burst", func() error {
+		if got := head.node.applied.Load(); got < before+writes {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	eventually(t, "the committed writes commit", func() error {
+		if pos := head.node.Status(); pos.Committed < before+committed {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	head.node.Rejoin(head.name) // its session expired
+
+	answered := 0
+	for {
+		var reply codec.MessageT
+		if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, &reply); err != nil {
+			break
+		}
+		if reply.Opcode != codec.OpPut+1 {
+			t.Fatalf("reply %d: %v", answered+1, &reply)
+		}
+		answered++
+	}
+	if answered != committed {
+		t.Fatalf("%d writes answered before the connection closed; %d had committed", answered, committed)
+	}
+}
+
+// Writes answered at once (a del of a missing key) and writes that wait
+// for the chain keep their clients' order, in one pipelined burst.
+func TestBatchKeepsReplyOrder(t *testing.T) {
+	head, tail := startNode(t, "n1"), startNode(t, "n2")
+	setViews(head, tail)
+	put(t, head, "before", "v")
+	eventually(t, "the tail is live", func() error { _, err := get(t, tail, "before"); return err })
+	reqs := []*codec.MessageT{
+		codec.PutRequest("a", []byte("1")), codec.DelRequest("missing"), codec.PutRequest("b", []byte("2")),
+		codec.DelRequest("a"), codec.DelRequest("a"), codec.PutRequest("c", []byte("3")),
+	}
+	want := []codec.MessageT_Opcode{codec.OpPut + 1, codec.OpError, codec.OpPut + 1, codec.OpDel + 1, codec.OpError, codec.OpPut + 1}
+	var burst []byte
+	for _, r := range reqs {
+		burst, _ = codec.AppendMessage(burst, r)
+	}
+	w := dialWire(t, head.server.Addr())
+	w.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := w.conn.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	for i, op := range want {
+		var reply codec.MessageT
+		if err := codec.ReadMessage(w.r, codec.DefaultMaxFrame, &reply); err != nil {
+			t.Fatalf("reply %d: %v", i+1, err)
+		}
+		if reply.Opcode != op {
+			t.Fatalf("reply %d to %v: %v, want opcode %v", i+1, reqs[i].Opcode, &reply, op)
+		}
+	}
+}
