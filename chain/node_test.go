@@ -60,11 +60,14 @@ func logger() *slog.Logger {
 
 func startNode(t *testing.T, name string) *testNode { return startNodeTB(t, name) }
 
-func startNodeTB(t testing.TB, name string) *testNode {
+func startNodeTB(t testing.TB, name string) *testNode { return startNodeLease(t, name, testLease) }
+
+// startNodeLease is startNode with lease term lease.
+func startNodeLease(t testing.TB, name string, lease time.Duration) *testNode {
 	t.Helper()
 	store, _ := srv.NewStore(8)
 	tn := &testNode{name: name, store: store}
-	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: testLease, HoldTimeout: testHold, SessionLease: tn.sessionLease})
+	n := NewNode(NodeConfig{Store: store, Logger: logger().With("node", name), LeaseTerm: lease, HoldTimeout: testHold, SessionLease: tn.sessionLease})
 	s, err := srv.Start(srv.Config{Addr: "127.0.0.1:0", Handler: n, Stats: store.Stats, Logger: logger(), EventLoops: 2})
 	if err != nil {
 		t.Fatal(err)
