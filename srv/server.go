@@ -205,6 +205,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.SendBuffer > 0 {
 		opts = append(opts, gnet.WithSocketSendBuffer(cfg.SendBuffer))
 	}
+	// The loops accept connections before Start returns: one may pause
+	// at once, and needs the resumer.
+	s.resumer = newResumer(s.quit)
 	go func() { s.done <- gnet.Run(s, "tcp://"+cfg.Addr, opts...) }()
 	// gnet calls OnBoot before it opens its event loops' pollers, and
 	// ticks once they are all open: wait for that first tick, so that
@@ -212,9 +215,10 @@ func Start(cfg Config) (*Server, error) {
 	// while idle is open, and Register may look at its loops).
 	select {
 	case <-s.loopsUp:
-		s.resumer = newResumer(s.quit)
 		return s, nil
 	case err := <-s.done:
+		close(s.quit)
+		<-s.resumer.done
 		if err == nil {
 			err = errors.New("stopped before it started")
 		}
