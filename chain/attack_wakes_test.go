@@ -391,43 +391,14 @@ func TestAttackWakesStopWhileRelinking(t *testing.T) {
 // link must come up: the tail must catch up.
 func TestAttackWakesAckRightAfterHello(t *testing.T) {
 	a, b := startNode(t, "node0000000001"), startNode(t, "node0000000002")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			d, err := net.Dial("tcp", b.server.Addr())
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() { io.Copy(d, c); d.Close(); c.Close() }()
-			go func() {
-				defer c.Close()
-				defer d.Close()
-				br := bufio.NewReader(d)
-				var hello codec.MessageT
-				if err := codec.ReadMessage(br, codec.DefaultMaxFrame, &hello); err != nil {
-					return
-				}
-				out, _ := codec.AppendMessage(nil, &hello)
-				if hello.Opcode == codec.MessageT_OP_HELLO+1 {
-					out, _ = codec.AppendMessage(out, &codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE + 1, CType: codec.CtNone, Seq: hello.Seq, Committed: hello.Committed})
-				}
-				if _, err := c.Write(out); err != nil {
-					return
-				}
-				io.Copy(c, br)
-			}()
+	relay := startReplyRelay(t, b.server.Addr(), func(dst []byte, m *codec.MessageT) []byte {
+		dst, _ = codec.AppendMessage(dst, m)
+		if m.Opcode == codec.MessageT_OP_HELLO+1 {
+			dst, _ = codec.AppendMessage(dst, &codec.MessageT{Opcode: codec.MessageT_OP_REPLICATE + 1, CType: codec.CtNone, Seq: m.Seq, Committed: m.Committed})
 		}
-	}()
-	members := []Member{{Name: a.name, Addr: a.server.Addr()}, {Name: b.name, Addr: ln.Addr().String()}}
+		return dst
+	})
+	members := []Member{{Name: a.name, Addr: a.server.Addr()}, {Name: b.name, Addr: relay}}
 	a.node.SetView(members)
 	b.node.SetView(members)
 	w := dialWire(t, a.server.Addr())

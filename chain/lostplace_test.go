@@ -1,12 +1,9 @@
 package chain
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,45 +16,13 @@ import (
 // successor's acknowledgements through only up to limit, so that a test
 // decides how far the node's writes commit.
 func ackClamp(t *testing.T, succAddr string, limit *atomic.Uint64) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			d, err := net.Dial("tcp", succAddr)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { c.Close(); d.Close() })
-			go func() { io.Copy(d, c); d.Close(); c.Close() }()
-			go func() {
-				defer c.Close()
-				defer d.Close()
-				br := bufio.NewReader(d)
-				for {
-					var m codec.MessageT
-					if err := codec.ReadMessage(br, codec.DefaultMaxFrame, &m); err != nil {
-						return
-					}
-					if m.Opcode == codec.MessageT_OP_REPLICATE+1 {
-						m.Seq, m.Committed = min(m.Seq, limit.Load()), min(m.Committed, limit.Load())
-					}
-					out, _ := codec.AppendMessage(nil, &m)
-					if _, err := c.Write(out); err != nil {
-						return
-					}
-				}
-			}()
+	return startReplyRelay(t, succAddr, func(dst []byte, m *codec.MessageT) []byte {
+		if m.Opcode == codec.MessageT_OP_REPLICATE+1 {
+			m.Seq, m.Committed = min(m.Seq, limit.Load()), min(m.Committed, limit.Load())
 		}
-	}()
-	return ln.Addr().String()
+		dst, _ = codec.AppendMessage(dst, m)
+		return dst
+	})
 }
 
 // A head that loses its place while a client's pipelined writes are in
@@ -106,7 +71,7 @@ func TestLostPlaceAnswersWhatCommitted(t *testing.T) {
 		return nil
 	})
 	eventually(t, "the committed writes commit", func() error {
-		if pos := head.node.Status(); pos.Committed < before+committed {
+		if st := head.node.Status(); st.Committed < before+committed {
 			return errors.New("not yet")
 		}
 		return nil
@@ -131,7 +96,7 @@ func TestLostPlaceAnswersWhatCommitted(t *testing.T) {
 
 // Writes answered at once (a del of a missing key) and writes that wait
 // for the chain keep their clients' order, in one pipelined burst.
-func TestBatchKeepsReplyOrder(t *testing.T) {
+func TestPipelinedWritesKeepReplyOrder(t *testing.T) {
 	head, tail := startNode(t, "n1"), startNode(t, "n2")
 	setViews(head, tail)
 	put(t, head, "before", "v")
