@@ -2,8 +2,7 @@ package chain
 
 import (
 	"fmt"
-	"maps"
-	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chaintable/chaintable/codec"
@@ -48,14 +47,16 @@ type idleAt struct {
 	mark LinkMark
 	gen  uint64
 	next []uint64
-	str  string
+	// before is a copy of the machine, described only if the check
+	// fails: describing it at every step took most of the test's time.
+	before Machine
 }
 
 // idleLinks returns, for each process whose link would sleep now, what
 // it would sleep on.
 func idleLinks(s *lsim) map[string]idleAt {
 	out := map[string]idleAt{}
-	for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+	for _, name := range s.procNames() {
 		p := s.procs[name]
 		_, gen := p.m.Successor()
 		var next []uint64
@@ -65,7 +66,7 @@ func idleLinks(s *lsim) map[string]idleAt {
 			}
 		}
 		if len(next) > 0 {
-			out[name] = idleAt{m: p.m, mark: p.m.LinkMark(), gen: gen, next: next, str: p.m.String()}
+			out[name] = idleAt{m: p.m, mark: p.m.LinkMark(), gen: gen, next: next, before: *p.m}
 		}
 	}
 	return out
@@ -79,7 +80,7 @@ func idleLinks(s *lsim) map[string]idleAt {
 // applied and the end of a bypass; only Writes clears the live marker).
 func TestAttackLinkMarkSim(t *testing.T) {
 	const steps = 3000
-	checks := 0
+	var checks atomic.Int64 // over seeds run in parallel
 	lsimEachSeed(t, 30, 5, func(t *testing.T, s *lsim) {
 		for i := range steps {
 			before := idleLinks(s)
@@ -91,14 +92,13 @@ func TestAttackLinkMarkSim(t *testing.T) {
 					continue
 				}
 				for _, x := range b.next {
-					checks++
+					checks.Add(1)
 					if ok, what := linkIdle(p.m, b.gen, x); !ok {
 						t.Fatalf("step %d: %s had nothing to send at %d with mark %+v, and now has (%s), mark unchanged\nbefore: %s\nafter:  %s",
-							i, name, x, b.mark, what, b.str, p.m)
+							i, name, x, b.mark, what, b.before.String(), p.m)
 					}
 				}
 			}
 		}
-	})
-	t.Logf("%d checks of an unchanged mark", checks)
+	}, func(uint64, lsimStats) { t.Logf("%d checks of an unchanged mark", checks.Load()) })
 }

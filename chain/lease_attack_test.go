@@ -2,7 +2,6 @@ package chain
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 // a frame and an acknowledgement, n times over, at the current time.
 func (s *lsim) round(n int) {
 	for range n {
-		for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+		for _, name := range s.procNames() {
 			for step := range 4 {
 				if p := s.procs[name]; p != nil {
 					p.hbeat = true
@@ -25,7 +24,7 @@ func (s *lsim) round(n int) {
 
 // deliverViews gives every connected node the latest view.
 func (s *lsim) deliverViews() {
-	for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+	for _, name := range s.procNames() {
 		if p := s.procs[name]; p != nil {
 			s.deliverView(p)
 		}

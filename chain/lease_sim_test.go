@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,11 +32,13 @@ type lsim struct {
 	session time.Duration // ZooKeeper's session timeout
 	term    time.Duration // the lease term, at most the session timeout
 
-	procs map[string]*lproc // running processes, by current member name
+	procs map[string]*lproc // running processes, by current member name (see setProc)
+	names []string          // procs' names in order, nil when to be sorted again (see procNames)
 	zk    []string          // the members ZooKeeper lists, in order
 	heard map[string]time.Time
 	view  int // version of the view ZooKeeper lists (bumped on every change)
 
+	stats   lsimStats                        // what the simulation exercised
 	stepErr func(format string, args ...any) // t.Fatalf
 	profile int                              // index in lsimProfiles
 	batch   int                              // writes per frame; 0 draws 1 to 3
@@ -113,7 +116,7 @@ func (s *lsim) join() *lproc {
 	name := fmt.Sprintf("node%010d", s.seq)
 	store, _ := srv.NewStore(4)
 	p := &lproc{simNode: &simNode{name: name, m: NewMachine(name, store, s.term), store: store}}
-	s.procs[name] = p
+	s.setProc(p)
 	s.nodes[name] = p.simNode
 	s.zk = append(s.zk, name)
 	s.order = s.zk
@@ -186,9 +189,28 @@ func (s *lsim) deliverView(p *lproc) {
 	s.install(p)
 }
 
+// setProc and dropProc change procs. procNames returns the names in
+// procs in order, for the simulation's choices to depend on its seed
+// alone; it sorts them again only after a change, since sorting at every
+// step was most of the simulation's time. A caller may go on ranging over
+// what it returned while procs changes.
+func (s *lsim) setProc(p *lproc) { s.procs[p.name], s.names = p, nil }
+
+func (s *lsim) dropProc(name string) {
+	delete(s.procs, name)
+	s.names = nil
+}
+
+func (s *lsim) procNames() []string {
+	if s.names == nil {
+		s.names = slices.Sorted(maps.Keys(s.procs))
+	}
+	return s.names
+}
+
 func (s *lsim) rejoin(p *lproc) {
 	old := p.name
-	delete(s.procs, old)
+	s.dropProc(old)
 	delete(s.nodes, old)
 	s.seq++
 	p.name = fmt.Sprintf("node%010d", s.seq)
@@ -196,7 +218,7 @@ func (s *lsim) rejoin(p *lproc) {
 	p.m.Rejoin(p.name)
 	s.flush(p)
 	p.linked, p.frames, p.acks = false, nil, nil
-	s.procs[p.name] = p
+	s.setProc(p)
 	s.nodes[p.name] = p.simNode
 	s.zk = append(s.zk, p.name)
 	s.order = s.zk
@@ -209,9 +231,9 @@ func (s *lsim) rejoin(p *lproc) {
 // session a session timeout after it last heard it.
 func (s *lsim) kill(p *lproc) {
 	s.logf("kill %s", p.name)
-	delete(s.procs, p.name)
+	s.dropProc(p.name)
 	delete(s.nodes, p.name)
-	for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+	for _, name := range s.procNames() {
 		if q := s.procs[name]; q.m.succ.Name == p.name && s.up(q) {
 			s.breakLink(q)
 		}
@@ -382,7 +404,7 @@ func (s *lsim) pump(p *lproc, step int) {
 // write sends a client write to a node that believes it is the head.
 func (s *lsim) write(key string, del bool) {
 	var heads []*lproc
-	for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+	for _, name := range s.procNames() {
 		if p := s.procs[name]; s.up(p) && p.m.IsHead() {
 			heads = append(heads, p)
 		}
@@ -404,7 +426,7 @@ func (s *lsim) writeAt(h *lproc, key string, del bool) {
 	}
 	w := &codec.WriteT{Op: op, Key: key, Value: []byte(value)}
 	cw := &simClientWaiter{s: s.sim, key: key, value: value, at: h.name}
-	counted := countedWaiter{cw}
+	counted := countedWaiter{cw, &s.stats}
 	seq, _, err := h.m.ClientWrite(w)
 	if err != nil {
 		return
@@ -418,35 +440,38 @@ func (s *lsim) writeAt(h *lproc, key string, del bool) {
 	s.flush(h)
 }
 
-// countedWaiter counts the writes acknowledged, for lsimStats.
-type countedWaiter struct{ *simClientWaiter }
+// countedWaiter counts the writes acknowledged, in stats.
+type countedWaiter struct {
+	*simClientWaiter
+	stats *lsimStats
+}
 
 func (w countedWaiter) Done(pos Position, err error) {
 	if err == nil {
-		lsimStats.acked++
+		w.stats.acked++
 	}
 	w.simClientWaiter.Done(pos, err)
 }
 
 // read reads key at every node that answers it now (see sim.read).
 func (s *lsim) read(key string) {
-	for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+	for _, name := range s.procNames() {
 		p := s.procs[name]
 		if !s.up(p) || p.m.CanRead(s.now) != nil {
 			continue
 		}
-		lsimStats.reads++
+		s.stats.reads++
 		if !p.m.IsHead() {
-			lsimStats.notHead++
+			s.stats.notHead++
 		}
 		if !slices.Contains(s.zk, p.name) {
-			lsimStats.dropped++ // answered by a node ZooKeeper no longer lists
+			s.stats.dropped++ // answered by a node ZooKeeper no longer lists
 		}
 		v, found := p.store.Table.Get(key)
 		r := &simRead{s: s.sim, node: p.name, key: key, value: string(v), found: found, observed: s.observed[key]}
 		r.acked, r.wasAcked = s.acked[key]
 		if need := p.m.ReadNeed([]byte(key)); need != 0 {
-			lsimStats.dirty++
+			s.stats.dirty++
 			s.logf("read %s at %s = %q waits for %d", key, p.name, v, need)
 			p.m.Await(need, r)
 			continue
@@ -548,7 +573,7 @@ func (s *lsim) pick() int {
 // heals between faults as fast as a real one does.
 func (s *lsim) step(nkeys int) {
 	s.advance(time.Duration(s.rng.IntN(30)) * time.Millisecond)
-	for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+	for _, name := range s.procNames() {
 		if p := s.procs[name]; p != nil && s.rng.IntN(2) == 0 {
 			s.pump(p, s.rng.IntN(4))
 		}
@@ -556,7 +581,7 @@ func (s *lsim) step(nkeys int) {
 			s.deliverView(p)
 		}
 	}
-	names := slices.Sorted(maps.Keys(s.procs))
+	names := s.procNames()
 	if len(names) == 0 {
 		s.join()
 		return
@@ -635,13 +660,13 @@ func (s *lsim) healAndSettle() {
 	}
 	for range 20000 {
 		s.advance(10 * time.Millisecond)
-		for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+		for _, name := range s.procNames() {
 			if p := s.procs[name]; p != nil {
 				s.deliverView(p)
 				s.maybeLeave(p)
 			}
 		}
-		for _, name := range slices.Sorted(maps.Keys(s.procs)) {
+		for _, name := range s.procNames() {
 			if p := s.procs[name]; p != nil {
 				s.event(p)
 				s.flush(p)
@@ -677,10 +702,12 @@ func (s *lsim) converged() bool {
 	return s.procs[s.zk[0]].m.CanWrite() == nil
 }
 
-// lsimEachSeed runs body, as a subtest per seed, on a simulation of three
-// nodes that joined: seeds of them, short with -short, or those that
-// LSIM_SEEDS=first:count names, for longer hunts. It returns how many ran.
-func lsimEachSeed(t *testing.T, seeds, short uint64, body func(t *testing.T, s *lsim)) uint64 {
+// lsimEachSeed runs body on a simulation of three nodes that joined, one
+// per seed, as parallel subtests: seeds of them, short with -short, or
+// those that LSIM_SEEDS=first:count names, for longer hunts. Once every
+// seed has finished, it calls done with how many ran and what they
+// exercised together.
+func lsimEachSeed(t *testing.T, seeds, short uint64, body func(t *testing.T, s *lsim), done func(seeds uint64, total lsimStats)) {
 	first := uint64(1)
 	if testing.Short() {
 		seeds = short
@@ -690,8 +717,13 @@ func lsimEachSeed(t *testing.T, seeds, short uint64, body func(t *testing.T, s *
 			t.Fatalf("LSIM_SEEDS=%q: want first:count (%v)", v, err)
 		}
 	}
+	var mu sync.Mutex
+	var total lsimStats
+	// Cleanup runs once the parallel subtests are done.
+	t.Cleanup(func() { done(seeds, total) })
 	for seed := first; seed < first+seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
 			session := 4 * time.Second
 			term := session / 2
 			if seed%3 == 0 {
@@ -703,28 +735,39 @@ func lsimEachSeed(t *testing.T, seeds, short uint64, body func(t *testing.T, s *
 				s.join()
 			}
 			body(t, s)
+			mu.Lock()
+			total.add(s.stats)
+			mu.Unlock()
 		})
 	}
-	return seeds
 }
 
-// lsimStats counts what the random simulation exercised.
-var lsimStats struct{ reads, dirty, notHead, dropped, acked int }
+// lsimStats counts what a random simulation exercised.
+type lsimStats struct{ reads, dirty, notHead, dropped, acked int }
+
+func (a *lsimStats) add(b lsimStats) {
+	a.reads += b.reads
+	a.dirty += b.dirty
+	a.notHead += b.notHead
+	a.dropped += b.dropped
+	a.acked += b.acked
+}
 
 // TestLeaseSimRandomFaults is the attack: random writes, reads at every
 // node, and faults, with real leases and a model of ZooKeeper.
 func TestLeaseSimRandomFaults(t *testing.T) {
 	const steps = 3000
-	seeds := lsimEachSeed(t, 200, 20, func(t *testing.T, s *lsim) {
+	lsimEachSeed(t, 200, 20, func(t *testing.T, s *lsim) {
 		for range steps {
 			s.step(4)
 			s.read(fmt.Sprintf("k%d", s.rng.IntN(4)))
 		}
 		s.healAndSettle()
 		s.checkConverged()
+	}, func(seeds uint64, st lsimStats) {
+		t.Logf("%d seeds x %d steps: %d writes acknowledged, %d reads answered (%d dirty, %d not at a head, %d by nodes ZooKeeper had dropped)",
+			seeds, steps, st.acked, st.reads, st.dirty, st.notHead, st.dropped)
 	})
-	t.Logf("%d seeds x %d steps: %d writes acknowledged, %d reads answered (%d dirty, %d not at a head, %d by nodes ZooKeeper had dropped)",
-		seeds, steps, lsimStats.acked, lsimStats.reads, lsimStats.dirty, lsimStats.notHead, lsimStats.dropped)
 }
 
 func init() {
