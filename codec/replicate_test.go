@@ -45,6 +45,28 @@ func TestAppendReplicateMatchesProto(t *testing.T) {
 	}
 }
 
+// TestAppendReplicateSizesAtBoundaries checks the writes and frames whose
+// lengths come to where AppendReplicate must make room for a longer
+// length than it kept: writes of 127 and 128 bytes, frames of 64 KiB less
+// one byte and more.
+func TestAppendReplicateSizesAtBoundaries(t *testing.T) {
+	for _, n := range []int{0, 100, 110, 111, 112, 113, 120, 16370, 16371, 16372, 16373, 16374, 65480, 65490, 65500, 65505, 65510, 65520} {
+		for _, writes := range [][]*WriteT{
+			{{Seq: 1, Op: OpPut, Key: "k", Value: bytes.Repeat([]byte{'v'}, n), ClientId: 300, RequestId: 2}},
+			{{Seq: 1, Op: OpDel, Key: "d"}, {Seq: 2, Op: OpPut, Key: "k", Value: bytes.Repeat([]byte{'v'}, n)}, {Seq: 3, Op: OpDel, Key: "e"}},
+		} {
+			for extra := range 16 {
+				m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: strings.Repeat("f", extra), To: "t", Writes: writes, LeaseGrant: 5}
+				want, _ := AppendMessage([]byte("p"), m)
+				if got := AppendReplicate([]byte("p"), m.From, m.To, m.Writes, false, Grant{ID: 5}); !bytes.Equal(got, want) {
+					t.Fatalf("value of %d bytes, %d writes, from %q: AppendReplicate made %d bytes, AppendMessage %d; first at %d differ",
+						n, len(writes), m.From, len(got), len(want), firstDiff(got, want))
+				}
+			}
+		}
+	}
+}
+
 func firstDiff(a, b []byte) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
@@ -140,6 +162,9 @@ func FuzzAppendReplicate(f *testing.F) {
 		w := &WriteT{Seq: seq, Op: MessageT_Opcode(op), Key: key, Value: value, ClientId: client, RequestId: request, Found: found, FirstUnacked: first, ExpireSeq: expire, Epoch: expire ^ seq<<7}
 		// The term varies with the grant, for the same reason.
 		g := Grant{ID: grant, TermUS: grant >> 3}
+		if n, most := WriteSize(w), len(w.Key)+len(w.Value)+MaxWriteOverhead; n > most {
+			t.Fatalf("WriteSize %d, more than MaxWriteOverhead allows (%d)", n, most)
+		}
 		m := &MessageT{Opcode: MessageT_OP_REPLICATE, From: from, To: to, Writes: []*WriteT{w, {}, w}, Live: live, LeaseGrant: g.ID, LeaseTermUs: g.TermUS}
 		want, err := AppendMessage(nil, m)
 		if err != nil {

@@ -25,6 +25,14 @@ func AppendWrite(dst []byte, w *WriteT) []byte {
 // WriteSize returns the length of AppendWrite's encoding of w.
 func WriteSize(w *WriteT) int { return writeSize(w) }
 
+// MaxWriteOverhead bounds what AppendWrite's encoding of a write takes
+// beyond its key and value: WriteSize(w) <= len(w.Key) + len(w.Value) +
+// MaxWriteOverhead. A caller that limits sizes can so skip WriteSize for
+// all but the largest writes. Seven varint fields of one-byte tags and
+// one (the epoch) of a two-byte tag, each varint at most 10 bytes, and
+// the key's and the value's one-byte tags and lengths.
+const MaxWriteOverhead = 7*(1+10) + (2 + 10) + 2*(1+10)
+
 // UnmarshalWrite decodes b, an encoded write_t, into w as proto.Unmarshal
 // would. When it decodes by hand, which it does for anything AppendWrite
 // made, w's key and value are b's memory: b must not change while w is in

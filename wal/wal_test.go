@@ -222,8 +222,22 @@ func TestAppendRefused(t *testing.T) {
 			t.Errorf("Append(seqs %d..) = %v, want a sequence error", ws[0].Seq, err)
 		}
 	}
+	// A record may hold 1<<24 bytes: the value that fills it exactly is
+	// taken, one byte more is refused, with the write before it.
+	fits := &codec.WriteT{Seq: 4, Op: codec.OpPut, Key: "k"}
+	fits.Value = make([]byte, maxRecord-codec.WriteSize(fits)-5) // its tag and length take 5 bytes
+	if n := codec.WriteSize(fits); n != maxRecord {
+		t.Fatalf("a write of %d bytes, want %d", n, maxRecord)
+	}
+	tooLarge := &codec.WriteT{Seq: 5, Op: codec.OpPut, Key: "k", Value: make([]byte, len(fits.Value)+1)}
+	if err := w.Append([]*codec.WriteT{write(4), tooLarge}); err == nil || !strings.Contains(err.Error(), "more than the limit") {
+		t.Errorf("Append of a write of %d bytes = %v, want a size error", codec.WriteSize(tooLarge), err)
+	}
 	if w.LastSeq() != 3 {
 		t.Errorf("LastSeq after refused appends = %d, want 3", w.LastSeq())
+	}
+	if err := w.Append([]*codec.WriteT{fits}); err != nil {
+		t.Errorf("Append of a write of %d bytes: %v", maxRecord, err)
 	}
 	if _, err := Create(fsys, dir, 1, Options{SegmentSize: 1 << 16}); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("Create over a log = %v, want ErrExist", err)
