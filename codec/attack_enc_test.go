@@ -17,10 +17,11 @@ import (
 // round trips through Split and Unmarshal.
 
 // attackDsts are the destinations the encoders are given: nil, empty,
-// a prefix, a prefix with spare capacity full of garbage (small and
-// large), and a prefix with no spare capacity at all. Each call makes
-// fresh ones, so that two encoders never share a backing array.
-func attackDsts() []struct {
+// a prefix, a prefix with spare capacity full of garbage (too little for
+// an encoding of need bytes, and room for all of it), and a prefix with
+// no spare capacity at all. Each call makes fresh ones, so that two
+// encoders never share a backing array.
+func attackDsts(need int) []struct {
 	name string
 	dst  []byte
 } {
@@ -41,7 +42,7 @@ func attackDsts() []struct {
 		{"garbage spare 1", garbage(3, 1)},
 		{"garbage spare 7", garbage(5, 7)},
 		{"garbage spare 4KiB", garbage(9, 4096)},
-		{"garbage spare 8MiB", garbage(2, 8<<20)},
+		{"garbage spare for all", garbage(2, need+16)},
 		{"exact capacity", bytes.Clone([]byte("xyz"))[:3:3]},
 	}
 }
@@ -52,7 +53,7 @@ func attackDsts() []struct {
 func checkReplicate(t *testing.T, what string, m *MessageT) {
 	t.Helper()
 	g := Grant{ID: m.LeaseGrant, TermUS: m.LeaseTermUs}
-	for _, d := range attackDsts() {
+	for _, d := range attackDsts(proto.Size(m) + 6) {
 		prefix := bytes.Clone(d.dst)
 		wantDst := append([]byte(nil), d.dst...)
 		want, err := AppendMessage(wantDst, m)
@@ -98,7 +99,7 @@ func checkWrite(t *testing.T, w *WriteT) {
 	if err != nil {
 		t.Fatalf("proto.Marshal: %v", err)
 	}
-	for _, d := range attackDsts() {
+	for _, d := range attackDsts(len(want)) {
 		n := len(d.dst)
 		prefix := bytes.Clone(d.dst)
 		got := AppendWrite(d.dst, w)
@@ -122,16 +123,16 @@ func checkWrite(t *testing.T, w *WriteT) {
 // one or two bytes longer) that makes its encoding exactly n bytes, or nil
 // if no such value exists.
 func sizedWrite(base *WriteT, n int) *WriteT {
+	value := bytes.Repeat([]byte{'v'}, n)
 	for extraKey := range 3 {
 		w := proto.Clone(base).(*WriteT)
 		w.Key += strings.Repeat("K", extraKey)
 		w.Value = nil
 		rest := n - WriteSize(w)
 		for v := max(0, rest-12); v <= rest; v++ {
-			if v == 0 {
-				w.Value = nil
-			} else {
-				w.Value = bytes.Repeat([]byte{'v'}, v)
+			w.Value = nil
+			if v > 0 {
+				w.Value = value[:v:v]
 			}
 			if WriteSize(w) == n {
 				return w
@@ -169,13 +170,11 @@ func TestAttackEncWriteVarintBoundaries(t *testing.T) {
 			checkWrite(t, w)
 			small := &WriteT{Seq: 2, Op: OpDel, Key: "d"}
 			for _, ws := range [][]*WriteT{{w}, {small, w, small}, {w, w}} {
-				checkReplicate(t, "write of "+itoa(n)+" bytes", &MessageT{Opcode: MessageT_OP_REPLICATE, From: "f", To: "t", Writes: ws, Live: true, LeaseGrant: 9, LeaseTermUs: 1})
+				checkReplicate(t, "write of "+strconv.Itoa(n)+" bytes", &MessageT{Opcode: MessageT_OP_REPLICATE, From: "f", To: "t", Writes: ws, Live: true, LeaseGrant: 9, LeaseTermUs: 1})
 			}
 		}
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // tunedFrame returns build(v) for a v that makes the frame's payload
 // exactly p bytes, trying from names of lengths 0..20 too; nil if none.
@@ -236,7 +235,7 @@ func TestAttackEncFrameBoundaries(t *testing.T) {
 				t.Logf("%s: no frame of payload %d", name, p)
 				continue
 			}
-			checkReplicate(t, name+", payload "+itoa(p), m)
+			checkReplicate(t, name+", payload "+strconv.Itoa(p), m)
 		}
 	}
 }
@@ -257,7 +256,7 @@ func TestAttackEncEmptyAndZero(t *testing.T) {
 		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Seq: 1 << 7}, {Seq: 1<<7 - 1}, {Seq: 1 << 14}, {Seq: 1<<14 - 1}, {Seq: 1 << 63}, {Seq: 1<<63 - 1}}},
 		{Opcode: MessageT_OP_REPLICATE, Writes: []*WriteT{{Key: strings.Repeat("\U0010FFFF", 40), Value: bytes.Repeat([]byte{0xff}, 200)}}},
 	} {
-		checkReplicate(t, "case "+itoa(i), m)
+		checkReplicate(t, "case "+strconv.Itoa(i), m)
 		for _, w := range m.Writes {
 			checkWrite(t, w)
 		}
@@ -302,9 +301,10 @@ func TestAttackEncValueAliasesDst(t *testing.T) {
 	}
 }
 
-// TestAttackEncInvalidUTF8 shows what the hand encoder does with
-// strings proto refuses: AppendMessage fails, AppendReplicate makes a
-// frame, and that frame does not decode.
+// TestAttackEncInvalidUTF8 checks that strings proto refuses to encode
+// never decode: AppendReplicate writes them (the chain's keys are checked
+// when clients' requests are decoded), and Unmarshal and UnmarshalWrite
+// refuse what it wrote.
 func TestAttackEncInvalidUTF8(t *testing.T) {
 	for _, m := range []*MessageT{
 		{Opcode: MessageT_OP_REPLICATE, From: "a", To: "b", Writes: []*WriteT{{Seq: 1, Op: OpPut, Key: "\xff", Value: []byte("v")}}},
@@ -324,8 +324,9 @@ func TestAttackEncInvalidUTF8(t *testing.T) {
 		}
 		for _, w := range m.Writes {
 			var bw WriteT
-			err := UnmarshalWrite(AppendWrite(nil, w), &bw)
-			t.Logf("UnmarshalWrite(AppendWrite(key %q)): %v", w.Key, err)
+			if err := UnmarshalWrite(AppendWrite(nil, w), &bw); err == nil {
+				t.Errorf("UnmarshalWrite accepted key %q", w.Key)
+			}
 		}
 	}
 }

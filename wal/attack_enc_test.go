@@ -105,7 +105,9 @@ func TestAttackEncRecordLimit(t *testing.T) {
 			if _, err := r.Next(); err != io.EOF {
 				t.Fatalf("%s: after the last record: %v", sh.name, err)
 			}
-			w.Close()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
